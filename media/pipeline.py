@@ -1,0 +1,350 @@
+"""One leg's pipeline: frames in, events out.
+
+``push()`` runs on the event loop and does only cheap work (resampling, VAD:
+microseconds a frame); it queues segment audio for a worker task that runs the
+engines in an executor thread, one segment at a time and in order. When ASR
+falls behind, queued audio is coalesced into one ``accept`` call, so a busy
+machine shows fewer partials rather than late finals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+
+from media.audio_io import decode_file
+from media.events import (
+    Event,
+    FinalTranscript,
+    PartialTranscript,
+    PipelineError,
+    SpeakerEmbedding,
+    SpeechEnded,
+    SpeechStarted,
+    Translation,
+)
+from media.frames import AudioFrame
+from media.resample import Resampler
+from media.segmenter import Audio, End, Segmenter, SegmenterConfig, Start
+from models.base import SAMPLE_RATE, AsrEngine, AsrResult, AsrStream, SpeakerEncoder, VadEngine, pcm_to_float
+from models.errors import EngineError, UnsupportedLanguage
+from models.routing import Route, Router
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Engines:
+    """What a pipeline is handed. ``vad`` is a factory: VADs keep per-stream state."""
+
+    vad: Callable[[], VadEngine]
+    asr: AsrEngine
+    router: Router | None = None
+    speaker: SpeakerEncoder | None = None
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    language: str | None = None  # None: detect on the first speech, then keep it
+    target_language: str | None = None  # None: no translation
+    partials: bool = True
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+
+
+@dataclass
+class _Segment:
+    id: int
+    speech_start: float
+    audio_start: float
+    stream: AsrStream
+    chunks: list[np.ndarray]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        engines: Engines,
+        config: PipelineConfig = PipelineConfig(),
+        *,
+        leg: str = "customer",
+        executor: Executor | None = None,
+    ) -> None:
+        self.engines, self.config, self.leg = engines, config, leg
+        self.language = config.language
+        if self.language is not None and self.language not in engines.asr.languages():
+            raise UnsupportedLanguage(f"the {engines.asr.name} engine does not recognise {self.language!r}")
+        self._route: Route | None = None
+        if config.target_language and self.language:
+            self._route = self._plan(self.language)
+        self._executor = executor
+        self._segmenter = Segmenter(engines.vad(), config.segmenter)
+        self._resample = Resampler()
+        self._jobs: deque[tuple[int, Start | Audio | _EndAt] | None] = deque()
+        self._wake = asyncio.Event()
+        self._events: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._segment_id = 0
+        self._open: _Segment | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- input ---------------------------------------------------------------------------------------------------
+
+    async def push(self, frame: AudioFrame | av.AudioFrame) -> None:
+        """Feed one frame of any rate and channel count."""
+        if self._closed:
+            raise RuntimeError("pipeline is closed")
+        self._feed(self._resample(frame))
+
+    def push_pcm(self, pcm: np.ndarray) -> None:
+        """Feed 16 kHz mono int16 directly (already resampled)."""
+        self._feed(pcm)
+
+    async def close(self) -> None:
+        """End of stream: finalise any open segment (a peer that vanished mid-sentence still gets its final)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._feed(self._resample.flush(), final=True)
+        self._put(None)
+        if self._worker is not None:
+            await self._worker
+        self._events.put_nowait(None)
+
+    def _feed(self, pcm: np.ndarray, final: bool = False) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._work())
+        signals = self._segmenter.push(pcm) if len(pcm) else []
+        if final:
+            signals += self._segmenter.flush()
+        now = time.time()
+        for s in signals:
+            if isinstance(s, Start):
+                self._segment_id += 1
+                self._emit(
+                    SpeechStarted(
+                        leg=self.leg, segment=self._segment_id, audio_start=s.speech_start, audio_end=s.speech_start
+                    )
+                )
+            elif isinstance(s, End):
+                # The end of speech arrived (hang-over) seconds before the VAD could know it was the end.
+                end_wall = now - max(0.0, self._segmenter.time - s.speech_end)
+                self._emit(
+                    SpeechEnded(
+                        leg=self.leg,
+                        segment=self._segment_id,
+                        audio_start=s.speech_start,
+                        audio_end=s.speech_end,
+                        forced=s.forced,
+                    )
+                )
+                s = _EndAt(s.speech_start, s.speech_end, s.forced, end_wall)
+            self._put((self._segment_id, s))
+
+    def _put(self, job: tuple[int, Start | Audio | _EndAt] | None) -> None:
+        self._jobs.append(job)
+        self._wake.set()
+
+    # -- output --------------------------------------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event in the order produced; ends after ``close()``."""
+        while (event := await self._events.get()) is not None:
+            yield event
+
+    def _emit(self, event: Event) -> None:
+        self._events.put_nowait(event)
+
+    # -- the worker ----------------------------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            if not self._jobs:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            job = self._jobs.popleft()
+            if job is None:
+                return
+            seg_id, signal = job
+            try:
+                if isinstance(signal, Start):
+                    await self._start(seg_id, signal)
+                elif isinstance(signal, Audio):
+                    await self._audio([signal.audio] + self._drain_audio())
+                else:
+                    await self._end(signal)
+            except EngineError as e:
+                self._error(seg_id, str(e))
+            except Exception as e:  # one bad segment must not end the call
+                log.exception("pipeline %s: segment %d failed", self.leg, seg_id)
+                self._error(seg_id, f"internal error in segment {seg_id}: {type(e).__name__}")
+
+    def _drain_audio(self) -> list[np.ndarray]:
+        """Audio that queued up while ASR was busy, taken in one go."""
+        more = []
+        while self._jobs and self._jobs[0] is not None and isinstance(self._jobs[0][1], Audio):
+            more.append(self._jobs.popleft()[1].audio)
+        return more
+
+    async def _start(self, seg_id: int, s: Start) -> None:
+        self._open = None  # set only once the stream exists: a failed start drops this segment's audio cleanly
+        stream = self.engines.asr.stream(self.language, partials=self.config.partials)
+        self._open = _Segment(seg_id, s.speech_start, s.audio_start, stream, [])
+        await self._audio([s.audio])
+
+    async def _audio(self, chunks: list[np.ndarray]) -> None:
+        seg = self._open
+        if seg is None:
+            return
+        pcm = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        seg.chunks.append(pcm)
+        for r in await self._run(seg.stream.accept, pcm):
+            self._result(seg, r, None)
+
+    async def _end(self, e: _EndAt) -> None:
+        seg, self._open = self._open, None
+        if seg is None:
+            return
+        results = await self._run(seg.stream.finish)
+        finals = [self._result(seg, r, e) for r in results if r.final]
+        text = " ".join(f.text for f in finals if f.text)
+        if text and self.config.target_language:
+            await self._translate(seg, e, text, finals[-1])
+        if self.engines.speaker is not None:
+            audio = pcm_to_float(np.concatenate(seg.chunks))
+            vector = await self._run(self.engines.speaker.embed, audio)
+            self._emit(
+                SpeakerEmbedding(
+                    leg=self.leg,
+                    segment=seg.id,
+                    audio_start=e.speech_start,
+                    audio_end=e.speech_end,
+                    vector=vector,
+                    encoder=self.engines.speaker.name,
+                    speech_seconds=e.speech_end - e.speech_start,
+                )
+            )
+
+    def _result(self, seg: _Segment, r: AsrResult, end: _EndAt | None) -> FinalTranscript | None:
+        if self.language is None and r.language:
+            self.language = r.language  # detected once, then kept for the rest of the leg
+        start, stop = seg.audio_start + r.start, seg.audio_start + r.end
+        if not r.final:
+            self._emit(
+                PartialTranscript(
+                    leg=self.leg, segment=seg.id, audio_start=start, audio_end=stop, text=r.text, language=r.language
+                )
+            )
+            return None
+        if end is not None:
+            start, stop = max(start, end.speech_start), min(stop, end.speech_end) if r.end else end.speech_end
+        event = FinalTranscript(
+            leg=self.leg,
+            segment=seg.id,
+            audio_start=start,
+            audio_end=max(start, stop),
+            text=r.text,
+            language=r.language,
+            speech_end_wall=end.end_wall if end else time.time(),
+        )
+        self._emit(event)
+        return event
+
+    async def _translate(self, seg: _Segment, end: _EndAt, text: str, final: FinalTranscript) -> None:
+        target = self.config.target_language
+        assert target is not None
+        source = final.language
+        route = self._route if self._route and self._route.source == source else self._plan(source)
+        if route.kind == "none":
+            return
+        if route.kind == "text":
+            assert route.engine is not None
+            translated = await self._run(route.engine.translate, text, source, target)
+            engine = route.engine.name
+        else:  # Whisper decodes the segment again, asked for English
+            stream = self.engines.asr.stream(source, task="translate", partials=False)
+            await self._run(stream.accept, np.concatenate(seg.chunks))
+            translated = " ".join(r.text for r in await self._run(stream.finish))
+            engine = f"{self.engines.asr.name}-translate"
+        self._emit(
+            Translation(
+                leg=self.leg,
+                segment=seg.id,
+                audio_start=final.audio_start,
+                audio_end=final.audio_end,
+                text=translated,
+                source_text=text,
+                source_language=source,
+                target_language=target,
+                engine=engine,
+                speech_end_wall=final.speech_end_wall,
+                asr_wall=final.wall,
+            )
+        )
+
+    def _plan(self, source: str) -> Route:
+        router = self.engines.router or Router([])
+        self._route = router.route(source, self.config.target_language or source)
+        return self._route
+
+    def _error(self, seg_id: int, message: str) -> None:
+        self._emit(
+            PipelineError(
+                leg=self.leg,
+                segment=seg_id,
+                audio_start=self._segmenter.time,
+                audio_end=self._segmenter.time,
+                message=message,
+            )
+        )
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+
+@dataclass(frozen=True, slots=True)
+class _EndAt(End):
+    """An End with the wall time at which the end of speech arrived."""
+
+    end_wall: float = 0.0
+
+
+async def run_file(pipeline: Pipeline, path: str | Path, *, realtime: bool = False) -> AsyncIterator[Event]:
+    """Stream a file through a pipeline (at real time or as fast as possible) and yield its events."""
+    frames = decode_file(path)
+    feeder = asyncio.get_running_loop().create_task(_feed_frames(pipeline, frames, realtime))
+    try:
+        async for event in pipeline.events():
+            yield event
+    finally:
+        if not feeder.done():
+            feeder.cancel()
+        await asyncio.gather(feeder, return_exceptions=True)
+    feeder.result()  # re-raise a decode error from the feeder
+
+
+async def _feed_frames(pipeline: Pipeline, frames: Iterable[AudioFrame], realtime: bool) -> None:
+    try:
+        t0 = time.monotonic()
+        for i, frame in enumerate(frames):
+            await pipeline.push(frame)
+            if realtime:
+                delay = t0 + frame.pts + frame.duration - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            elif i % 50 == 0:
+                await asyncio.sleep(0)  # let the worker and the consumer run
+    finally:
+        await pipeline.close()
+
+
+__all__ = ["Engines", "Pipeline", "PipelineConfig", "run_file", "SAMPLE_RATE"]

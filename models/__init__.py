@@ -1,0 +1,10 @@
+"""Speech engines behind small interfaces: VAD, ASR, MT and speaker embedding.
+
+One interface per stage (``models.base``), one module per engine, a registry
+(``models.registry``) that builds engines by name, and locators for the models
+that ship inside PyPI packages (``models.locate``). Engines are synchronous
+and CPU-bound; callers decide where they run.
+
+Imports: the standard library, numpy and the engines' own packages. Never
+``media`` or ``signaling``.
+"""

@@ -1,0 +1,148 @@
+"""Whisper (faster-whisper / CTranslate2) as a streaming recogniser.
+
+Whisper is not a streaming model: its encoder always reads a 30 s window, so a
+decode costs about the same whatever the audio length (about 0.7 s for Whisper
+base on two cores). Streams therefore buffer the utterance and decode:
+
+* partials: every ``partial_interval`` seconds of new audio, the growing buffer
+  is re-decoded and only the words that two consecutive hypotheses agree on are
+  shown (LocalAgreement-2), so partial text does not flicker;
+* final: once, at the end of the utterance (the VAD endpoint).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from models.base import SAMPLE_RATE, AsrEngine, AsrResult, AsrStream, pcm_to_float
+from models.errors import ModelUnavailable, UnsupportedLanguage
+from models.locate import whisper_base_dir
+
+
+class WhisperEngine(AsrEngine):
+    """One loaded model serving many streams; decodes are serialised by CTranslate2's worker."""
+
+    name = "whisper"
+
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        *,
+        cpu_threads: int = 0,
+        compute_type: str = "int8",
+        beam_size: int = 1,
+        partial_interval: float = 1.0,
+    ) -> None:
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as e:  # pragma: no cover - part of the default install
+            raise ModelUnavailable("faster-whisper is not installed: pip install faster-whisper") from e
+        path = Path(model_dir) if model_dir else whisper_base_dir()
+        if not (path / "model.bin").is_file():
+            raise ModelUnavailable(
+                f"{path} is not a CTranslate2 Whisper model directory (no model.bin): "
+                "point --whisper-model at one, or leave it unset to use the bundled Whisper base"
+            )
+        self.model_dir = path
+        self.beam_size = beam_size
+        self.partial_interval = partial_interval
+        self._model = WhisperModel(
+            str(path), device="cpu", compute_type=compute_type, cpu_threads=cpu_threads or min(4, _cores())
+        )
+        self._languages = frozenset(self._model.supported_languages)
+        self._lock = threading.Lock()
+
+    def languages(self) -> frozenset[str]:
+        return self._languages
+
+    def stream(self, language: str | None = None, *, task: str = "transcribe", partials: bool = True) -> AsrStream:
+        if language is not None and language not in self._languages:
+            raise UnsupportedLanguage(f"Whisper does not know the language {language!r}")
+        if task not in ("transcribe", "translate"):
+            raise ValueError(f"unknown task {task!r}")
+        return WhisperStream(self, language, task, self.partial_interval if partials else None)
+
+    def decode(self, audio: np.ndarray, language: str | None, task: str) -> tuple[str, str]:
+        """Decode float32 audio at once; returns (text, language)."""
+        with self._lock:  # one decode at a time per model: two would only fight for the same cores
+            segments, info = self._model.transcribe(
+                audio,
+                language=language,
+                task=task,
+                beam_size=self.beam_size,
+                condition_on_previous_text=False,
+                vad_filter=False,
+                without_timestamps=True,
+            )
+            text = " ".join(s.text.strip() for s in segments).strip()
+        return text, info.language
+
+    def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
+        """Whisper's language identification on float32 audio: (code, probability)."""
+        with self._lock:
+            language, probability, _ = self._model.detect_language(audio)
+        return language, probability
+
+
+class WhisperStream(AsrStream):
+    def __init__(self, engine: WhisperEngine, language: str | None, task: str, partial_interval: float | None):
+        self._engine = engine
+        self._language = language
+        self._task = task
+        self._interval = partial_interval
+        self._chunks: list[np.ndarray] = []
+        self._samples = 0
+        self._decoded_at = 0
+        self._previous: list[str] = []
+        self._shown = ""
+
+    def accept(self, pcm: np.ndarray) -> list[AsrResult]:
+        self._chunks.append(pcm)
+        self._samples += len(pcm)
+        if self._interval is None or self._samples - self._decoded_at < self._interval * SAMPLE_RATE:
+            return []
+        self._decoded_at = self._samples
+        text, language = self._engine.decode(self._audio(), self._language, self._task)
+        self._language = self._language or language
+        words = text.split()
+        stable = _common_prefix(self._previous, words)
+        self._previous = words
+        if not stable or " ".join(stable) == self._shown:
+            return []
+        self._shown = " ".join(stable)
+        return [AsrResult(self._shown, 0.0, self._samples / SAMPLE_RATE, False, self._language)]
+
+    def finish(self) -> list[AsrResult]:
+        if not self._samples:
+            return []
+        text, language = self._engine.decode(self._audio(), self._language, self._task)
+        self._language = self._language or language
+        return [AsrResult(text, 0.0, self._samples / SAMPLE_RATE, True, self._language)]
+
+    def _audio(self) -> np.ndarray:
+        if len(self._chunks) > 1:
+            self._chunks = [np.concatenate(self._chunks)]
+        return pcm_to_float(self._chunks[0])
+
+
+def _common_prefix(a: list[str], b: list[str]) -> list[str]:
+    """LocalAgreement: the words two hypotheses agree on, compared without case or punctuation."""
+    out = []
+    for x, y in zip(a, b, strict=False):
+        if _norm(x) != _norm(y):
+            break
+        out.append(y)
+    return out
+
+
+def _norm(word: str) -> str:
+    return "".join(c for c in word.lower() if c.isalnum())
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

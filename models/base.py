@@ -1,0 +1,107 @@
+"""The interface of each stage, and the results they return.
+
+Audio crosses these interfaces as 16 kHz mono: ``int16`` arrays for VAD and
+streaming ASR (what WebRTC and files decode to), ``float32`` in [-1, 1] for
+speaker encoders (what their feature extractors want). Times are seconds of
+audio from the start of the stream the engine was fed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+
+
+class VadEngine(ABC):
+    """Frame classifier: is this frame speech? Stateful engines keep state per instance."""
+
+    name: str
+    frame_samples: int
+
+    @abstractmethod
+    def is_speech(self, frame: np.ndarray) -> bool:
+        """Classify one frame of exactly ``frame_samples`` int16 samples."""
+
+    def reset(self) -> None:
+        """Forget any state carried between frames."""
+
+
+@dataclass(frozen=True, slots=True)
+class AsrResult:
+    """A hypothesis for a stretch of audio; ``final`` results are never revised."""
+
+    text: str
+    start: float
+    end: float
+    final: bool
+    language: str
+
+
+class AsrStream(ABC):
+    """One utterance (or stream) being recognised: feed PCM, collect results."""
+
+    @abstractmethod
+    def accept(self, pcm: np.ndarray) -> list[AsrResult]:
+        """Feed int16 16 kHz mono samples; return any new partial or final results."""
+
+    @abstractmethod
+    def finish(self) -> list[AsrResult]:
+        """End of audio: return the final result(s) for whatever is still pending."""
+
+
+class AsrEngine(ABC):
+    """A speech recogniser that opens streams; one engine serves many streams."""
+
+    name: str
+
+    @abstractmethod
+    def languages(self) -> frozenset[str]:
+        """ISO 639-1 codes this engine can transcribe."""
+
+    @abstractmethod
+    def stream(self, language: str | None = None, *, task: str = "transcribe", partials: bool = True) -> AsrStream:
+        """Open a stream. ``language=None`` asks the engine to detect it (if it can).
+
+        ``task="translate"`` asks for English text from speech in another language
+        (Whisper's own speech translation); engines that cannot raise UnsupportedLanguage.
+        """
+
+
+class TextTranslator(ABC):
+    """Text-to-text machine translation for a fixed set of language pairs."""
+
+    name: str
+
+    @abstractmethod
+    def pairs(self) -> frozenset[tuple[str, str]]:
+        """(source, target) pairs this engine translates."""
+
+    @abstractmethod
+    def translate(self, text: str, source: str, target: str) -> str:
+        """Translate one utterance."""
+
+
+class SpeakerEncoder(ABC):
+    """Maps speech to a fixed-size, L2-normalised voice embedding; cosine similarity compares two."""
+
+    name: str
+    dim: int
+
+    @abstractmethod
+    def embed(self, audio: np.ndarray) -> np.ndarray:
+        """Embed float32 16 kHz mono speech; returns a unit vector of length ``dim``."""
+
+
+def pcm_to_float(pcm: np.ndarray) -> np.ndarray:
+    """int16 PCM to float32 in [-1, 1)."""
+    return pcm.astype(np.float32) / 32768.0
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    """L2-normalise; a zero vector stays zero rather than becoming NaN."""
+    n = float(np.linalg.norm(v))
+    return (v / n).astype(np.float32) if n > 0 else v.astype(np.float32)

