@@ -1,4 +1,4 @@
-"""The ``voxgate`` command: ``transcribe`` a file through the live pipeline, list ``models``."""
+"""The ``voxgate`` command: ``serve``, manage ``agent``s, ``transcribe`` a file, list ``models``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -48,6 +49,31 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--partials", action="store_true", help="emit partials also when not streaming at real time")
     _engine_flags(t)
     t.set_defaults(run=_transcribe)
+
+    s = sub.add_parser("serve", help="run the server: agent console, customer pages, WebRTC")
+    s.add_argument("--data-dir", type=Path, default=_default_data_dir(), help="store, keys and stills live here")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--public-url", help="base URL customers reach (default http://HOST:PORT)")
+    s.add_argument("--company", default="VoxGate", help="the name customers see")
+    s.add_argument("--link-ttl", type=float, default=600.0, help="default link expiry, seconds")
+    s.add_argument("--max-sessions", type=int, default=20, help="live video sessions on this server")
+    s.add_argument("--max-sessions-per-agent", type=int, default=4)
+    s.add_argument("--stun", action="append", default=[], metavar="URL", help="stun:host:port (repeatable)")
+    s.add_argument("--turn", action="append", default=[], metavar="URL", help="turn:host:port?transport=udp")
+    s.add_argument("--turn-user")
+    s.add_argument("--turn-password", help="static TURN credential")
+    s.add_argument("--turn-secret", help="coturn use-auth-secret: derive short-lived credentials per call")
+    s.add_argument("--tls-cert", type=Path, help="serve HTTPS (needed for cameras on other devices)")
+    s.add_argument("--tls-key", type=Path)
+    s.set_defaults(run=_serve)
+
+    a = sub.add_parser("agent", help="manage agents")
+    a.add_argument("action", choices=("add", "reset"), help="add an agent, or reset its password and API token")
+    a.add_argument("name")
+    a.add_argument("--language", default="en", help="the agent's language (subtitles are translated into it)")
+    a.add_argument("--data-dir", type=Path, default=_default_data_dir())
+    a.set_defaults(run=_agent)
 
     m = sub.add_parser("models", help="list every engine, whether its model is present, and how to get it")
     m.add_argument("--json", action="store_true")
@@ -131,6 +157,103 @@ def _print_event(event: Event) -> None:
 def _clock(seconds: float) -> str:
     m, s = divmod(max(0.0, seconds), 60)
     return f"{int(m):02d}:{s:05.2f}"
+
+
+def _default_data_dir() -> Path:
+    return Path(os.environ.get("VOXGATE_DATA", "voxgate-data"))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import ssl
+
+    from aiohttp import web
+
+    from signaling.app import create_app
+    from signaling.calls import Settings
+
+    scheme = "https" if args.tls_cert else "http"
+    shown_host = "localhost" if args.host in ("127.0.0.1", "0.0.0.0", "::") else args.host
+    public = args.public_url or f"{scheme}://{shown_host}:{args.port}"
+    settings = Settings(
+        data_dir=args.data_dir,
+        public_url=public,
+        company=args.company,
+        link_ttl=args.link_ttl,
+        max_sessions=args.max_sessions,
+        max_sessions_per_agent=args.max_sessions_per_agent,
+        stun_urls=args.stun,
+        turn_urls=args.turn,
+        turn_user=args.turn_user,
+        turn_password=args.turn_password,
+        turn_secret=args.turn_secret,
+    )
+    app = create_app(settings)
+    first = _first_run_credentials(args.data_dir)
+    context = None
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    print(f"VoxGate is running: agent console at {public.rstrip('/')}/console", flush=True)
+    if first:
+        print(
+            f"First run: sign in as {first[0]!r} with password {first[1]!r}. This is shown once; "
+            f"`voxgate agent reset {first[0]}` sets a new one.",
+            flush=True,
+        )
+    web.run_app(app, host=args.host, port=args.port, ssl_context=context, print=None)
+    return 0
+
+
+def _open_store(data_dir: Path):
+    from signaling.store import Store
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return Store(data_dir / "voxgate.db")
+
+
+def _first_run_credentials(data_dir: Path) -> tuple[str, str] | None:
+    """Like Jupyter's first-run token: with no agent yet, create 'admin' and show its password once."""
+    store = _open_store(data_dir)
+    try:
+        if store.agent_count():
+            return None
+        password, _ = _create_agent(store, "admin", "en")
+        return "admin", password
+    finally:
+        store.close()
+
+
+def _create_agent(store, name: str, language: str) -> tuple[str, str]:
+    from signaling.security import hash_password, new_token, token_hash
+
+    password, api_token = new_token(12), new_token()
+    store.add_agent(name, hash_password(password), token_hash(api_token), language)
+    store.audit("cli", "agent.add", name)
+    return password, api_token
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from signaling.security import hash_password, new_token, token_hash
+
+    store = _open_store(args.data_dir)
+    try:
+        if args.action == "add":
+            try:
+                password, api_token = _create_agent(store, args.name, args.language)
+            except ValueError as e:
+                print(f"voxgate: error: {e}", file=sys.stderr)
+                return EXIT_USAGE
+        else:
+            password, api_token = new_token(12), new_token()
+            if not store.set_agent_secrets(args.name, hash_password(password), token_hash(api_token)):
+                print(f"voxgate: error: no agent named {args.name!r}", file=sys.stderr)
+                return EXIT_USAGE
+            store.audit("cli", "agent.reset", args.name)
+    finally:
+        store.close()
+    # Shown once: only hashes are stored.
+    print(f"agent:     {args.name}\npassword:  {password}\napi token: {api_token}")
+    return 0
 
 
 def _models(args: argparse.Namespace) -> int:

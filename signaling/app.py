@@ -1,0 +1,384 @@
+"""The aiohttp application: routes, authentication, limits. Handlers stay thin; logic lives in ``Calls``.
+
+Agents authenticate with a browser session (HttpOnly, SameSite=Strict cookie;
+state-changing requests carry the session's CSRF token in ``X-CSRF-Token``) or
+with their API token (``Authorization: Bearer``). Customers are authenticated by
+the link token alone, and their hang-up by the session key the offer returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from importlib.resources import files
+from pathlib import Path
+
+from aiohttp import WSMsgType, web
+
+from signaling.calls import CallError, Calls, Settings
+from signaling.rooms import SdpError, parse_offer
+from signaling.security import Vault, new_token, token_hash, verify_password
+from signaling.store import Agent, Store
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+SESSION_COOKIE = "vg_session"
+SESSION_TTL = 12 * 3600
+WEB_DIR = Path(str(files("web")))
+
+CALLS = web.AppKey("calls", Calls)
+SECURE_COOKIES = web.AppKey("secure_cookies", bool)
+AGENT = web.RequestKey("agent", object)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(settings: Settings, *, secure_cookies: bool | None = None) -> web.Application:
+    """The app factory: one store, one vault, one ``Calls``; everything else hangs off them."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.data_dir / "voxgate.db", clock=settings.clock)
+    vault = Vault.from_file(settings.data_dir / "secret.key")
+    calls = Calls(settings, store, vault)
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_middleware, auth_middleware])
+    app[CALLS] = calls
+    app[SECURE_COOKIES] = settings.public_url.startswith("https") if secure_cookies is None else secure_cookies
+    app.router.add_routes(ROUTES)
+    app.router.add_static("/static", WEB_DIR, show_index=False)
+    app.cleanup_ctx.append(_lifecycle)
+    return app
+
+
+async def _lifecycle(app: web.Application):
+    calls = app[CALLS]
+    sweeper = asyncio.get_running_loop().create_task(calls.sweep_expired())
+    yield
+    sweeper.cancel()
+    await calls.close()
+    calls.store.close()
+
+
+ROUTES = web.RouteTableDef()
+
+
+# -- middlewares ---------------------------------------------------------------------------------------------------
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """API errors are JSON with a message; no traceback ever reaches a client."""
+    try:
+        return await handler(request)
+    except CallError as e:
+        return _error(request, e.status, e.message)
+    except SdpError as e:
+        return _error(request, 400, str(e))
+    except web.HTTPRequestEntityTooLarge:
+        return _error(request, 413, f"request body larger than {MAX_BODY} bytes")
+    except web.HTTPException as e:
+        if e.status >= 400 and request.path.startswith("/api/"):
+            return _error(request, e.status, e.text or e.reason)
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error(request, 500, "internal error; it has been logged")
+
+
+def _error(request: web.Request, status: int, message: str) -> web.Response:
+    if request.path.startswith("/j/"):
+        return customer_page(status, message)
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Resolve who the agent is, if anyone; ``agent_of`` enforces it where a handler acts as the agent."""
+    store = request.app[CALLS].store
+    request[AGENT] = None
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        agent = store.agent_by_api_token(token_hash(header[7:].strip()))
+        if agent is None:
+            raise CallError(401, "invalid API token")
+        request[AGENT] = (agent, True)
+    elif cookie := request.cookies.get(SESSION_COOKIE):
+        found = store.web_session(token_hash(cookie))
+        if found is not None:
+            agent, csrf = found
+            safe = request.method in ("GET", "HEAD", "OPTIONS") or request.headers.get("X-CSRF-Token") == csrf
+            request[AGENT] = (agent, safe)
+    return await handler(request)
+
+
+def agent_of(request: web.Request) -> Agent:
+    """The signed-in agent. A cookie alone does not let another site act as them: unsafe methods need the
+    session's CSRF token. Customer routes never call this, so an agent's cookie does not get in their way."""
+    found = request[AGENT]
+    if found is None:
+        raise CallError(401, "sign in first (or send Authorization: Bearer <API token>)")
+    agent, csrf_ok = found
+    if not csrf_ok:
+        raise CallError(403, "missing or wrong X-CSRF-Token header")
+    return agent
+
+
+async def json_body(request: web.Request) -> dict:
+    if request.content_type != "application/json":
+        raise CallError(415, "send application/json")
+    try:
+        body = await request.json()
+    except json.JSONDecodeError as e:
+        raise CallError(400, f"body is not valid JSON: {e.msg}") from None
+    if not isinstance(body, dict):
+        raise CallError(400, "body must be a JSON object")
+    return body
+
+
+def client(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+# -- pages ---------------------------------------------------------------------------------------------------------
+
+
+@ROUTES.get("/")
+async def index(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/console")
+
+
+@ROUTES.get("/console")
+async def console(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(WEB_DIR / "console.html", headers=_page_headers())
+
+
+@ROUTES.get("/j/{token}")
+async def customer(request: web.Request) -> web.Response:
+    """The customer's page. A GET never uses the link up: chat apps fetch URLs to preview them."""
+    request.app[CALLS].customer_link(request.match_info["token"], client(request))
+    return web.FileResponse(WEB_DIR / "customer.html", headers=_page_headers())
+
+
+def customer_page(status: int, message: str) -> web.Response:
+    titles = {404: "Link not found", 410: "Link no longer valid", 429: "Please wait"}
+    html = (WEB_DIR / "notice.html").read_text().replace("{title}", titles.get(status, "Something went wrong"))
+    return web.Response(
+        text=html.replace("{message}", message), status=status, content_type="text/html", headers=_page_headers()
+    )
+
+
+def _page_headers() -> dict[str, str]:
+    return {
+        "Cache-Control": "no-store",
+        "Referrer-Policy": "no-referrer",  # the link token is in the URL: never leak it to another site
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+        "style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+        "Permissions-Policy": "camera=(self), microphone=(self)",
+    }
+
+
+# -- agent sign-in -------------------------------------------------------------------------------------------------
+
+
+@ROUTES.post("/api/login")
+async def login(request: web.Request) -> web.Response:
+    calls = request.app[CALLS]
+    body = await json_body(request)
+    who = f"login:{client(request)}"
+    if calls.guesses.blocked(who):
+        raise CallError(429, "too many failed sign-ins; try again in a minute")
+    found = calls.store.agent_login(str(body.get("name", "")))
+    password = str(body.get("password", ""))
+    # scrypt costs ~50 ms of CPU: run it off the event loop.
+    ok = found is not None and await asyncio.to_thread(verify_password, password, found[1])
+    if not ok:
+        calls.guesses.fail(who)
+        calls.store.audit(str(body.get("name", ""))[:64] or "?", "login.fail", None, client(request))
+        raise CallError(401, "wrong name or password")
+    agent = found[0]
+    token, csrf = new_token(), new_token(16)
+    calls.store.add_web_session(token_hash(token), agent.id, csrf, SESSION_TTL)
+    calls.store.audit(agent.name, "login", None, client(request))
+    response = web.json_response({"agent": _agent(agent), "csrf": csrf})
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=SESSION_TTL,
+        httponly=True,
+        samesite="Strict",
+        secure=request.app[SECURE_COOKIES],
+        path="/",
+    )
+    return response
+
+
+@ROUTES.post("/api/logout")
+async def logout(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    request.app[CALLS].store.drop_web_session(token_hash(request.cookies.get(SESSION_COOKIE, "")))
+    request.app[CALLS].store.audit(agent.name, "logout")
+    response = web.json_response({"ok": True})
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@ROUTES.get("/api/me")
+async def me(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    found = request.app[CALLS].store.web_session(token_hash(request.cookies.get(SESSION_COOKIE, "")))
+    return web.json_response(
+        {
+            "agent": _agent(agent),
+            "csrf": found[1] if found else None,
+            "ice_servers": request.app[CALLS].settings.ice_servers(),
+        }
+    )
+
+
+def _agent(agent: Agent) -> dict:
+    return {"id": agent.id, "name": agent.name, "language": agent.language}
+
+
+# -- links and sessions (agent) ------------------------------------------------------------------------------------
+
+
+@ROUTES.post("/api/links")
+async def create_link(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    body = await json_body(request)
+    allowed = {"customer_ref", "phone", "language", "reason", "expires_in"}
+    if unknown := set(body) - allowed:
+        raise CallError(400, f"unknown fields: {', '.join(sorted(unknown))}")
+    expires_in = body.get("expires_in")
+    if expires_in is not None and not isinstance(expires_in, (int, float)):
+        raise CallError(400, "expires_in must be a number of seconds")
+    result = request.app[CALLS].create_link(
+        agent,
+        customer_ref=body.get("customer_ref"),
+        phone=body.get("phone"),
+        language=body.get("language"),
+        reason=body.get("reason"),
+        ttl=expires_in,
+    )
+    return web.json_response(result, status=201)
+
+
+@ROUTES.get("/api/links")
+async def list_links(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    return web.json_response({"links": [link.to_dict() for link in request.app[CALLS].store.links_of(agent.id)]})
+
+
+@ROUTES.get("/api/links/{id}")
+async def get_link(request: web.Request) -> web.Response:
+    link = request.app[CALLS].link_for_agent(agent_of(request), request.match_info["id"])
+    return web.json_response({"link": link.to_dict()})
+
+
+@ROUTES.post("/api/links/{id}/revoke")
+async def revoke_link(request: web.Request) -> web.Response:
+    link = request.app[CALLS].revoke(agent_of(request), request.match_info["id"])
+    return web.json_response({"link": link.to_dict()})
+
+
+@ROUTES.post("/api/sessions/{id}/agent-offer")
+async def agent_offer(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    offer = parse_offer(await json_body(request))
+    return web.json_response(await request.app[CALLS].agent_offer(agent, request.match_info["id"], offer))
+
+
+@ROUTES.post("/api/sessions/{id}/end")
+async def end_session(request: web.Request) -> web.Response:
+    link = await request.app[CALLS].agent_end(agent_of(request), request.match_info["id"])
+    return web.json_response({"link": link.to_dict()})
+
+
+@ROUTES.post("/api/sessions/{id}/snapshots")
+async def take_snapshot(request: web.Request) -> web.Response:
+    snap = request.app[CALLS].take_snapshot(agent_of(request), request.match_info["id"])
+    return web.json_response({"snapshot": snap}, status=201)
+
+
+@ROUTES.get("/api/sessions/{id}/snapshots")
+async def list_snapshots(request: web.Request) -> web.Response:
+    return web.json_response({"snapshots": request.app[CALLS].snapshots(agent_of(request), request.match_info["id"])})
+
+
+@ROUTES.get("/api/snapshots/{id}")
+async def get_snapshot(request: web.Request) -> web.Response:
+    jpeg = request.app[CALLS].snapshot_jpeg(agent_of(request), request.match_info["id"])
+    headers = {"Cache-Control": "no-store"}
+    if request.query.get("download"):
+        headers["Content-Disposition"] = f'attachment; filename="snapshot-{request.match_info["id"]}.jpg"'
+    return web.Response(body=jpeg, content_type="image/jpeg", headers=headers)
+
+
+@ROUTES.get("/api/audit")
+async def audit(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    link_id = request.query.get("link")
+    if link_id:
+        request.app[CALLS].link_for_agent(agent, link_id)
+    rows = request.app[CALLS].store.audit_log(link_id)
+    return web.json_response({"audit": rows if link_id else [r for r in rows if r["actor"] == agent.name]})
+
+
+@ROUTES.get("/api/ws")
+async def events(request: web.Request) -> web.WebSocketResponse:
+    """The console's event stream: link states as they change, snapshots, (later) subtitles."""
+    agent = agent_of(request)
+    calls = request.app[CALLS]
+    ws = web.WebSocketResponse(heartbeat=20)
+    await ws.prepare(request)
+    queue = calls.hub.subscribe(agent.id)
+    await ws.send_json({"type": "hello", "links": [link.to_dict() for link in calls.store.links_of(agent.id)]})
+
+    async def pump() -> None:
+        while True:
+            await ws.send_json(await queue.get())
+
+    sender = asyncio.get_running_loop().create_task(pump())
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.ERROR:
+                break
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+        calls.hub.unsubscribe(agent.id, queue)
+    return ws
+
+
+# -- the customer --------------------------------------------------------------------------------------------------
+
+
+@ROUTES.get("/api/join/{token}")
+async def join_info(request: web.Request) -> web.Response:
+    return web.json_response(
+        request.app[CALLS].join_info(request.match_info["token"], client(request)),
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@ROUTES.post("/api/join/{token}/offer")
+async def join_offer(request: web.Request) -> web.Response:
+    offer = parse_offer(await json_body(request))
+    result = await request.app[CALLS].customer_offer(request.match_info["token"], offer, client(request))
+    return web.json_response(result)
+
+
+@ROUTES.post("/api/join/{token}/hangup")
+async def join_hangup(request: web.Request) -> web.Response:
+    # sendBeacon on page close posts text/plain, so accept any content type here.
+    try:
+        body = json.loads(await request.text() or "{}")
+    except json.JSONDecodeError:
+        raise CallError(400, "body is not valid JSON") from None
+    key = body.get("session_key", "") if isinstance(body, dict) else ""
+    await request.app[CALLS].customer_hangup(request.match_info["token"], key, client(request))
+    return web.json_response({"ok": True})

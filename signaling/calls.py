@@ -1,0 +1,338 @@
+"""The escalation flow as plain logic: links, their sessions, snapshots, and the events agents see.
+
+Handlers in ``signaling.app`` translate HTTP to these calls and ``CallError`` back to HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import io
+import logging
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import segno
+from aiortc import RTCIceServer, RTCSessionDescription
+
+from signaling.rooms import Room
+from signaling.security import Vault, new_token, security_phrase, token_hash
+from signaling.store import Agent, Link, Store
+
+log = logging.getLogger(__name__)
+
+
+class CallError(Exception):
+    """A refusal with an HTTP status and a message for people."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@dataclass
+class Settings:
+    data_dir: Path
+    public_url: str = "http://localhost:8080"
+    company: str = "VoxGate"
+    link_ttl: float = 600.0
+    max_link_ttl: float = 24 * 3600.0
+    max_sessions_per_agent: int = 4
+    max_sessions: int = 20
+    media_timeout: float = 8.0
+    stun_urls: list[str] = field(default_factory=list)
+    turn_urls: list[str] = field(default_factory=list)  # e.g. turn:turn.example.com:3478?transport=udp
+    turn_user: str | None = None
+    turn_password: str | None = None  # static credentials, or:
+    turn_secret: str | None = None  # coturn's use-auth-secret: short-lived credentials derived per call
+    clock: Callable[[], float] = time.time
+
+    def ice_servers(self, ttl: float = 3600.0) -> list[dict]:
+        """ICE servers for browsers and aiortc alike. None at all works on one machine or a LAN."""
+        servers: list[dict] = [{"urls": self.stun_urls}] if self.stun_urls else []
+        if self.turn_urls:
+            if self.turn_secret:
+                username = f"{int(self.clock() + ttl)}:{self.turn_user or 'voxgate'}"
+                digest = hmac.new(self.turn_secret.encode(), username.encode(), hashlib.sha1).digest()
+                servers.append(
+                    {"urls": self.turn_urls, "username": username, "credential": base64.b64encode(digest).decode()}
+                )
+            else:
+                servers.append({"urls": self.turn_urls, "username": self.turn_user, "credential": self.turn_password})
+        return servers
+
+
+class Hub:
+    """Per-agent fan-out of events to that agent's open consoles (WebSockets)."""
+
+    def __init__(self) -> None:
+        self._queues: dict[int, set[asyncio.Queue]] = defaultdict(set)
+
+    def subscribe(self, agent_id: int) -> asyncio.Queue:
+        q: asyncio.Queue = asyncio.Queue(maxsize=1000)
+        self._queues[agent_id].add(q)
+        return q
+
+    def unsubscribe(self, agent_id: int, q: asyncio.Queue) -> None:
+        self._queues[agent_id].discard(q)
+
+    def publish(self, agent_id: int, event: dict) -> None:
+        for q in list(self._queues[agent_id]):
+            if q.full():  # a console that stopped reading must not grow memory without bound
+                q.get_nowait()
+            q.put_nowait(event)
+
+
+class GuessLimiter:
+    """Failed token lookups per client address in a sliding window; past the limit, answer 429."""
+
+    def __init__(self, limit: int = 20, window: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window, self.clock = limit, window, clock
+        self._fails: dict[str, deque[float]] = defaultdict(deque)
+
+    def blocked(self, who: str) -> bool:
+        q = self._fails[who]
+        while q and q[0] < self.clock() - self.window:
+            q.popleft()
+        return len(q) >= self.limit
+
+    def fail(self, who: str) -> None:
+        self._fails[who].append(self.clock())
+
+
+class Calls:
+    def __init__(self, settings: Settings, store: Store, vault: Vault) -> None:
+        self.settings, self.store, self.vault = settings, store, vault
+        self.hub = Hub()
+        self.guesses = GuessLimiter()
+        self.rooms: dict[str, Room] = {}
+        self._customer_keys: dict[str, str] = {}
+        (settings.data_dir / "snapshots").mkdir(parents=True, exist_ok=True)
+
+    # -- links -------------------------------------------------------------------------------------------------
+
+    def create_link(
+        self,
+        agent: Agent,
+        *,
+        customer_ref: str | None = None,
+        phone: str | None = None,
+        language: str | None = None,
+        reason: str | None = None,
+        ttl: float | None = None,
+    ) -> dict:
+        ttl = self.settings.link_ttl if ttl is None else float(ttl)
+        if not 30 <= ttl <= self.settings.max_link_ttl:
+            raise CallError(400, f"expiry must be between 30 and {int(self.settings.max_link_ttl)} seconds")
+        for name, value, limit in (("customer_ref", customer_ref, 64), ("phone", phone, 32), ("reason", reason, 200)):
+            if value is not None and (not isinstance(value, str) or len(value) > limit):
+                raise CallError(400, f"{name} must be text of at most {limit} characters")
+        language = language or agent.language
+        if not isinstance(language, str) or not 2 <= len(language) <= 8:
+            raise CallError(400, "language must be a language code such as 'en' or 'pt'")
+        token = new_token()
+        link = self.store.add_link(
+            token_hash(token),
+            agent.id,
+            customer_ref=customer_ref,
+            phone=phone,
+            language=language,
+            reason=reason or "to see what you see and help you faster",
+            phrase=security_phrase(),
+            ttl=ttl,
+        )
+        self.store.audit(agent.name, "link.create", link.id, f"ttl={int(ttl)}s")
+        url = f"{self.settings.public_url.rstrip('/')}/j/{token}"
+        self._publish(link)
+        qr = segno.make(url, error="m")
+        buf = io.BytesIO()
+        qr.save(buf, kind="svg", scale=4, border=2)
+        return {"link": link.to_dict(), "url": url, "qr_svg": buf.getvalue().decode()}
+
+    def link_for_agent(self, agent: Agent, link_id: str) -> Link:
+        link = self.store.link(link_id)
+        if link is None or link.agent_id != agent.id:
+            raise CallError(404, "no such link")
+        return link
+
+    def customer_link(self, token: str, who: str) -> Link:
+        """The link behind a customer's token, or the refusal they should see (404 unknown, 410 used/expired)."""
+        if self.guesses.blocked(who):
+            raise CallError(429, "too many unknown links from this address; try again in a minute")
+        link = self.store.link_by_token(token_hash(token)) if 20 <= len(token) <= 64 else None
+        if link is None:
+            self.guesses.fail(who)
+            raise CallError(404, "this link does not exist; check it, or ask the agent for a new one")
+        if link.state == "expired":
+            raise CallError(410, "this link has expired; ask the agent for a new one")
+        if link.state == "revoked":
+            raise CallError(410, "this link has been cancelled by the agent")
+        if link.state not in ("created", "opened"):
+            raise CallError(410, "this link has been used; each link works once, on one device")
+        return link
+
+    def join_info(self, token: str, who: str) -> dict:
+        link = self.customer_link(token, who)
+        if self.store.mark_opened(link.id):
+            link = self.store.link(link.id)
+            self.store.audit("customer", "link.open", link.id)
+            self._publish(link)
+        return {
+            "company": self.settings.company,
+            "agent": self.store.agent_name(link.agent_id),
+            "reason": link.reason,
+            "phrase": link.phrase,
+            "language": link.language,
+            "expires_in": max(0, int(link.expires - self.store.clock())),
+            "ice_servers": self.settings.ice_servers(),
+        }
+
+    def revoke(self, agent: Agent, link_id: str) -> Link:
+        link = self.link_for_agent(agent, link_id)
+        if link.state in ("ended", "expired", "revoked"):
+            raise CallError(409, f"the link is {link.state} already")
+        self.store.finish(link.id, "revoked", f"revoked by {agent.name}")
+        self.store.audit(agent.name, "link.revoke", link.id)
+        room = self.rooms.get(link.id)
+        if room is not None:
+            asyncio.get_running_loop().create_task(room.end("revoked"))
+        link = self.store.link(link.id)
+        self._publish(link)
+        return link
+
+    # -- sessions ----------------------------------------------------------------------------------------------
+
+    async def customer_offer(self, token: str, offer: RTCSessionDescription, who: str) -> dict:
+        link = self.customer_link(token, who)
+        if self.store.count_live() >= self.settings.max_sessions:
+            raise CallError(503, "the server is at its limit of live sessions; please try again shortly")
+        if self.store.count_live(link.agent_id) >= self.settings.max_sessions_per_agent:
+            raise CallError(503, "your agent has too many live sessions; please try again shortly")
+        room = Room(link.id, link.agent_id, self._ice(), self._room_ended, self.settings.media_timeout)
+        try:
+            await room.receive_customer_offer(offer)  # a malformed offer must not use the link up
+        except Exception:
+            await room.discard()
+            raise
+        if not self.store.consume(link.id):  # a second device lost the race
+            await room.discard()
+            raise CallError(410, "this link has been used; each link works once, on one device")
+        self.rooms[link.id] = room
+        try:
+            desc = await room.answer_customer()
+        except Exception:
+            await room.end("could not answer the customer")
+            raise
+        key = new_token(16)
+        self._customer_keys[link.id] = token_hash(key)
+        self.store.audit("customer", "session.connect", link.id)
+        self._publish(self.store.link(link.id))
+        return {"sdp": desc.sdp, "type": desc.type, "session_key": key}
+
+    async def agent_offer(self, agent: Agent, link_id: str, offer: RTCSessionDescription) -> dict:
+        link = self.link_for_agent(agent, link_id)
+        room = self.rooms.get(link.id)
+        if room is None or room.ended:
+            raise CallError(409, f"the session is not live (state: {link.state})")
+        desc = await room.accept_agent(offer)
+        self.store.audit(agent.name, "session.agent_join", link.id)
+        return {"sdp": desc.sdp, "type": desc.type}
+
+    async def customer_hangup(self, token: str, key: str, who: str) -> None:
+        link = self.store.link_by_token(token_hash(token))
+        if link is None or self._customer_keys.get(link.id) != token_hash(key or ""):
+            raise CallError(403, "not this session's customer")
+        await self._end_room(link.id, "customer hung up")
+
+    async def agent_end(self, agent: Agent, link_id: str) -> Link:
+        link = self.link_for_agent(agent, link_id)
+        if link.id not in self.rooms:
+            raise CallError(409, f"the session is not live (state: {link.state})")
+        await self._end_room(link.id, f"ended by {agent.name}")
+        return self.store.link(link.id)
+
+    async def _end_room(self, link_id: str, reason: str) -> None:
+        room = self.rooms.get(link_id)
+        if room is not None:
+            await room.end(reason)
+
+    async def _room_ended(self, room: Room, reason: str) -> None:
+        self.rooms.pop(room.link_id, None)
+        self._customer_keys.pop(room.link_id, None)
+        state = "revoked" if reason == "revoked" else "ended"
+        self.store.finish(room.link_id, state, reason)
+        self.store.audit("server", "session.end", room.link_id, reason)
+        self._publish(self.store.link(room.link_id))
+
+    async def close(self) -> None:
+        for room in list(self.rooms.values()):
+            await room.end("server shutting down")
+
+    # -- snapshots ---------------------------------------------------------------------------------------------
+
+    def take_snapshot(self, agent: Agent, link_id: str) -> dict:
+        link = self.link_for_agent(agent, link_id)
+        room = self.rooms.get(link.id)
+        if room is None or room.latest_frame is None:
+            raise CallError(409, "no live video to take a still from")
+        frame = room.latest_frame
+        buf = io.BytesIO()
+        frame.to_image().save(buf, format="JPEG", quality=92)
+        jpeg = buf.getvalue()
+        snap = self.store.add_snapshot(link.id, agent.id, frame.width, frame.height, len(jpeg))
+        self._snapshot_path(snap.id).write_bytes(self.vault.seal(jpeg, f"snapshot:{snap.id}"))
+        self.store.audit(agent.name, "snapshot.take", link.id, snap.id)
+        event = {"type": "snapshot", "link_id": link.id, "snapshot": self._snap_dict(snap, agent.name)}
+        self.hub.publish(agent.id, event)
+        return event["snapshot"]
+
+    def snapshots(self, agent: Agent, link_id: str) -> list[dict]:
+        link = self.link_for_agent(agent, link_id)
+        return [self._snap_dict(s, agent.name) for s in self.store.snapshots(link.id)]
+
+    def snapshot_jpeg(self, agent: Agent, snap_id: str) -> bytes:
+        snap = self.store.snapshot(snap_id)
+        if snap is None or snap.agent_id != agent.id:
+            raise CallError(404, "no such snapshot")
+        self.store.audit(agent.name, "snapshot.view", snap.link_id, snap.id)
+        return self.vault.open(self._snapshot_path(snap.id).read_bytes(), f"snapshot:{snap.id}")
+
+    def _snapshot_path(self, snap_id: str) -> Path:
+        return self.settings.data_dir / "snapshots" / f"{snap_id}.jpg.sealed"
+
+    @staticmethod
+    def _snap_dict(s, agent_name: str) -> dict:
+        return {
+            "id": s.id,
+            "link_id": s.link_id,
+            "taken": s.taken,
+            "width": s.width,
+            "height": s.height,
+            "bytes": s.bytes,
+            "agent": agent_name,
+            "url": f"/api/snapshots/{s.id}",
+        }
+
+    # -- events ------------------------------------------------------------------------------------------------
+
+    def _publish(self, link: Link | None) -> None:
+        if link is not None:
+            self.hub.publish(link.agent_id, {"type": "link", "link": link.to_dict()})
+
+    async def sweep_expired(self, interval: float = 5.0) -> None:
+        """Tell consoles when links expire unused (the store expires them lazily on every read)."""
+        since = self.store.clock()
+        while True:
+            await asyncio.sleep(interval)
+            now = self.store.clock()
+            for link in self.store.expired_since(since):
+                self._publish(link)
+            since = now
+
+    def _ice(self) -> list[RTCIceServer]:
+        return [RTCIceServer(**s) for s in self.settings.ice_servers()]

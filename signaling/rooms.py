@@ -1,0 +1,235 @@
+"""A room is one escalated call: the customer's peer connection, the agent console's, and the media between.
+
+The customer's camera and microphone reach the agent through aiortc's
+``MediaRelay`` (one decode, many readers); the agent's microphone reaches the
+customer through ``AgentVoice``, a track negotiated with the customer at answer
+time that plays silence until the agent connects. The room keeps the latest
+video frame (for snapshots) and ends itself when the customer's media stops
+(tab closed, network gone) or their connection fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaRelay
+from aiortc.mediastreams import MediaStreamError
+
+log = logging.getLogger(__name__)
+
+MAX_SDP_BYTES = 32 * 1024
+
+
+class SdpError(ValueError):
+    """A session description we cannot use; the message is safe to show the sender."""
+
+
+def parse_offer(body: object) -> RTCSessionDescription:
+    if not isinstance(body, dict) or not isinstance(body.get("sdp"), str) or body.get("type") != "offer":
+        raise SdpError('expected JSON {"type": "offer", "sdp": "v=0..."}')
+    sdp = body["sdp"]
+    if len(sdp.encode()) > MAX_SDP_BYTES:
+        raise SdpError(f"SDP offer is larger than {MAX_SDP_BYTES} bytes")
+    if not sdp.startswith("v=0") or "\nm=" not in sdp:
+        raise SdpError("malformed SDP offer: no version line or no media section")
+    return RTCSessionDescription(sdp=sdp, type="offer")
+
+
+async def _apply_offer(pc: RTCPeerConnection, offer: RTCSessionDescription) -> None:
+    try:
+        await pc.setRemoteDescription(offer)
+    except Exception as e:  # aiortc's SDP parser raises a variety of errors on garbage
+        raise SdpError(f"malformed SDP offer: {type(e).__name__}: {e}") from None
+
+
+class AgentVoice(MediaStreamTrack):
+    """Audio to the customer: silence until the agent's microphone is attached, then the agent.
+
+    Every frame leaves in one format (s16 stereo, 48 kHz: what aiortc's Opus decoder gives) on one
+    continuous timeline, because the encoder behind this track is configured by its first frame.
+    """
+
+    kind = "audio"
+    RATE, SAMPLES = 48000, 960
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._source: MediaStreamTrack | None = None
+        self._resampler = av.AudioResampler(format="s16", layout="stereo", rate=self.RATE)
+        self._pending: deque[av.AudioFrame] = deque()
+        self._pts = 0
+        self._start: float | None = None
+
+    def attach(self, source: MediaStreamTrack | None) -> None:
+        self._source = source
+
+    async def recv(self) -> av.AudioFrame:
+        while not self._pending and self._source is not None:
+            try:
+                self._pending.extend(self._resampler.resample(await self._source.recv()))
+            except MediaStreamError:
+                self._source = None
+        if self._pending:
+            return self._stamp(self._pending.popleft())
+        if self._start is None:
+            self._start = time.monotonic()
+        wait = self._start + self._pts / self.RATE - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 2 * self.SAMPLES), np.int16), format="s16", layout="stereo")
+        frame.sample_rate = self.RATE
+        return self._stamp(frame)
+
+    def _stamp(self, frame: av.AudioFrame) -> av.AudioFrame:
+        frame.pts, frame.time_base = self._pts, fractions.Fraction(1, self.RATE)
+        self._pts += frame.samples
+        self._start = time.monotonic() - self._pts / self.RATE
+        return frame
+
+
+class Room:
+    def __init__(
+        self,
+        link_id: str,
+        agent_id: int,
+        ice_servers: list[RTCIceServer],
+        on_end: Callable[[Room, str], Awaitable[None]],
+        media_timeout: float = 8.0,
+    ) -> None:
+        self.link_id, self.agent_id = link_id, agent_id
+        self._config = RTCConfiguration(iceServers=ice_servers)
+        self._on_end = on_end
+        self.media_timeout = media_timeout
+        self.relay = MediaRelay()
+        self.customer_pc = RTCPeerConnection(self._config)
+        self.agent_pc: RTCPeerConnection | None = None
+        self.voice = AgentVoice()
+        self.customer_audio: MediaStreamTrack | None = None
+        self.customer_video: MediaStreamTrack | None = None
+        self.latest_frame: av.VideoFrame | None = None
+        self.video_frames = self.audio_frames = 0
+        self.created = time.monotonic()
+        self.media_started: float | None = None
+        self._last_media = time.monotonic()
+        self._tasks: list[asyncio.Task] = []
+        self._ended = False
+        self.audio_taps: list[Callable[[av.AudioFrame], None]] = []
+
+    # -- the customer ------------------------------------------------------------------------------------------
+
+    async def receive_customer_offer(self, offer: RTCSessionDescription) -> None:
+        """Apply the customer's offer (raises SdpError); nothing is answered or started yet."""
+        pc = self.customer_pc
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video" and self.customer_video is None:
+                self.customer_video = track
+                self._spawn(self._watch_video(self.relay.subscribe(track, buffered=False)))
+            elif track.kind == "audio" and self.customer_audio is None:
+                self.customer_audio = track
+                self._spawn(self._watch_audio(self.relay.subscribe(track)))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                await self.end(f"customer connection {pc.connectionState}")
+
+        await _apply_offer(pc, offer)
+        pc.addTrack(self.voice)
+
+    async def answer_customer(self) -> RTCSessionDescription:
+        """Answer with every ICE candidate in it (aiortc does not trickle) and start watching the media."""
+        await self.customer_pc.setLocalDescription(await self.customer_pc.createAnswer())
+        self._spawn(self._watchdog())
+        return self.customer_pc.localDescription
+
+    async def _watch_video(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            self.latest_frame = frame
+            self.video_frames += 1
+            self._media()
+
+    async def _watch_audio(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            self.audio_frames += 1
+            self._media()
+            for tap in self.audio_taps:
+                tap(frame)
+
+    def _media(self) -> None:
+        self._last_media = time.monotonic()
+        if self.media_started is None:
+            self.media_started = self._last_media
+
+    async def _watchdog(self) -> None:
+        """The customer vanished when their media stops: no RTCP BYE arrives from a killed tab or a lost network."""
+        while not self._ended:
+            await asyncio.sleep(min(1.0, self.media_timeout / 4))
+            if time.monotonic() - self._last_media > self.media_timeout:
+                await self.end("customer media stopped")
+                return
+
+    # -- the agent ---------------------------------------------------------------------------------------------
+
+    async def accept_agent(self, offer: RTCSessionDescription) -> RTCSessionDescription:
+        """(Re)connect the agent console: it receives the customer and sends its microphone."""
+        if self.agent_pc is not None:
+            await self.agent_pc.close()
+        pc = self.agent_pc = RTCPeerConnection(self._config)
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "audio":
+                self.voice.attach(self.relay.subscribe(track, buffered=False))
+
+        await _apply_offer(pc, offer)
+        for track in (self.customer_video, self.customer_audio):
+            if track is not None:
+                pc.addTrack(self.relay.subscribe(track, buffered=False))
+        await pc.setLocalDescription(await pc.createAnswer())
+        return pc.localDescription
+
+    # -- the end -----------------------------------------------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    async def end(self, reason: str) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        current = asyncio.current_task()
+        for t in self._tasks:
+            if t is not current:
+                t.cancel()
+        self.voice.attach(None)
+        for pc in (self.customer_pc, self.agent_pc):
+            if pc is not None:
+                await pc.close()
+        await self._on_end(self, reason)
+
+    async def discard(self) -> None:
+        """Drop a room that never started (its offer was refused): no end event, the link untouched."""
+        self._ended = True
+        await self.customer_pc.close()
+
+    def _spawn(self, coro) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(coro))

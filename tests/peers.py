@@ -1,0 +1,194 @@
+"""Pure-Python WebRTC peers (aiortc) that act as a customer's browser or an agent's console, and a test server."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from pathlib import Path
+
+import aiohttp
+import av
+import numpy as np
+from aiohttp import web
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from media.audio_io import read_pcm
+from signaling.app import CALLS, create_app
+from signaling.calls import Settings
+from signaling.security import hash_password, new_token, token_hash
+
+
+class SpeechTrack(MediaStreamTrack):
+    """A microphone playing a real recording (looped) at real time, 48 kHz mono 20 ms frames like a browser."""
+
+    kind = "audio"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        pcm16 = read_pcm(path)
+        self._pcm = np.repeat(pcm16, 3)  # 16 -> 48 kHz; fine for a test microphone
+        self._pos = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        wait = self._start + self._pos / 48000 - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        idx = (np.arange(self._pos, self._pos + 960)) % len(self._pcm)
+        frame = av.AudioFrame.from_ndarray(self._pcm[idx].reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 48000, self._pos, fractions.Fraction(1, 48000)
+        self._pos += 960
+        return frame
+
+
+class PatternTrack(MediaStreamTrack):
+    """A camera showing a moving colour pattern at 640x480, 20 fps."""
+
+    kind = "video"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._n = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        wait = self._start + self._n / 20 - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        img = np.zeros((480, 640, 3), np.uint8)
+        img[:, :, 0] = np.linspace(0, 255, 640, dtype=np.uint8)[None, :]
+        img[:, :, 1] = 128
+        img[:, (self._n * 8) % 640 : (self._n * 8) % 640 + 40, 2] = 255
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        frame.pts, frame.time_base = self._n * 4500, fractions.Fraction(1, 90000)
+        self._n += 1
+        return frame
+
+
+async def wait_gathered(pc: RTCPeerConnection) -> None:
+    while pc.iceGatheringState != "complete":
+        await asyncio.sleep(0.01)
+
+
+class Received:
+    """Counts what a peer receives; keeps audio levels (RMS per 20 ms) to compare with the source."""
+
+    def __init__(self) -> None:
+        self.video_frames = 0
+        self.audio_frames = 0
+        self.audio_levels: list[float] = []
+        self.last_video: av.VideoFrame | None = None
+        self.tasks: list[asyncio.Task] = []
+
+    def attach(self, track: MediaStreamTrack) -> None:
+        self.tasks.append(asyncio.get_running_loop().create_task(self._consume(track)))
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            if track.kind == "video":
+                self.video_frames += 1
+                self.last_video = frame
+            else:
+                self.audio_frames += 1
+                x = frame.to_ndarray().astype(np.float64)
+                self.audio_levels.append(float(np.sqrt((x**2).mean())))
+
+    def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+
+
+async def customer_connect(
+    http: aiohttp.ClientSession, url: str, speech: Path
+) -> tuple[RTCPeerConnection, dict, Received]:
+    """Open the link as a customer's browser does: fetch info, offer camera and microphone, apply the answer."""
+    token = url.rsplit("/", 1)[1]
+    base = url.split("/j/")[0]
+    async with http.get(f"{base}/api/join/{token}") as r:
+        assert r.status == 200, await r.text()
+    pc = RTCPeerConnection()
+    received = Received()
+    pc.on("track", received.attach)
+    pc.addTrack(SpeechTrack(speech))
+    pc.addTrack(PatternTrack())
+    await pc.setLocalDescription(await pc.createOffer())
+    await wait_gathered(pc)
+    async with http.post(f"{base}/api/join/{token}/offer", json={"type": "offer", "sdp": pc.localDescription.sdp}) as r:
+        body = await r.json()
+        if r.status != 200:
+            await pc.close()
+            return None, {"status": r.status, **body}, received  # type: ignore[return-value]
+    await pc.setRemoteDescription(RTCSessionDescription(body["sdp"], body["type"]))
+    return pc, body, received
+
+
+async def agent_connect(
+    http: aiohttp.ClientSession, base: str, link_id: str, headers: dict, speech: Path | None = None
+) -> tuple[RTCPeerConnection, Received]:
+    pc = RTCPeerConnection()
+    received = Received()
+    pc.on("track", received.attach)
+    pc.addTransceiver("video", direction="recvonly")
+    if speech is not None:
+        pc.addTrack(SpeechTrack(speech))
+    else:
+        pc.addTransceiver("audio", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    await wait_gathered(pc)
+    async with http.post(
+        f"{base}/api/sessions/{link_id}/agent-offer",
+        headers=headers,
+        json={"type": "offer", "sdp": pc.localDescription.sdp},
+    ) as r:
+        body = await r.json()
+        assert r.status == 200, body
+    await pc.setRemoteDescription(RTCSessionDescription(body["sdp"], body["type"]))
+    return pc, received
+
+
+class TestServer:
+    """The real app on a real port, with an injectable clock, and an agent ready to sign in."""
+
+    __test__ = False
+
+    def __init__(self, data_dir: Path, **settings) -> None:
+        self.now = time.time()
+        self.settings = Settings(data_dir=data_dir, clock=lambda: self.now, **settings)
+        self.app = create_app(self.settings)
+        self.runner = web.AppRunner(self.app)
+        self.base = ""
+
+    async def start(self) -> TestServer:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base = f"http://127.0.0.1:{port}"
+        self.settings.public_url = self.base
+        return self
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+    @property
+    def calls(self):
+        return self.app[CALLS]
+
+    def add_agent(self, name: str = "alice", password: str = "correct horse", language: str = "en") -> str:
+        api_token = new_token()
+        self.calls.store.add_agent(name, hash_password(password), token_hash(api_token), language)
+        return api_token

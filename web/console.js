@@ -1,0 +1,191 @@
+// The agent console: sign in, create links, watch sessions live, take stills.
+"use strict";
+const $ = (id) => document.getElementById(id);
+const vg = window.vg = {csrf: null, agent: null, links: new Map(), events: [], videoFrames: 0, audioLevels: [], live: null};
+let pc = null;
+
+function toast(text) { $("toast").textContent = text; }
+
+async function api(path, options = {}) {
+  const headers = {"Content-Type": "application/json", ...(options.headers || {})};
+  if (vg.csrf) headers["X-CSRF-Token"] = vg.csrf;
+  const r = await fetch(path, {...options, headers, credentials: "same-origin"});
+  const body = r.headers.get("Content-Type")?.includes("json") ? await r.json() : null;
+  if (!r.ok) throw new Error(body?.error || `${r.status}`);
+  return body;
+}
+
+async function boot() {
+  try {
+    const me = await api("/api/me");
+    signedIn(me);
+  } catch {
+    $("login").hidden = false;
+  }
+}
+
+function signedIn(me) {
+  vg.csrf = me.csrf; vg.agent = me.agent; vg.iceServers = me.ice_servers || [];
+  $("login").hidden = true; $("app").hidden = false; $("logout").hidden = false;
+  $("whoami").textContent = `Signed in as ${me.agent.name}`;
+  $("language").value = me.agent.language || "en";
+  connectEvents();
+}
+
+$("login").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  try {
+    signedIn(await api("/api/login", {method: "POST", body: JSON.stringify({name: $("login-name").value, password: $("login-password").value})}));
+  } catch (err) { $("login-error").textContent = err.message; }
+});
+
+$("logout").addEventListener("click", async () => { await api("/api/logout", {method: "POST"}); location.reload(); });
+
+$("new-link").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  try {
+    const r = await api("/api/links", {method: "POST", body: JSON.stringify({
+      customer_ref: $("customer-ref").value || null, phone: $("phone").value || null,
+      language: $("language").value || null, expires_in: Number($("expires").value) * 60,
+    })});
+    $("new-result").hidden = false;
+    $("link-url").value = r.url;
+    $("qr").replaceChildren(Object.assign(document.createElement("img"), {src: "data:image/svg+xml;base64," + btoa(r.qr_svg), alt: "QR code of the link"}));
+    $("new-phrase").textContent = r.link.phrase;
+    upsert(r.link);
+  } catch (err) { toast(`Could not create the link: ${err.message}`); }
+});
+
+$("copy").addEventListener("click", () => navigator.clipboard?.writeText($("link-url").value));
+
+function connectEvents() {
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/ws`);
+  ws.onmessage = (m) => {
+    const ev = JSON.parse(m.data);
+    vg.events.push(ev);
+    if (ev.type === "hello") ev.links.forEach(upsert);
+    if (ev.type === "link") upsert(ev.link);
+    if (ev.type === "snapshot" && vg.live === ev.link_id) addSnapshot(ev.snapshot);
+  };
+  ws.onclose = () => { toast("Connection to the server lost; reconnecting…"); setTimeout(connectEvents, 2000); };
+}
+
+const LABELS = {created: "Link created", opened: "Link opened", connected: "In progress", ended: "Done", expired: "Expired", revoked: "Revoked"};
+
+function upsert(link) {
+  vg.links.set(link.id, link);
+  let row = document.querySelector(`tr[data-id="${link.id}"]`);
+  if (!row) {
+    row = document.createElement("tr");
+    row.dataset.id = link.id;
+    $("links").prepend(row);
+  }
+  const when = new Date(link.created * 1000).toLocaleTimeString();
+  row.innerHTML = "";
+  for (const text of [when, link.customer_ref || link.phone || "—", link.phrase]) row.insertCell().textContent = text;
+  const state = row.insertCell();
+  state.textContent = LABELS[link.state] || link.state;
+  state.className = `state ${link.state}`;
+  state.dataset.state = link.state;
+  const actions = row.insertCell();
+  if (link.state === "connected") actions.append(button("View", () => watch(link.id)));
+  if (["created", "opened", "connected"].includes(link.state)) actions.append(button("Revoke", () => api(`/api/links/${link.id}/revoke`, {method: "POST"}).catch((e) => toast(e.message))));
+  if (vg.live === link.id && link.state !== "connected") stopWatching(`Call ${LABELS[link.state].toLowerCase()}: ${link.end_reason || ""}`);
+  if (link.state === "connected" && !vg.live) watch(link.id);
+}
+
+function button(text, onclick) {
+  const b = document.createElement("button");
+  b.textContent = text; b.type = "button"; b.addEventListener("click", onclick);
+  return b;
+}
+
+function iceComplete(peer) {
+  if (peer.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => peer.addEventListener("icegatheringstatechange", () => { if (peer.iceGatheringState === "complete") resolve(); }));
+}
+
+async function watch(linkId) {
+  if (pc) pc.close();
+  vg.live = linkId;
+  const link = vg.links.get(linkId);
+  $("live").hidden = false;
+  $("live-ref").textContent = link.customer_ref || link.phone || link.id;
+  $("live-phrase").textContent = link.phrase;
+  $("snapshots").replaceChildren();
+  pc = new RTCPeerConnection({iceServers: vg.iceServers});
+  pc.addTransceiver("video", {direction: "recvonly"});
+  try {
+    const mic = await navigator.mediaDevices.getUserMedia({audio: true});
+    mic.getTracks().forEach((t) => pc.addTrack(t, mic));
+  } catch {
+    pc.addTransceiver("audio", {direction: "recvonly"});
+    toast("No microphone: the customer will not hear you.");
+  }
+  const stream = new MediaStream();
+  pc.ontrack = (e) => {
+    stream.addTrack(e.track);
+    $("remote").srcObject = stream;
+    if (e.track.kind === "audio") measureAudio(e.track);
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  await iceComplete(pc);
+  try {
+    const answer = await api(`/api/sessions/${linkId}/agent-offer`, {method: "POST", body: JSON.stringify({type: "offer", sdp: pc.localDescription.sdp})});
+    await pc.setRemoteDescription(answer);
+  } catch (err) { toast(`Could not join the session: ${err.message}`); return; }
+  countFrames();
+  (await api(`/api/sessions/${linkId}/snapshots`)).snapshots.forEach(addSnapshot);
+}
+
+function countFrames() {
+  const video = $("remote");
+  const tick = () => { vg.videoFrames++; if (pc) video.requestVideoFrameCallback(tick); };
+  video.requestVideoFrameCallback(tick);
+}
+
+function measureAudio(track) {
+  // The loudness of the customer's voice over time: the console's level meter, and what tests check.
+  const ctx = new AudioContext();
+  const source = ctx.createMediaStreamSource(new MediaStream([track]));
+  const analyser = ctx.createAnalyser();
+  analyser.fftSize = 1024;
+  source.connect(analyser);
+  const buf = new Float32Array(analyser.fftSize);
+  const t0 = performance.now();
+  const timer = setInterval(() => {
+    if (!pc) { clearInterval(timer); ctx.close(); return; }
+    analyser.getFloatTimeDomainData(buf);
+    let sum = 0; for (const x of buf) sum += x * x;
+    vg.audioLevels.push([(performance.now() - t0) / 1000, Math.sqrt(sum / buf.length)]);
+  }, 20);
+}
+
+function stopWatching(message) {
+  if (pc) { pc.close(); pc = null; }
+  vg.live = null;
+  $("live").hidden = true;
+  $("remote").srcObject = null;
+  toast(message);
+}
+
+$("snapshot").addEventListener("click", async () => {
+  try { await api(`/api/sessions/${vg.live}/snapshots`, {method: "POST"}); toast("Still taken."); }
+  catch (err) { toast(`No still: ${err.message}`); }
+});
+
+$("end").addEventListener("click", () => api(`/api/sessions/${vg.live}/end`, {method: "POST"}).catch((e) => toast(e.message)));
+
+function addSnapshot(s) {
+  if (document.querySelector(`li[data-snapshot="${s.id}"]`)) return;
+  const li = document.createElement("li");
+  li.dataset.snapshot = s.id;
+  const img = Object.assign(document.createElement("img"), {src: s.url, alt: `Still taken ${new Date(s.taken * 1000).toLocaleTimeString()}`});
+  const meta = document.createElement("p");
+  meta.textContent = `${new Date(s.taken * 1000).toLocaleTimeString()} by ${s.agent}, ${s.width}×${s.height} `;
+  meta.append(Object.assign(document.createElement("a"), {href: `${s.url}?download=1`, textContent: "Download"}));
+  li.append(img, meta);
+  $("snapshots").prepend(li);
+}
+
+boot();
