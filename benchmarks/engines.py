@@ -133,9 +133,10 @@ def bench_speaker(name: str) -> dict:
     for label, crop in (("full", None), ("3s", 3.0), ("1.5s", 1.5)):
         emb, spk, t = [], [], 0.0
         for s, a in audio:
-            if crop:
+            if crop and len(a) > crop * SAMPLE_RATE:
                 n = int(crop * SAMPLE_RATE)
-                a = a[len(a) // 2 - n // 2 : len(a) // 2 - n // 2 + n]  # the middle of the utterance
+                start = (len(a) - n) // 2
+                a = a[start : start + n]  # the middle of the utterance
             t0 = time.perf_counter()
             emb.append(encoder.embed(a))
             t += time.perf_counter() - t0

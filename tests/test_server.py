@@ -9,7 +9,7 @@ import sqlite3
 
 import aiohttp
 import pytest
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from tests.peers import TestServer, agent_connect, customer_connect
 
@@ -128,7 +128,7 @@ async def test_customer_session_end_to_end(server, http, data):
     assert red_row[0] < red_row[1] < red_row[2]  # the test pattern's horizontal red ramp survived
     sealed = (server.settings.data_dir / "snapshots" / f"{snap['id']}.jpg.sealed").read_bytes()
     assert not sealed.startswith(b"\xff\xd8") and b"JFIF" not in sealed
-    with pytest.raises(Exception):
+    with pytest.raises(UnidentifiedImageError):
         Image.open(io.BytesIO(sealed))
     assert server.calls.vault.open(sealed, f"snapshot:{snap['id']}") == jpeg
     async with http.get(f"{server.base}/api/sessions/{link_id}/snapshots") as r:

@@ -1,0 +1,192 @@
+"""The whole escalation in real Chromium (Debian's, driven by Playwright): agent console and customer page.
+
+Two browsers, as in life: the agent's (fake microphone playing an English
+recording) and the customer's (fake camera, fake microphone playing Portuguese
+speech with pauses). Chromium and its fake devices are real; so are WebRTC,
+the server and the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from media.audio_io import read_pcm
+from tests.peers import TestServer
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.browser
+
+
+def chromium_args(fake_audio: Path) -> list[str]:
+    return [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={fake_audio}",
+        "--autoplay-policy=no-user-gesture-required",
+        "--allow-loopback-in-peer-connection",
+    ]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    if not CHROMIUM.exists() or shutil.which("chromium") is None:
+        if os.environ.get("CI"):
+            pytest.fail("Debian chromium is not installed: .ci/run installs it with apt-get")
+        pytest.skip("Debian chromium is not installed: apt-get install -y chromium")
+    playwright = pytest.importorskip("playwright.async_api")
+    return playwright
+
+
+def write_wav(path: Path, pcm: np.ndarray) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(pcm.astype("<i2").tobytes())
+    return path
+
+
+@pytest.fixture
+def customer_wav(tmp_path, data) -> tuple[Path, np.ndarray]:
+    """Portuguese speech with pauses around it, so the loudness envelope has a shape to follow."""
+    speech = read_pcm(data / "asr/multilingual/test_pt.wav")
+    silence = np.zeros(24000, np.int16)
+    pcm = np.concatenate([silence, speech, silence, speech[: len(speech) // 2], silence])
+    return write_wav(tmp_path / "customer.wav", pcm), pcm
+
+
+def envelope(pcm: np.ndarray, hop: int) -> np.ndarray:
+    frames = pcm[: len(pcm) // hop * hop].astype(np.float64).reshape(-1, hop)
+    return np.sqrt((frames**2).mean(axis=1))
+
+
+def best_circular_correlation(received: np.ndarray, source: np.ndarray) -> float:
+    """The fake microphone loops the file, so compare at every circular lag and keep the best."""
+    n = len(source)
+    r = received[-n:] if len(received) >= n else received
+    best = -1.0
+    for lag in range(n):
+        s = np.roll(source, -lag)[: len(r)]
+        if r.std() > 0 and s.std() > 0:
+            best = max(best, float(np.corrcoef(r, s)[0, 1]))
+    return best
+
+
+async def test_escalation_in_real_browsers(tmp_path, data, chromium, customer_wav):
+    customer_file, customer_pcm = customer_wav
+    agent_file = write_wav(tmp_path / "agent.wav", read_pcm(data / "asr/multilingual/test.wav"))
+    server = await TestServer(tmp_path / "data").start()
+    api_token = server.add_agent("alice", "correct horse")
+    async with chromium.async_playwright() as p:
+        agent_browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args(agent_file))
+        customer_browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args(customer_file))
+        try:
+            # The agent signs in and creates a link in the console.
+            console = await (await agent_browser.new_context(bypass_csp=True)).new_page()
+            await console.goto(f"{server.base}/console")
+            await console.fill("#login-name", "alice")
+            await console.fill("#login-password", "correct horse")
+            await console.click("#login button[type=submit]")
+            await console.wait_for_selector("#app:not([hidden])")
+            await console.fill("#customer-ref", "claim 42")
+            await console.click("#new-link button[type=submit]")
+            await console.wait_for_selector("#new-result:not([hidden])")
+            url = await console.input_value("#link-url")
+            phrase = await console.text_content("#new-phrase")
+            assert await console.locator("#qr img").count() == 1
+
+            # The customer opens it, sees the same security phrase, consents, and connects.
+            customer_context = await customer_browser.new_context(bypass_csp=True)
+            customer = await customer_context.new_page()
+            t_load = time.time()
+            response = await customer.goto(url)
+            assert response.status == 200
+            await customer.wait_for_function("document.getElementById('phrase').textContent.length > 3")
+            assert await customer.text_content("#phrase") == phrase
+            await customer.check("#consent")
+            await customer.click("#start")
+            await customer.wait_for_function("document.getElementById('status').textContent.startsWith('Connected')")
+            link_id = next(iter(server.calls.rooms))
+            room = server.calls.rooms[link_id]
+            await wait_until(lambda: room.media_started is not None, 10)
+            print(f"\ncustomer page load -> media at the server: {room.media_started - _mono(t_load):.2f} s")
+
+            # The console shows the customer: video frames counted, audio loudness following the recording.
+            await console.wait_for_function("window.vg.videoFrames > 40", timeout=20000)
+            await console.wait_for_function(
+                f"window.vg.audioLevels.length > {len(customer_pcm) // 320 + 100}", timeout=30000
+            )
+            levels = np.array([level for _, level in await console.evaluate("window.vg.audioLevels")])
+            corr = best_circular_correlation(levels[50:], envelope(customer_pcm, 320))
+            print(f"envelope correlation, console audio vs the customer's recording: {corr:.2f}")
+            assert corr > 0.6
+            assert await console.text_content("#live-phrase") == phrase
+
+            # A still for the ID check: shown in the console, a JPEG of the 640x480 fake camera, sealed on disk.
+            await console.click("#snapshot")
+            await console.wait_for_selector("li[data-snapshot] img")
+            width = await console.eval_on_selector(
+                "li[data-snapshot] img", "img => img.decode().then(() => img.naturalWidth)"
+            )
+            assert width == 640
+            snap_id = await console.get_attribute("li[data-snapshot]", "data-snapshot")
+            sealed = (server.settings.data_dir / "snapshots" / f"{snap_id}.jpg.sealed").read_bytes()
+            assert not sealed.startswith(b"\xff\xd8")
+
+            # A second device opening the same link is told it has been used.
+            other = await (await customer_browser.new_context(bypass_csp=True)).new_page()
+            response = await other.goto(url)
+            assert response.status == 410 and "has been used" in await other.text_content("#notice")
+
+            # Expired and revoked links, as the customer sees them.
+            headers = {"Authorization": f"Bearer {api_token}"}
+            expired = await (
+                await other.request.post(f"{server.base}/api/links", headers=headers, data={"expires_in": 60})
+            ).json()
+            revoked = await (await other.request.post(f"{server.base}/api/links", headers=headers, data={})).json()
+            await other.request.post(f"{server.base}/api/links/{revoked['link']['id']}/revoke", headers=headers)
+            server.now += 61
+            response = await other.goto(expired["url"])
+            assert response.status == 410 and "has expired" in await other.text_content("#notice")
+            response = await other.goto(revoked["url"])
+            assert response.status == 410 and "cancelled" in await other.text_content("#notice")
+
+            # The customer closes the tab: the console shows the call done within seconds.
+            t_close = time.monotonic()
+            await customer.close()
+            await console.wait_for_selector(f'tr[data-id="{link_id}"] td[data-state="ended"]', timeout=10000)
+            print(f"tab closed -> 'Done' on the console: {time.monotonic() - t_close:.2f} s")
+            assert server.calls.store.link(link_id).state == "ended"
+            assert len(server.calls.store.snapshots(link_id)) == 1
+        finally:
+            await agent_browser.close()
+            await customer_browser.close()
+            await server.stop()
+
+
+def _mono(wall: float) -> float:
+    return time.monotonic() - (time.time() - wall)
+
+
+async def wait_until(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
