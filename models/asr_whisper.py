@@ -65,9 +65,18 @@ class WhisperEngine(AsrEngine):
             raise ValueError(f"unknown task {task!r}")
         return WhisperStream(self, language, task, self.partial_interval if partials else None)
 
-    def decode(self, audio: np.ndarray, language: str | None, task: str) -> tuple[str, str]:
-        """Decode float32 audio at once; returns (text, language)."""
-        with self._lock:  # one decode at a time per model: two would only fight for the same cores
+    def decode(
+        self, audio: np.ndarray, language: str | None, task: str, *, wait: bool = True
+    ) -> tuple[str, str] | None:
+        """Decode float32 audio at once; returns (text, language).
+
+        One decode runs at a time per model (two would only fight for the same cores). A final waits its
+        turn; a partial (``wait=False``) is skipped, returning None, when the model is busy: partials then
+        come as often as the CPU allows and never delay a final by more than the one decode in flight.
+        """
+        if not self._lock.acquire(blocking=wait):
+            return None
+        try:
             segments, info = self._model.transcribe(
                 audio,
                 language=language,
@@ -78,6 +87,8 @@ class WhisperEngine(AsrEngine):
                 without_timestamps=True,
             )
             text = " ".join(s.text.strip() for s in segments).strip()
+        finally:
+            self._lock.release()
         return text, info.language
 
     def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
@@ -104,8 +115,11 @@ class WhisperStream(AsrStream):
         self._samples += len(pcm)
         if self._interval is None or self._samples - self._decoded_at < self._interval * SAMPLE_RATE:
             return []
+        decoded = self._engine.decode(self._audio(), self._language, self._task, wait=False)
+        if decoded is None:
+            return []  # the model is busy with another stream: try again with more audio
         self._decoded_at = self._samples
-        text, language = self._engine.decode(self._audio(), self._language, self._task)
+        text, language = decoded
         self._language = self._language or language
         words = text.split()
         stable = _common_prefix(self._previous, words)
@@ -118,7 +132,7 @@ class WhisperStream(AsrStream):
     def finish(self) -> list[AsrResult]:
         if not self._samples:
             return []
-        text, language = self._engine.decode(self._audio(), self._language, self._task)
+        text, language = self._engine.decode(self._audio(), self._language, self._task)  # type: ignore[misc]
         self._language = self._language or language
         return [AsrResult(text, 0.0, self._samples / SAMPLE_RATE, True, self._language)]
 

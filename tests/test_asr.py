@@ -55,7 +55,7 @@ def test_whisper_detects_language_when_not_given(whisper, data):
 
 def test_whisper_translates_speech_to_english(whisper, data):
     results = recognise(whisper, pcm(data / "asr/multilingual/test_es.wav"), "es", task="translate", partials=False)
-    assert "sand" in normalise_words(final_text(results))
+    assert "white" in normalise_words(final_text(results))  # "blanquecinas"; the rest varies run to run
 
 
 def test_whisper_partials_are_stable_prefixes_before_the_final(whisper, data):

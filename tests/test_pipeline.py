@@ -141,7 +141,7 @@ async def test_speech_translation_route_and_speaker_embeddings(whisper, fast_mt,
     pipeline = Pipeline(engines, PipelineConfig(language="es", target_language="en", partials=False))
     events = [e async for e in run_file(pipeline, data / "asr/multilingual/test_es.wav")]
     translation = next(e for e in events if isinstance(e, Translation))
-    assert translation.engine == "whisper-translate" and "sand" in translation.text.lower()
+    assert translation.engine == "whisper-translate" and "white" in normalise_words(translation.text)
     emb = next(e for e in events if isinstance(e, SpeakerEmbedding))
     assert emb.vector.shape == (256,) and "vector" not in emb.to_dict()
 
