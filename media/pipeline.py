@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import av
@@ -100,6 +100,10 @@ class Pipeline:
 
     async def push(self, frame: AudioFrame | av.AudioFrame) -> None:
         """Feed one frame of any rate and channel count."""
+        self.feed(frame)
+
+    def feed(self, frame: AudioFrame | av.AudioFrame) -> None:
+        """``push`` for synchronous callers (a WebRTC track reader): cheap, never blocks on engines."""
         if self._closed:
             raise RuntimeError("pipeline is closed")
         self._feed(self._resample(frame))
@@ -152,6 +156,11 @@ class Pipeline:
     def _put(self, job: tuple[int, Start | Audio | _EndAt] | None) -> None:
         self._jobs.append(job)
         self._wake.set()
+
+    def retarget(self, language: str | None) -> None:
+        """Translate into another language from the next final on (the other side's language became known)."""
+        self.config = replace(self.config, target_language=language)
+        self._route = None
 
     # -- output --------------------------------------------------------------------------------------------------
 

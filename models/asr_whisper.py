@@ -5,14 +5,17 @@ decode costs about the same whatever the audio length (about 0.7 s for Whisper
 base on two cores). Streams therefore buffer the utterance and decode:
 
 * partials: every ``partial_interval`` seconds of new audio, the growing buffer
-  is re-decoded and only the words that two consecutive hypotheses agree on are
-  shown (LocalAgreement-2), so partial text does not flicker;
+  is re-decoded (on a cheaper 10 s encoder window) and only the words that two
+  consecutive hypotheses agree on are shown (LocalAgreement-2), so partial
+  text does not flicker; a partial is skipped while the model is busy, and
+  streams take turns, so partials follow the CPU and never delay finals;
 * final: once, at the end of the utterance (the VAD endpoint).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,9 @@ import numpy as np
 from models.base import SAMPLE_RATE, AsrEngine, AsrResult, AsrStream, pcm_to_float
 from models.errors import ModelUnavailable, UnsupportedLanguage
 from models.locate import whisper_base_dir
+
+QUICK_WINDOW_SECONDS = 10
+QUICK_MAX_SECONDS = 8.0
 
 
 class WhisperEngine(AsrEngine):
@@ -54,6 +60,8 @@ class WhisperEngine(AsrEngine):
         )
         self._languages = frozenset(self._model.supported_languages)
         self._lock = threading.Lock()
+        self._turns_lock = threading.Lock()
+        self._waiting: dict[object, tuple[float, float]] = {}  # stream -> (waiting since, last asked)
 
     def languages(self) -> frozenset[str]:
         return self._languages
@@ -65,8 +73,22 @@ class WhisperEngine(AsrEngine):
             raise ValueError(f"unknown task {task!r}")
         return WhisperStream(self, language, task, self.partial_interval if partials else None)
 
+    def _my_turn(self, requester: object) -> bool:
+        """Partials take turns: the stream that has waited longest goes first, so no call starves another.
+
+        A waiter that stopped asking (its utterance ended) is forgotten after a second.
+        """
+        now = time.monotonic()
+        with self._turns_lock:
+            first, _ = self._waiting.get(requester, (now, now))
+            self._waiting[requester] = (first, now)
+            for key, (_, last) in list(self._waiting.items()):
+                if now - last > 1.0:
+                    del self._waiting[key]
+            return min(self._waiting, key=lambda k: self._waiting[k][0]) is requester
+
     def decode(
-        self, audio: np.ndarray, language: str | None, task: str, *, wait: bool = True
+        self, audio: np.ndarray, language: str | None, task: str, *, wait: bool = True, requester: object = None
     ) -> tuple[str, str] | None:
         """Decode float32 audio at once; returns (text, language).
 
@@ -74,9 +96,16 @@ class WhisperEngine(AsrEngine):
         turn; a partial (``wait=False``) is skipped, returning None, when the model is busy: partials then
         come as often as the CPU allows and never delay a final by more than the one decode in flight.
         """
+        if not wait and not self._my_turn(requester):
+            return None
         if not self._lock.acquire(blocking=wait):
             return None
+        if not wait:
+            with self._turns_lock:
+                self._waiting.pop(requester, None)
         try:
+            if not wait and language is not None and len(audio) <= QUICK_MAX_SECONDS * SAMPLE_RATE:
+                return self._quick(audio, language, task), language
             segments, info = self._model.transcribe(
                 audio,
                 language=language,
@@ -90,6 +119,27 @@ class WhisperEngine(AsrEngine):
         finally:
             self._lock.release()
         return text, info.language
+
+    def _quick(self, audio: np.ndarray, language: str, task: str) -> str:
+        """A partial's decode: the encoder on a 10 s window instead of 30 s, about 3 times cheaper.
+
+        Accuracy drops a little (the notes measured 18.8% -> 25.5% WER over 19 sentences), which suits
+        tentative partials; finals always take the full window. Shorter windows hallucinate loops.
+        """
+        import ctranslate2
+        from faster_whisper.tokenizer import Tokenizer
+
+        frames = QUICK_WINDOW_SECONDS * 100  # 10 ms feature frames
+        features = self._model.feature_extractor(audio)[:, :frames]
+        features = np.pad(features, ((0, 0), (0, frames - features.shape[1])))
+        tokenizer = Tokenizer(self._model.hf_tokenizer, True, task=task, language=language)
+        result = self._model.model.generate(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None], dtype=np.float32)),
+            [[*tokenizer.sot_sequence, tokenizer.no_timestamps]],
+            beam_size=1,
+            max_length=16 + int(len(audio) / SAMPLE_RATE * 8),  # bounds a runaway hypothesis
+        )
+        return tokenizer.decode(result[0].sequences_ids[0]).strip()
 
     def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
         """Whisper's language identification on float32 audio: (code, probability)."""
@@ -115,7 +165,7 @@ class WhisperStream(AsrStream):
         self._samples += len(pcm)
         if self._interval is None or self._samples - self._decoded_at < self._interval * SAMPLE_RATE:
             return []
-        decoded = self._engine.decode(self._audio(), self._language, self._task, wait=False)
+        decoded = self._engine.decode(self._audio(), self._language, self._task, wait=False, requester=self)
         if decoded is None:
             return []  # the model is busy with another stream: try again with more audio
         self._decoded_at = self._samples

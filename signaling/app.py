@@ -13,15 +13,18 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib.resources import files
 from pathlib import Path
 
 from aiohttp import WSMsgType, web
 
+from media.pipeline import Engines
 from signaling.calls import CallError, Calls, Settings
 from signaling.rooms import SdpError, parse_offer
 from signaling.security import Vault, new_token, token_hash, verify_password
 from signaling.store import Agent, Store
+from signaling.subtitles import to_webvtt
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +40,19 @@ AGENT = web.RequestKey("agent", object)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_app(settings: Settings, *, secure_cookies: bool | None = None) -> web.Application:
-    """The app factory: one store, one vault, one ``Calls``; everything else hangs off them."""
+def create_app(
+    settings: Settings, engines: Engines | None = None, *, secure_cookies: bool | None = None
+) -> web.Application:
+    """The app factory: one store, one vault, one ``Calls``; everything else hangs off them.
+
+    ``engines`` (loaded once, shared by every call) turn on live subtitles; without them, video only.
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.data_dir / "voxgate.db", clock=settings.clock)
     vault = Vault.from_file(settings.data_dir / "secret.key")
-    calls = Calls(settings, store, vault)
+    # Model work runs in these threads; CTranslate2 and onnxruntime release the GIL while they compute.
+    executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="engines") if engines else None
+    calls = Calls(settings, store, vault, engines, executor)
     app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_middleware, auth_middleware])
     app[CALLS] = calls
     app[SECURE_COOKIES] = settings.public_url.startswith("https") if secure_cookies is None else secure_cookies
@@ -59,6 +69,8 @@ async def _lifecycle(app: web.Application):
     sweeper.cancel()
     await calls.close()
     calls.store.close()
+    if calls.executor is not None:
+        calls.executor.shutdown(wait=False)
 
 
 ROUTES = web.RouteTableDef()
@@ -238,6 +250,21 @@ async def me(request: web.Request) -> web.Response:
     )
 
 
+@ROUTES.put("/api/me")
+async def update_me(request: web.Request) -> web.Response:
+    """The agent's own settings: the language subtitles are translated into."""
+    agent = agent_of(request)
+    body = await json_body(request)
+    language = body.get("language")
+    calls = request.app[CALLS]
+    if not isinstance(language, str) or not 2 <= len(language) <= 8:
+        raise CallError(400, "language must be a language code such as 'en' or 'pt'")
+    if calls.engines is not None and language not in calls.engines.asr.languages():
+        raise CallError(400, f"speech recognition does not know the language {language!r}")
+    calls.store.set_agent_language(agent.id, language)
+    return web.json_response({"agent": {**_agent(agent), "language": language}})
+
+
 def _agent(agent: Agent) -> dict:
     return {"id": agent.id, "name": agent.name, "language": agent.language}
 
@@ -317,6 +344,19 @@ async def get_snapshot(request: web.Request) -> web.Response:
     return web.Response(body=jpeg, content_type="image/jpeg", headers=headers)
 
 
+@ROUTES.get("/api/sessions/{id}/transcript")
+async def transcript(request: web.Request) -> web.Response:
+    data, origin = request.app[CALLS].transcript(agent_of(request), request.match_info["id"])
+    name = f"transcript-{request.match_info['id']}"
+    if request.query.get("format", "json") == "vtt":
+        return web.Response(
+            text=to_webvtt(data, origin),
+            content_type="text/vtt",
+            headers={"Content-Disposition": f'attachment; filename="{name}.vtt"'},
+        )
+    return web.json_response(data, headers={"Content-Disposition": f'attachment; filename="{name}.json"'})
+
+
 @ROUTES.get("/api/audit")
 async def audit(request: web.Request) -> web.Response:
     agent = agent_of(request)
@@ -370,6 +410,25 @@ async def join_offer(request: web.Request) -> web.Response:
     offer = parse_offer(await json_body(request))
     result = await request.app[CALLS].customer_offer(request.match_info["token"], offer, client(request))
     return web.json_response(result)
+
+
+@ROUTES.get("/api/join/{token}/ws")
+async def join_subtitles(request: web.Request) -> web.WebSocketResponse:
+    """The customer page's subtitles: both sides of the conversation, as they are spoken."""
+    conversation, queue = request.app[CALLS].customer_subtitles(
+        request.match_info["token"], request.query.get("key", "")
+    )
+    ws = web.WebSocketResponse(heartbeat=20)
+    await ws.prepare(request)
+    try:
+        while (message := await queue.get()) is not None:
+            await ws.send_json(message)
+    except (ConnectionResetError, RuntimeError):
+        pass
+    finally:
+        conversation.unsubscribe_customer(queue)
+        await ws.close()
+    return ws
 
 
 @ROUTES.post("/api/join/{token}/hangup")

@@ -14,15 +14,20 @@ import logging
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import segno
 from aiortc import RTCIceServer, RTCSessionDescription
 
+from media.pipeline import Engines
+from media.segmenter import SegmenterConfig
+from models.errors import UnsupportedLanguage
 from signaling.rooms import Room
 from signaling.security import Vault, new_token, security_phrase, token_hash
 from signaling.store import Agent, Link, Store
+from signaling.subtitles import Conversation, load_transcript
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,8 @@ class Settings:
     max_link_ttl: float = 24 * 3600.0
     max_sessions_per_agent: int = 4
     max_sessions: int = 20
+    partials: bool = True  # live partial subtitles (off: each utterance transcribed once, at its end)
+    endpoint_ms: int = 300  # the pause that ends a subtitle line: latency is the product
     media_timeout: float = 8.0
     stun_urls: list[str] = field(default_factory=list)
     turn_urls: list[str] = field(default_factory=list)  # e.g. turn:turn.example.com:3478?transport=udp
@@ -106,13 +113,23 @@ class GuessLimiter:
 
 
 class Calls:
-    def __init__(self, settings: Settings, store: Store, vault: Vault) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        vault: Vault,
+        engines: Engines | None = None,
+        executor: Executor | None = None,
+    ) -> None:
         self.settings, self.store, self.vault = settings, store, vault
+        self.engines, self.executor = engines, executor  # no engines: video only, no subtitles
         self.hub = Hub()
         self.guesses = GuessLimiter()
         self.rooms: dict[str, Room] = {}
+        self.conversations: dict[str, Conversation] = {}
         self._customer_keys: dict[str, str] = {}
-        (settings.data_dir / "snapshots").mkdir(parents=True, exist_ok=True)
+        for sub in ("snapshots", "transcripts"):
+            (settings.data_dir / sub).mkdir(parents=True, exist_ok=True)
 
     # -- links -------------------------------------------------------------------------------------------------
 
@@ -134,7 +151,8 @@ class Calls:
                 raise CallError(400, f"{name} must be text of at most {limit} characters")
         language = language or agent.language
         if not isinstance(language, str) or not 2 <= len(language) <= 8:
-            raise CallError(400, "language must be a language code such as 'en' or 'pt'")
+            raise CallError(400, "language must be a language code such as 'en' or 'pt', or 'detect'")
+        self.check_languages(language, agent.language)
         token = new_token()
         link = self.store.add_link(
             token_hash(token),
@@ -153,6 +171,20 @@ class Calls:
         buf = io.BytesIO()
         qr.save(buf, kind="svg", scale=4, border=2)
         return {"link": link.to_dict(), "url": url, "qr_svg": buf.getvalue().decode()}
+
+    def check_languages(self, customer: str, agent: str) -> None:
+        """Refuse, up front, a call whose subtitles could not be translated one way or the other."""
+        if self.engines is None or customer == "detect":
+            return
+        if customer not in self.engines.asr.languages():
+            raise CallError(400, f"speech recognition does not know the language {customer!r}")
+        router = self.engines.router
+        try:
+            if router is not None:
+                router.route(customer, agent)
+                router.route(agent, customer)
+        except UnsupportedLanguage as e:
+            raise CallError(400, f"no subtitles for this call: {e}") from None
 
     def link_for_agent(self, agent: Agent, link_id: str) -> Link:
         link = self.store.link(link_id)
@@ -223,6 +255,8 @@ class Calls:
             await room.discard()
             raise CallError(410, "this link has been used; each link works once, on one device")
         self.rooms[link.id] = room
+        if self.engines is not None:
+            self._start_conversation(link, room)
         try:
             desc = await room.answer_customer()
         except Exception:
@@ -261,7 +295,49 @@ class Calls:
         if room is not None:
             await room.end(reason)
 
+    def _start_conversation(self, link: Link, room: Room) -> None:
+        agent_id = link.agent_id
+        conversation = Conversation(
+            link.id,
+            self.engines,
+            customer_language=None if link.language == "detect" else link.language,
+            agent_language=self.store.agent_language(agent_id),
+            send_agent=lambda m: self.hub.publish(agent_id, m),
+            vault=self.vault,
+            path=self.transcript_path(link.id),
+            executor=self.executor,
+            partials=self.settings.partials,
+            segmenter=SegmenterConfig(hangover_ms=self.settings.endpoint_ms),
+        )
+        room.customer_taps.append(conversation.pipelines["customer"].feed)
+        room.agent_taps.append(conversation.pipelines["agent"].feed)
+        self.conversations[link.id] = conversation
+
+    def transcript_path(self, link_id: str) -> Path:
+        return self.settings.data_dir / "transcripts" / f"{link_id}.json.sealed"
+
+    def transcript(self, agent: Agent, link_id: str) -> tuple[dict, float]:
+        """The saved conversation and the wall time it starts from (for subtitle timestamps)."""
+        link = self.link_for_agent(agent, link_id)
+        path = self.transcript_path(link.id)
+        if not path.exists():
+            raise CallError(404, "this session has no transcript")
+        self.store.audit(agent.name, "transcript.download", link.id)
+        return load_transcript(self.vault, path, link.id), link.connected or link.created
+
+    def customer_subtitles(self, token: str, key: str) -> tuple[Conversation, asyncio.Queue]:
+        link = self.store.link_by_token(token_hash(token))
+        if link is None or self._customer_keys.get(link.id) != token_hash(key or ""):
+            raise CallError(403, "not this session's customer")
+        conversation = self.conversations.get(link.id)
+        if conversation is None:
+            raise CallError(409, "this call has no subtitles")
+        return conversation, conversation.subscribe_customer()
+
     async def _room_ended(self, room: Room, reason: str) -> None:
+        conversation = self.conversations.pop(room.link_id, None)
+        if conversation is not None:
+            await conversation.close()  # the last words said still reach the transcript
         self.rooms.pop(room.link_id, None)
         self._customer_keys.pop(room.link_id, None)
         state = "revoked" if reason == "revoked" else "ended"

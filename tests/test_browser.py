@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from media.audio_io import read_pcm
+from models.metrics import normalise_words
 from tests.peers import TestServer
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -190,3 +191,69 @@ async def wait_until(predicate, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def engines(whisper, fast_mt):
+    from media.pipeline import Engines
+    from models.routing import Router
+    from models.vad import WebRtcVad
+
+    return Engines(vad=WebRtcVad, asr=whisper, router=Router([fast_mt], whisper.languages()))
+
+
+async def test_live_translated_subtitles_in_real_browsers(tmp_path, data, chromium, customer_wav, engines):
+    """The customer speaks Portuguese, the agent English; each reads the other in their own language."""
+    customer_file, _ = customer_wav
+    silence = np.zeros(16000, np.int16)
+    agent_speech = np.concatenate([silence, read_pcm(data / "asr/speechbrain-en/spk1_snt1.wav"), silence])
+    agent_file = write_wav(tmp_path / "agent.wav", agent_speech)
+    server = await TestServer(tmp_path / "data", engines).start()
+    server.add_agent("alice", "correct horse", language="en")
+    async with chromium.async_playwright() as p:
+        agent_browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args(agent_file))
+        customer_browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args(customer_file))
+        try:
+            console = await (await agent_browser.new_context(bypass_csp=True)).new_page()
+            await console.goto(f"{server.base}/console")
+            await console.fill("#login-name", "alice")
+            await console.fill("#login-password", "correct horse")
+            await console.click("#login button[type=submit]")
+            await console.wait_for_selector("#app:not([hidden])")
+            await console.fill("#language", "pt")
+            await console.click("#new-link button[type=submit]")
+            await console.wait_for_selector("#new-result:not([hidden])")
+            url = await console.input_value("#link-url")
+
+            customer = await (await customer_browser.new_context(bypass_csp=True)).new_page()
+            await customer.goto(url)
+            await customer.check("#consent")
+            await customer.click("#start")
+            await customer.wait_for_function("document.getElementById('status').textContent.startsWith('Connected')")
+
+            # The console: the customer's Portuguese as a final line, English underneath.
+            line = console.locator("#transcript li.customer.final").first
+            await line.wait_for(timeout=30000)
+            original = await line.locator(".text").text_content()
+            await console.wait_for_function(
+                "[...document.querySelectorAll('#transcript li.customer .translation')].some(e => e.textContent)",
+                timeout=15000,
+            )
+            english = await line.locator(".translation").text_content()
+            assert {"raposa", "velha"} <= set(normalise_words(original)), original
+            assert "fox" in normalise_words(english), english
+            assert float(await line.locator(".translation").get_attribute("data-lag")) > 0
+            assert await console.evaluate(
+                "window.vg.subtitles.some(s => s.speaker === 'customer' && s.kind === 'partial')"
+            )
+
+            # The customer page: the agent's English, in Portuguese.
+            agent_line = customer.locator("#subtitles li.agent").first
+            await agent_line.wait_for(timeout=30000)
+            portuguese = await agent_line.locator(".text").text_content()
+            assert await agent_line.get_attribute("lang") == "pt"
+            assert {"criança", "cão", "cachorro"} & set(normalise_words(portuguese)), portuguese
+        finally:
+            await agent_browser.close()
+            await customer_browser.close()
+            await server.stop()

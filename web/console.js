@@ -29,6 +29,8 @@ function signedIn(me) {
   $("login").hidden = true; $("app").hidden = false; $("logout").hidden = false;
   $("whoami").textContent = `Signed in as ${me.agent.name}`;
   $("language").value = me.agent.language || "en";
+  $("my-language").value = me.agent.language || "en";
+  $("my-language-box").hidden = false;
   connectEvents();
 }
 
@@ -37,6 +39,11 @@ $("login").addEventListener("submit", async (e) => {
   try {
     signedIn(await api("/api/login", {method: "POST", body: JSON.stringify({name: $("login-name").value, password: $("login-password").value})}));
   } catch (err) { $("login-error").textContent = err.message; }
+});
+
+$("my-language").addEventListener("change", async () => {
+  try { await api("/api/me", {method: "PUT", body: JSON.stringify({language: $("my-language").value})}); toast("Language saved: new calls use it."); }
+  catch (err) { toast(err.message); }
 });
 
 $("logout").addEventListener("click", async () => { await api("/api/logout", {method: "POST"}); location.reload(); });
@@ -66,6 +73,8 @@ function connectEvents() {
     if (ev.type === "hello") ev.links.forEach(upsert);
     if (ev.type === "link") upsert(ev.link);
     if (ev.type === "snapshot" && vg.live === ev.link_id) addSnapshot(ev.snapshot);
+    if (ev.type === "subtitle") subtitle(ev);
+    if (ev.type === "subtitle_error") toast(`Subtitles (${ev.speaker}): ${ev.message}`);
   };
   ws.onclose = () => { toast("Connection to the server lost; reconnecting…"); setTimeout(connectEvents, 2000); };
 }
@@ -89,6 +98,11 @@ function upsert(link) {
   state.dataset.state = link.state;
   const actions = row.insertCell();
   if (link.state === "connected") actions.append(button("View", () => watch(link.id)));
+  if (["connected", "ended", "revoked"].includes(link.state) && link.connected) {
+    for (const format of ["json", "vtt"]) {
+      actions.append(Object.assign(document.createElement("a"), {href: `/api/sessions/${link.id}/transcript?format=${format}`, textContent: `Transcript (${format.toUpperCase()})`, className: "download"}));
+    }
+  }
   if (["created", "opened", "connected"].includes(link.state)) actions.append(button("Revoke", () => api(`/api/links/${link.id}/revoke`, {method: "POST"}).catch((e) => toast(e.message))));
   if (vg.live === link.id && link.state !== "connected") stopWatching(`Call ${LABELS[link.state].toLowerCase()}: ${link.end_reason || ""}`);
   if (link.state === "connected" && !vg.live) watch(link.id);
@@ -113,6 +127,9 @@ async function watch(linkId) {
   $("live-ref").textContent = link.customer_ref || link.phone || link.id;
   $("live-phrase").textContent = link.phrase;
   $("snapshots").replaceChildren();
+  $("transcript").replaceChildren();
+  $("detected").textContent = "";
+  (vg.subtitleBacklog.get(linkId) || []).forEach(subtitle);
   pc = new RTCPeerConnection({iceServers: vg.iceServers});
   pc.addTransceiver("video", {direction: "recvonly"});
   try {
@@ -175,6 +192,49 @@ $("snapshot").addEventListener("click", async () => {
 });
 
 $("end").addEventListener("click", () => api(`/api/sessions/${vg.live}/end`, {method: "POST"}).catch((e) => toast(e.message)));
+
+// Subtitles: one list item per utterance; grey partial text, then the final line with its translation below.
+vg.subtitles = [];
+vg.subtitleBacklog = new Map();
+const NAMES = {customer: "Customer", agent: "You"};
+
+function subtitle(ev) {
+  vg.subtitles.push(ev);
+  if (ev.link_id !== vg.live) {
+    if (!vg.subtitleBacklog.has(ev.link_id)) vg.subtitleBacklog.set(ev.link_id, []);
+    vg.subtitleBacklog.get(ev.link_id).push(ev);
+    return;
+  }
+  if (ev.detected_language) $("detected").textContent = `(customer speaks: ${ev.detected_language})`;
+  const key = `${ev.speaker}-${ev.segment}`;
+  let li = document.querySelector(`#transcript li[data-key="${key}"]`);
+  if (!li) {
+    li = document.createElement("li");
+    li.dataset.key = key;
+    li.className = ev.speaker;
+    li.append(Object.assign(document.createElement("span"), {className: "who", textContent: `${NAMES[ev.speaker]}: `}),
+      Object.assign(document.createElement("span"), {className: "text"}),
+      Object.assign(document.createElement("div"), {className: "translation"}));
+    $("transcript").append(li);
+  }
+  if (ev.kind === "partial" && !li.classList.contains("final")) {
+    li.querySelector(".text").textContent = ev.text;
+    li.classList.add("partial");
+  } else if (ev.kind === "final") {
+    li.querySelector(".text").textContent = ev.text;
+    li.lang = ev.language;
+    li.classList.remove("partial");
+    li.classList.add("final");
+  } else if (ev.kind === "translation") {
+    const t = li.querySelector(".translation");
+    t.textContent = ev.text;
+    t.lang = ev.language;
+    const lag = ev.timing.sent - ev.timing.speech_end;
+    t.title = `${lag.toFixed(2)} s after the speech ended (ASR ${(ev.timing.asr - ev.timing.speech_end).toFixed(2)} s, MT ${(ev.timing.mt - ev.timing.asr).toFixed(3)} s)`;
+    t.dataset.lag = lag.toFixed(2);
+  }
+  li.scrollIntoView({block: "nearest"});
+}
 
 function addSnapshot(s) {
   if (document.querySelector(`li[data-snapshot="${s.id}"]`)) return;

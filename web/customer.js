@@ -66,6 +66,27 @@ async function start() {
   await pc.setRemoteDescription({type: answer.type, sdp: answer.sdp});
   $("consent-box").hidden = true;
   $("hangup").hidden = false;
+  subtitles();
+}
+
+// Subtitles: what the agent says, translated into the customer's language, and what the customer said.
+window.vgSubtitles = [];
+function subtitles() {
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/join/${token}/ws?key=${encodeURIComponent(sessionKey)}`);
+  ws.onmessage = (m) => {
+    const ev = JSON.parse(m.data);
+    if (ev.type !== "subtitle") return;
+    window.vgSubtitles.push(ev);
+    const mine = ev.speaker === "customer";
+    if (mine ? ev.kind !== "final" : ev.kind !== "translation") return;
+    const list = $("subtitles");
+    list.hidden = false;
+    const li = Object.assign(document.createElement("li"), {className: ev.speaker, lang: ev.language});
+    li.append(Object.assign(document.createElement("span"), {className: "who", textContent: mine ? "You: " : "Agent: "}),
+      Object.assign(document.createElement("span"), {className: "text", textContent: ev.text}));
+    list.append(li);
+    li.scrollIntoView({block: "nearest"});
+  };
 }
 
 function hangupBeacon() {

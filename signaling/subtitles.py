@@ -1,0 +1,208 @@
+"""Live translated subtitles for one call: both legs through the speech pipeline, one conversation.
+
+The customer's audio is transcribed in their language and translated into the
+agent's; the agent's the other way. Every pipeline event becomes a subtitle
+message for the agent console and the customer page, stamped with the times a
+latency budget needs (speech end, ASR done, MT done, sent). Finals and their
+translations make up the transcript, kept sealed (AES-GCM) beside the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from media.events import Event, FinalTranscript, PartialTranscript, PipelineError, SpeechStarted, Translation
+from media.pipeline import Engines, Pipeline, PipelineConfig
+from media.segmenter import SegmenterConfig
+from signaling.security import Vault
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Line:
+    """One utterance in the transcript: who said what, in which language, its translation, and when."""
+
+    speaker: str
+    segment: int
+    start: float  # wall-clock seconds
+    end: float
+    language: str
+    text: str
+    translation: str | None = None
+    translation_language: str | None = None
+    engine: str | None = None
+    timing: dict = field(default_factory=dict)
+
+
+class Conversation:
+    def __init__(
+        self,
+        link_id: str,
+        engines: Engines,
+        *,
+        customer_language: str | None,
+        agent_language: str,
+        send_agent: Callable[[dict], None],
+        vault: Vault,
+        path: Path,
+        executor: Executor | None = None,
+        partials: bool = True,
+        segmenter: SegmenterConfig = SegmenterConfig(hangover_ms=300),
+    ) -> None:
+        self.link_id = link_id
+        self._send_agent = send_agent
+        self._customer_queues: set[asyncio.Queue] = set()
+        self._vault, self._path = vault, path
+        self.lines: list[Line] = []
+        self._open: dict[tuple[str, int], Line] = {}
+        self._started: dict[tuple[str, int], float] = {}
+        self.detected_language: str | None = None
+        self.pipelines = {
+            "customer": Pipeline(
+                engines,
+                PipelineConfig(customer_language, agent_language, partials, segmenter),
+                leg="customer",
+                executor=executor,
+            ),
+            # The agent's language is known, so only its translation target can be undecided ("detect").
+            "agent": Pipeline(
+                engines,
+                PipelineConfig(agent_language, customer_language, partials, segmenter),
+                leg="agent",
+                executor=executor,
+            ),
+        }
+        self._readers = [
+            asyncio.get_running_loop().create_task(self._read(leg, p)) for leg, p in self.pipelines.items()
+        ]
+
+    # -- audio in ----------------------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Finalise what is still being said (a peer that vanished mid-sentence), then save."""
+        await asyncio.gather(*(p.close() for p in self.pipelines.values()))
+        await asyncio.gather(*self._readers)
+        self.save()
+        for q in self._customer_queues:
+            q.put_nowait(None)
+
+    # -- subtitles out -----------------------------------------------------------------------------------------
+
+    def subscribe_customer(self) -> asyncio.Queue:
+        q: asyncio.Queue = asyncio.Queue(maxsize=1000)
+        self._customer_queues.add(q)
+        return q
+
+    def unsubscribe_customer(self, q: asyncio.Queue) -> None:
+        self._customer_queues.discard(q)
+
+    async def _read(self, leg: str, pipeline: Pipeline) -> None:
+        async for event in pipeline.events():
+            try:
+                self._on_event(leg, event)
+            except Exception:
+                log.exception("conversation %s: event %s failed", self.link_id, event.type)
+
+    def _on_event(self, leg: str, event: Event) -> None:
+        key = (leg, event.segment)
+        if isinstance(event, SpeechStarted):
+            self._started[key] = event.wall
+            return
+        if isinstance(event, PipelineError):
+            self._send({"type": "subtitle_error", "speaker": leg, "message": event.message}, leg)
+            return
+        if not isinstance(event, PartialTranscript | FinalTranscript | Translation):
+            return
+        message = {
+            "type": "subtitle",
+            "link_id": self.link_id,
+            "speaker": leg,
+            "segment": event.segment,
+            "kind": event.type,
+            "text": event.text,
+            "language": getattr(event, "language", None) or getattr(event, "target_language", None),
+            "audio_start": round(event.audio_start, 3),
+            "audio_end": round(event.audio_end, 3),
+            "speech_start": self._started.get(key),
+        }
+        if isinstance(event, FinalTranscript):
+            if leg == "customer" and self.detected_language is None:
+                self.detected_language = event.language
+                message["detected_language"] = event.language
+                if self.pipelines["agent"].config.target_language is None:  # the link said "detect"
+                    self.pipelines["agent"].retarget(event.language)
+            line = Line(
+                leg,
+                event.segment,
+                self._started.get(key, event.wall),
+                event.speech_end_wall,
+                event.language,
+                event.text,
+                timing={"speech_end": event.speech_end_wall, "asr": event.wall},
+            )
+            self._open[key] = line
+            self.lines.append(line)
+            message["timing"] = dict(line.timing)
+            self.save()
+        elif isinstance(event, Translation):
+            message.update(source_text=event.source_text, source_language=event.source_language, engine=event.engine)
+            message["timing"] = {"speech_end": event.speech_end_wall, "asr": event.asr_wall, "mt": event.wall}
+            line = self._open.pop(key, None)
+            if line is not None:
+                line.translation, line.translation_language = event.text, event.target_language
+                line.engine, line.timing["mt"] = event.engine, event.wall
+                self.save()
+        self._send(message, leg)
+
+    def _send(self, message: dict, leg: str) -> None:
+        message.setdefault("timing", {})["sent"] = time.time()
+        self._send_agent(message)
+        for q in list(self._customer_queues):
+            if q.full():
+                q.get_nowait()
+            q.put_nowait(message)
+
+    # -- the transcript ----------------------------------------------------------------------------------------
+
+    def save(self) -> None:
+        data = json.dumps({"link_id": self.link_id, "lines": [asdict(line) for line in self.lines]}).encode()
+        tmp = self._path.with_suffix(".tmp")
+        tmp.write_bytes(self._vault.seal(data, f"transcript:{self.link_id}"))
+        tmp.replace(self._path)
+
+
+def load_transcript(vault: Vault, path: Path, link_id: str) -> dict:
+    return json.loads(vault.open(path.read_bytes(), f"transcript:{link_id}"))
+
+
+def to_webvtt(transcript: dict, origin: float) -> str:
+    """WebVTT with a voice tag per speaker; each cue holds the original and, below, its translation."""
+    out = ["WEBVTT", ""]
+    for i, line in enumerate(sorted(transcript["lines"], key=lambda x: x["start"]), 1):
+        start, end = max(0.0, line["start"] - origin), max(0.0, line["end"] - origin)
+        out.append(str(i))
+        out.append(f"{_vtt_time(start)} --> {_vtt_time(max(end, start + 0.5))}")
+        speaker = line["speaker"].capitalize()
+        out.append(f"<v {speaker}><lang {line['language']}>{_vtt_escape(line['text'])}</lang>")
+        if line.get("translation"):
+            out.append(f"<lang {line['translation_language']}>{_vtt_escape(line['translation'])}</lang>")
+        out.append("")
+    return "\n".join(out)
+
+
+def _vtt_time(seconds: float) -> str:
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{int(h):02d}:{int(m):02d}:{s:06.3f}"
+
+
+def _vtt_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("-->", "→")
