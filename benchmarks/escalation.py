@@ -39,6 +39,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+async def wait_ready(base: str, timeout: float = 60.0) -> None:
+    """Until the server answers HTTP (it loads its engines, then binds)."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(f"{base}/console") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server at {base} did not start")
+            await asyncio.sleep(0.2)
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
@@ -128,7 +144,7 @@ async def main_async(args: argparse.Namespace) -> dict:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        server.stdout.readline()  # "VoxGate is running..."
+        await wait_ready(base)
         runs = []
         async with async_playwright() as p:
             browser = await p.chromium.launch(

@@ -224,8 +224,8 @@ class Pipeline:
         if seg is None:
             return
         results = await self._run(seg.stream.finish)
-        finals = [self._result(seg, r, e) for r in results if r.final]
-        text = " ".join(f.text for f in finals if f.text)
+        finals = [f for r in results if r.final and (f := self._result(seg, r, e)) is not None]
+        text = " ".join(f.text for f in finals)
         if text and self.config.target_language:
             await self._translate(seg, e, text, finals[-1])
         if self.engines.speaker is not None:
@@ -247,6 +247,8 @@ class Pipeline:
         if self.language is None and r.language:
             self.language = r.language  # detected once, then kept for the rest of the leg
         start, stop = seg.audio_start + r.start, seg.audio_start + r.end
+        if r.final and not r.text.strip():
+            return None  # a cough or a click: nothing was said, so no subtitle and no transcript line
         if not r.final:
             self._emit(
                 PartialTranscript(

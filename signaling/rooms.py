@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import fractions
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+import aiortc.rtp
 import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
@@ -51,48 +53,69 @@ async def _apply_offer(pc: RTCPeerConnection, offer: RTCSessionDescription) -> N
 
 
 class AgentVoice(MediaStreamTrack):
-    """Audio to the customer: silence until the agent's microphone is attached, then the agent.
+    """Audio to the customer: nothing until the agent's microphone is attached, then the agent.
 
-    Every frame leaves in one format (s16 stereo, 48 kHz: what aiortc's Opus decoder gives) on one
-    continuous timeline, because the encoder behind this track is configured by its first frame.
+    Negotiated with the customer up front (the agent joins later), it sends no packets while there is
+    no agent: encoding silence 50 times a second costs a sixth of a core in aiortc. Frames leave as
+    s16 mono 48 kHz on one timeline; a gap advances the RTP clock as discontinuous transmission does.
     """
 
     kind = "audio"
-    RATE, SAMPLES = 48000, 960
+    RATE = 48000
 
     def __init__(self) -> None:
         super().__init__()
         self._source: MediaStreamTrack | None = None
-        self._resampler = av.AudioResampler(format="s16", layout="stereo", rate=self.RATE)
+        self._attached = asyncio.Event()
+        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=self.RATE)
         self._pending: deque[av.AudioFrame] = deque()
         self._pts = 0
         self._start: float | None = None
 
     def attach(self, source: MediaStreamTrack | None) -> None:
         self._source = source
+        if source is None:
+            self._attached.clear()
+        else:
+            self._attached.set()
 
     async def recv(self) -> av.AudioFrame:
-        while not self._pending and self._source is not None:
+        while not self._pending:
+            source = self._source
+            if source is None:
+                await self._attached.wait()
+                continue
             try:
-                self._pending.extend(self._resampler.resample(await self._source.recv()))
+                self._pending.extend(self._resampler.resample(await source.recv()))
             except MediaStreamError:
-                self._source = None
-        if self._pending:
-            return self._stamp(self._pending.popleft())
-        if self._start is None:
-            self._start = time.monotonic()
-        wait = self._start + self._pts / self.RATE - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 2 * self.SAMPLES), np.int16), format="s16", layout="stereo")
-        frame.sample_rate = self.RATE
-        return self._stamp(frame)
+                if self._source is source:
+                    self.attach(None)
+        return self._stamp(self._pending.popleft())
 
     def _stamp(self, frame: av.AudioFrame) -> av.AudioFrame:
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        self._pts = max(self._pts, int((now - self._start) * self.RATE) - 2 * frame.samples)  # after a gap
         frame.pts, frame.time_base = self._pts, fractions.Fraction(1, self.RATE)
         self._pts += frame.samples
-        self._start = time.monotonic() - self._pts / self.RATE
         return frame
+
+
+def audio_level_dbov(frame: av.AudioFrame) -> int:
+    """RFC 6465 (appendix A) audio level of a frame, vectorised.
+
+    aiortc computes this for every outgoing audio packet with a per-sample Python loop (1-2 ms a
+    packet, 50 packets a second per sender); this gives the same integers in microseconds.
+    """
+    samples = np.frombuffer(bytes(frame.planes[0]), dtype=np.int16).astype(np.float64)
+    # Like aiortc: every sample of the packed plane, divided by the samples per channel.
+    rms = math.sqrt(float(np.dot(samples, samples)) / (frame.samples * 32767.0 * 32767.0))
+    return round(min(max(20 * math.log10(rms), -127), 0)) if rms > 0 else -127
+
+
+AIORTC_AUDIO_LEVEL = aiortc.rtp.compute_audio_level_dbov  # kept: the test holds ours to its answers
+aiortc.rtp.compute_audio_level_dbov = audio_level_dbov  # aiortc's sender looks it up there on every packet
 
 
 class Room:

@@ -10,6 +10,7 @@ translations make up the transcript, kept sealed (AES-GCM) beside the call.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
 import time
@@ -149,7 +150,7 @@ class Conversation:
                 timing={"speech_end": event.speech_end_wall, "asr": event.wall},
             )
             self._open[key] = line
-            self.lines.append(line)
+            bisect.insort(self.lines, line, key=lambda x: x.start)  # one conversation, in the order spoken
             message["timing"] = dict(line.timing)
             self.save()
         elif isinstance(event, Translation):

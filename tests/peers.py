@@ -25,11 +25,13 @@ class SpeechTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, path: Path, pad_seconds: float = 0.0) -> None:
+    def __init__(self, path: Path | np.ndarray, pad_seconds: float = 0.0) -> None:
         super().__init__()
         pad = np.zeros(int(pad_seconds * 16000), np.int16)
-        self._pcm = np.repeat(np.concatenate([pad, read_pcm(path), pad]), 3)  # 16 -> 48 kHz: fine for a test mic
+        pcm = read_pcm(path) if isinstance(path, Path) else path
+        self._pcm = np.repeat(np.concatenate([pad, pcm, pad]), 3)  # 16 -> 48 kHz: fine for a test mic
         self.started: float | None = None  # wall time of the first sample: ground truth for latency
+        self.loop = True  # False: play once, then silence (a caller who stopped talking, still on the line)
         self._pos = 0
         self._start: float | None = None
 
@@ -41,8 +43,12 @@ class SpeechTrack(MediaStreamTrack):
         wait = self._start + self._pos / 48000 - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        idx = (np.arange(self._pos, self._pos + 960)) % len(self._pcm)
-        frame = av.AudioFrame.from_ndarray(self._pcm[idx].reshape(1, -1), format="s16", layout="mono")
+        idx = np.arange(self._pos, self._pos + 960)
+        if self.loop:
+            samples = self._pcm[idx % len(self._pcm)]
+        else:
+            samples = np.where(idx < len(self._pcm), self._pcm[np.minimum(idx, len(self._pcm) - 1)], 0)
+        frame = av.AudioFrame.from_ndarray(samples.astype(np.int16).reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate, frame.pts, frame.time_base = 48000, self._pos, fractions.Fraction(1, 48000)
         self._pos += 960
         return frame
@@ -114,7 +120,7 @@ class Received:
 
 
 async def customer_connect(
-    http: aiohttp.ClientSession, url: str, speech: Path | MediaStreamTrack
+    http: aiohttp.ClientSession, url: str, speech: Path | MediaStreamTrack, video: bool = True
 ) -> tuple[RTCPeerConnection, dict, Received]:
     """Open the link as a customer's browser does: fetch info, offer camera and microphone, apply the answer."""
     token = url.rsplit("/", 1)[1]
@@ -125,7 +131,8 @@ async def customer_connect(
     received = Received()
     pc.on("track", received.attach)
     pc.addTrack(speech if isinstance(speech, MediaStreamTrack) else SpeechTrack(speech))
-    pc.addTrack(PatternTrack())
+    if video:
+        pc.addTrack(PatternTrack())
     await pc.setLocalDescription(await pc.createOffer())
     await wait_gathered(pc)
     async with http.post(f"{base}/api/join/{token}/offer", json={"type": "offer", "sdp": pc.localDescription.sdp}) as r:

