@@ -107,7 +107,7 @@ def pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
-async def run(n: int, baseline: bool, work: Path, final_window: int = 30) -> dict:
+async def run(n: int, baseline: bool, work: Path, final_window: int = 30, workers: int = 1) -> dict:
     cli = [sys.executable, "-m", "signaling.cli"]
     data_dir = work / f"{'baseline' if baseline else 'streaming'}-{n}"
     tokens = {}
@@ -132,6 +132,8 @@ async def run(n: int, baseline: bool, work: Path, final_window: int = 30) -> dic
         "64",
         "--final-window",
         str(final_window),
+        "--whisper-workers",
+        str(workers),
     ] + (["--no-partials"] if baseline else [])
     server = subprocess.Popen(cli + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
@@ -180,7 +182,11 @@ async def run(n: int, baseline: bool, work: Path, final_window: int = 30) -> dic
                 task.cancel()
     finally:
         server.terminate()
-        server.wait(20)
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:  # still draining a backlog of finals: the measurement is done
+            server.kill()
+            server.wait()
     rows = [row | {"session": s.link_id, "language": s.language} for s in sessions.values() for row in s.measure()]
     translated = [r["translated_s"] for r in rows if "translated_s" in r]
     finals = [r["final_s"] for r in rows if "final_s" in r]
@@ -189,6 +195,7 @@ async def run(n: int, baseline: bool, work: Path, final_window: int = 30) -> dic
         "sessions": n,
         "mode": "baseline" if baseline else "streaming",
         "final_window_s": final_window,
+        "whisper_workers": workers,
         "utterances": len(rows),
         "utterances_without_translation": len(rows) - len(translated),
         "final_p50_s": pct(finals, 50),
@@ -238,13 +245,15 @@ def plot(result: dict, path: Path) -> None:
 
 async def main_async(args: argparse.Namespace) -> dict:
     work = Path(tempfile.mkdtemp(prefix="voxgate-subtitles-"))
-    runs = []
+    result = {"machine": f"{os.uname().machine}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"), "runs": []}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     for n in args.sessions:
         for baseline in [False, True] if args.baseline else [False]:
-            r = await run(n, baseline, work, args.final_window)
+            r = await run(n, baseline, work, args.final_window, args.whisper_workers)
             print(json.dumps({k: v for k, v in r.items() if k != "rows"}), flush=True)
-            runs.append(r)
-    return {"machine": f"{os.uname().machine}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"), "runs": runs}
+            result["runs"].append(r)
+            args.out.write_text(json.dumps(result, indent=2))  # a crash later keeps what was measured
+    return result
 
 
 def main() -> None:
@@ -252,11 +261,10 @@ def main() -> None:
     p.add_argument("--sessions", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8, 12])
     p.add_argument("--baseline", action="store_true", help="also run the naive pipeline (no partials)")
     p.add_argument("--final-window", type=int, choices=(30, 10), default=30, help="passed to voxgate serve")
+    p.add_argument("--whisper-workers", type=int, default=1, help="passed to voxgate serve")
     p.add_argument("--out", type=Path, default=Path("results/subtitles.json"))
     args = p.parse_args()
     result = asyncio.run(main_async(args))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
     plot(result, args.out.with_suffix(".png"))
 
 

@@ -46,13 +46,35 @@ def det_curve(genuine: np.ndarray, impostor: np.ndarray) -> tuple[np.ndarray, np
 
 
 def equal_error_rate(genuine, impostor) -> tuple[float, float]:
-    """(EER, threshold): where false accepts and false rejects cross (midpoint of the closest pair)."""
+    """(EER, threshold): where the false-reject and false-accept curves cross, interpolated linearly
+    between the two thresholds that straddle the crossing (with few trials, each error is a big step)."""
     thresholds, frr, far = det_curve(genuine, impostor)
-    i = int(np.argmin(np.abs(frr - far)))
-    return float((frr[i] + far[i]) / 2), float(thresholds[i])
+    d = frr - far  # rises with the threshold
+    i = int(np.argmax(d >= 0)) if (d >= 0).any() else len(d) - 1
+    if i == 0 or d[i] < 0:
+        return float((frr[i] + far[i]) / 2), float(thresholds[i])
+    alpha = -d[i - 1] / (d[i] - d[i - 1])
+    eer = frr[i - 1] + alpha * (frr[i] - frr[i - 1])
+    return float(eer), float(thresholds[i - 1] + alpha * (thresholds[i] - thresholds[i - 1]))
 
 
 def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
     return a @ b.T
+
+
+def min_dcf(genuine, impostor, p_target: float = 0.01, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
+    """Minimum normalised detection cost (NIST SRE): the best threshold's cost, relative to a system
+    that always says no (or always yes, whichever is cheaper)."""
+    _, frr, far = det_curve(genuine, impostor)
+    cost = c_miss * p_target * frr + c_fa * (1 - p_target) * far
+    return float(cost.min() / min(c_miss * p_target, c_fa * (1 - p_target)))
+
+
+def frr_at_far(genuine, impostor, far_target: float = 0.01) -> tuple[float, float]:
+    """(false-reject rate, threshold) at the lowest threshold whose false-accept rate is <= far_target."""
+    thresholds, frr, far = det_curve(genuine, impostor)
+    ok = np.flatnonzero(far <= far_target)
+    i = int(ok[0]) if len(ok) else len(thresholds) - 1
+    return float(frr[i]), float(thresholds[i])

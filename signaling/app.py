@@ -25,6 +25,7 @@ from signaling.rooms import SdpError, parse_offer
 from signaling.security import Vault, new_token, token_hash, verify_password
 from signaling.store import Agent, Store
 from signaling.subtitles import to_webvtt
+from signaling.voiceid import Calibration, VoiceId
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(
-    settings: Settings, engines: Engines | None = None, *, secure_cookies: bool | None = None
+    settings: Settings,
+    engines: Engines | None = None,
+    *,
+    secure_cookies: bool | None = None,
+    calibration: Calibration | None = None,
 ) -> web.Application:
     """The app factory: one store, one vault, one ``Calls``; everything else hangs off them.
 
@@ -53,6 +58,8 @@ def create_app(
     # Model work runs in these threads; CTranslate2 and onnxruntime release the GIL while they compute.
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="engines") if engines else None
     calls = Calls(settings, store, vault, engines, executor)
+    if engines is not None and engines.speaker is not None:
+        calls.voice_id = VoiceId(store, vault, [engines.speaker], calibration or Calibration())
     app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_middleware, auth_middleware])
     app[CALLS] = calls
     app[SECURE_COOKIES] = settings.public_url.startswith("https") if secure_cookies is None else secure_cookies
@@ -355,6 +362,35 @@ async def transcript(request: web.Request) -> web.Response:
             headers={"Content-Disposition": f'attachment; filename="{name}.vtt"'},
         )
     return web.json_response(data, headers={"Content-Disposition": f'attachment; filename="{name}.json"'})
+
+
+@ROUTES.get("/api/voiceprints/{customer}")
+async def voiceprint_status(request: web.Request) -> web.Response:
+    """Enrolment status and consent record; never the print itself."""
+    agent_of(request)
+    return web.json_response(_voice_id(request).status(request.match_info["customer"]))
+
+
+@ROUTES.delete("/api/voiceprints/{customer}")
+async def voiceprint_delete(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    if not _voice_id(request).delete(request.match_info["customer"], agent.name):
+        raise CallError(404, "no voice print for this customer")
+    return web.json_response({"deleted": True})
+
+
+@ROUTES.post("/api/voiceprints/{customer}/opt-out")
+async def voiceprint_opt_out(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    _voice_id(request).opt_out(request.match_info["customer"], agent.name)
+    return web.json_response(_voice_id(request).status(request.match_info["customer"]))
+
+
+def _voice_id(request: web.Request) -> VoiceId:
+    voice_id = request.app[CALLS].voice_id
+    if voice_id is None:
+        raise CallError(409, "voice ID is off on this server (no speaker encoder loaded)")
+    return voice_id
 
 
 @ROUTES.get("/api/audit")

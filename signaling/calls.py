@@ -28,6 +28,7 @@ from signaling.rooms import Room
 from signaling.security import Vault, new_token, security_phrase, token_hash
 from signaling.store import Agent, Link, Store
 from signaling.subtitles import Conversation, load_transcript
+from signaling.voiceid import LiveVoiceCheck, VoiceId
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ class Calls:
     ) -> None:
         self.settings, self.store, self.vault = settings, store, vault
         self.engines, self.executor = engines, executor  # no engines: video only, no subtitles
+        self.voice_id: VoiceId | None = None  # set by the app when speaker encoders are loaded
+        self.voice_checks: dict[str, LiveVoiceCheck] = {}
         self.hub = Hub()
         self.guesses = GuessLimiter()
         self.rooms: dict[str, Room] = {}
@@ -257,6 +260,18 @@ class Calls:
         self.rooms[link.id] = room
         if self.engines is not None:
             self._start_conversation(link, room)
+        if self.voice_id is not None and self.engines is not None:
+            agent_id = link.agent_id
+            check = LiveVoiceCheck(
+                self.voice_id,
+                link.id,
+                link.customer_ref,
+                lambda m: self.hub.publish(agent_id, m),
+                self.engines.vad(),
+                self.executor,
+            )
+            room.customer_taps.append(check.feed)
+            self.voice_checks[link.id] = check
         try:
             desc = await room.answer_customer()
         except Exception:
@@ -335,6 +350,7 @@ class Calls:
         return conversation, conversation.subscribe_customer()
 
     async def _room_ended(self, room: Room, reason: str) -> None:
+        self.voice_checks.pop(room.link_id, None)
         conversation = self.conversations.pop(room.link_id, None)
         if conversation is not None:
             await conversation.close()  # the last words said still reach the transcript

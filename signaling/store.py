@@ -31,6 +31,10 @@ CREATE INDEX IF NOT EXISTS links_agent ON links(agent_id, created);
 CREATE TABLE IF NOT EXISTS snapshots (
     id TEXT PRIMARY KEY, link_id TEXT NOT NULL REFERENCES links(id), agent_id INTEGER NOT NULL,
     taken REAL NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL, bytes INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS voiceprints (
+    customer_id TEXT PRIMARY KEY, sealed BLOB, speech_seconds REAL NOT NULL DEFAULT 0,
+    consent_by TEXT, consent_at REAL, consent_wording TEXT, opted_out INTEGER NOT NULL DEFAULT 0,
+    watchlist INTEGER NOT NULL DEFAULT 0, watch_reason TEXT, updated REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
     target TEXT, detail TEXT);
@@ -249,6 +253,49 @@ class Store:
     def snapshot(self, snap_id: str) -> Snapshot | None:
         row = self._db.execute("SELECT * FROM snapshots WHERE id = ?", (snap_id,)).fetchone()
         return Snapshot(**dict(row)) if row else None
+
+    # -- voice prints (sealed: the store never sees an embedding in the clear) ------------------------------
+
+    def voiceprint(self, customer_id: str) -> sqlite3.Row | None:
+        return self._db.execute("SELECT * FROM voiceprints WHERE customer_id = ?", (customer_id,)).fetchone()
+
+    def put_voiceprint(
+        self,
+        customer_id: str,
+        sealed: bytes | None,
+        speech_seconds: float,
+        *,
+        consent_by: str,
+        consent_wording: str,
+        watchlist: bool = False,
+        watch_reason: str | None = None,
+    ) -> None:
+        now = self.clock()
+        self._db.execute(
+            "INSERT INTO voiceprints (customer_id, sealed, speech_seconds, consent_by, consent_at, consent_wording,"
+            " opted_out, watchlist, watch_reason, updated) VALUES (?,?,?,?,?,?,0,?,?,?)"
+            " ON CONFLICT(customer_id) DO UPDATE SET sealed = excluded.sealed,"
+            " speech_seconds = excluded.speech_seconds, consent_by = excluded.consent_by,"
+            " consent_at = excluded.consent_at,"
+            " consent_wording = excluded.consent_wording, opted_out = 0, watchlist = excluded.watchlist,"
+            " watch_reason = excluded.watch_reason, updated = excluded.updated",
+            (customer_id, sealed, speech_seconds, consent_by, now, consent_wording, int(watchlist), watch_reason, now),
+        )
+
+    def opt_out_voiceprint(self, customer_id: str) -> None:
+        """Keep the refusal (so the customer is not asked again), drop the print."""
+        now = self.clock()
+        self._db.execute(
+            "INSERT INTO voiceprints (customer_id, sealed, opted_out, updated) VALUES (?, NULL, 1, ?)"
+            " ON CONFLICT(customer_id) DO UPDATE SET sealed = NULL, speech_seconds = 0, opted_out = 1, updated = ?",
+            (customer_id, now, now),
+        )
+
+    def delete_voiceprint(self, customer_id: str) -> bool:
+        return self._db.execute("DELETE FROM voiceprints WHERE customer_id = ?", (customer_id,)).rowcount == 1
+
+    def watchlist(self) -> list[sqlite3.Row]:
+        return self._db.execute("SELECT * FROM voiceprints WHERE watchlist = 1 AND sealed IS NOT NULL").fetchall()
 
     def audit(self, actor: str, action: str, target: str | None = None, detail: str | None = None) -> None:
         self._db.execute(

@@ -74,6 +74,7 @@ function connectEvents() {
     if (ev.type === "link") upsert(ev.link);
     if (ev.type === "snapshot" && vg.live === ev.link_id) addSnapshot(ev.snapshot);
     if (ev.type === "subtitle") subtitle(ev);
+    if (ev.type === "voiceid" || ev.type === "voiceid_alert") voiceId(ev);
     if (ev.type === "subtitle_error") toast(`Subtitles (${ev.speaker}): ${ev.message}`);
   };
   ws.onclose = () => { toast("Connection to the server lost; reconnecting…"); setTimeout(connectEvents, 2000); };
@@ -128,6 +129,7 @@ async function watch(linkId) {
   $("live-phrase").textContent = link.phrase;
   $("snapshots").replaceChildren();
   $("transcript").replaceChildren();
+  showVoiceId(linkId);
   $("detected").textContent = "";
   (vg.subtitleBacklog.get(linkId) || []).forEach(subtitle);
   pc = new RTCPeerConnection({iceServers: vg.iceServers});
@@ -234,6 +236,30 @@ function subtitle(ev) {
     t.dataset.lag = lag.toFixed(2);
   }
   li.scrollIntoView({block: "nearest"});
+}
+
+// Voice ID: the claimed customer's verification as it changes, and watch-list alerts.
+vg.voiceid = [];
+vg.voiceidLatest = new Map();
+const DECISIONS = {authenticated: "Authenticated", not_authenticated: "Not authenticated",
+  inconclusive: "Inconclusive (not enough speech yet)", not_enrolled: "Not enrolled", opted_out: "Opted out",
+  not_identified: "No customer claimed"};
+
+function voiceId(ev) {
+  vg.voiceid.push(ev);
+  if (ev.type === "voiceid") vg.voiceidLatest.set(ev.link_id, ev);
+  else vg.voiceidLatest.set(`${ev.link_id}:alert`, ev);
+  if (ev.link_id === vg.live) showVoiceId(ev.link_id);
+}
+
+function showVoiceId(linkId) {
+  const v = vg.voiceidLatest.get(linkId);
+  const alert = vg.voiceidLatest.get(`${linkId}:alert`);
+  $("voiceid").textContent = v ? `Voice ID${v.claimed ? ` (${v.claimed})` : ""}: ${DECISIONS[v.decision] || v.decision}` +
+    (v.score != null ? ` — score ${v.score} on ${v.speech_seconds} s of speech` : "") : "";
+  $("voiceid").dataset.decision = v ? v.decision : "";
+  $("voiceid-alert").hidden = !alert;
+  if (alert) $("voiceid-alert").textContent = `High risk: the voice matches the fraud watch list (${alert.hits.map((h) => h.reason || h.watchlist_id).join("; ")})`;
 }
 
 function addSnapshot(s) {

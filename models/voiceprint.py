@@ -1,0 +1,84 @@
+"""Voice prints and their scores: what voice ID compares, independent of where the audio came from.
+
+A print is the average of embeddings of several enrolment windows (averaging
+irons out what one stretch of speech says about the room rather than the
+voice). A raw cosine score means different things for different voices, so
+scores are normalised against a cohort of other voices (symmetric S-norm):
+how far this trial stands out from the scores both sides get against people
+who are not them. Several encoders can be fused by averaging their S-norm
+scores. Thresholds then hold across voices, and are calibrated on data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.base import SAMPLE_RATE, SpeakerEncoder, unit
+
+ENROL_WINDOW_S = 3.0
+
+
+@dataclass(frozen=True)
+class VoicePrint:
+    """Per encoder, the unit-norm mean of the enrolment windows' embeddings."""
+
+    vectors: dict[str, np.ndarray]
+    speech_seconds: float
+
+
+def windows(speech: np.ndarray, seconds: float = ENROL_WINDOW_S) -> list[np.ndarray]:
+    """Half-overlapping windows of ``seconds``; speech shorter than one window is one window."""
+    n = int(seconds * SAMPLE_RATE)
+    if len(speech) <= n:
+        return [speech]
+    starts = range(0, len(speech) - n + 1, n // 2)
+    return [speech[s : s + n] for s in starts]
+
+
+def enrol(encoders: Sequence[SpeakerEncoder], speech: np.ndarray) -> VoicePrint:
+    """A print from float32 16 kHz net speech."""
+    chunks = windows(speech)
+    vectors = {e.name: unit(np.mean([e.embed(c) for c in chunks], axis=0)) for e in encoders}
+    return VoicePrint(vectors, len(speech) / SAMPLE_RATE)
+
+
+def embed(encoders: Sequence[SpeakerEncoder], speech: np.ndarray) -> dict[str, np.ndarray]:
+    """A test utterance's embeddings, one per encoder."""
+    return {e.name: e.embed(speech) for e in encoders}
+
+
+class Scorer:
+    """Fused S-norm scores against a cohort: one (n, dim) matrix of unit embeddings per encoder."""
+
+    def __init__(self, cohort: dict[str, np.ndarray], top_k: int = 200) -> None:
+        self.cohort = cohort
+        self.top_k = top_k
+
+    def score(
+        self, enrolled: dict[str, np.ndarray], test: dict[str, np.ndarray], exclude: np.ndarray | None = None
+    ) -> float:
+        """The mean over encoders of 0.5 * (z-score against the print's cohort + against the test's).
+
+        ``exclude`` masks cohort rows that must not count (in evaluation: the two speakers of the trial).
+        """
+        fused = []
+        for name, e in enrolled.items():
+            cohort = self.cohort[name]
+            if exclude is not None:
+                cohort = cohort[~exclude]
+            raw = float(e @ test[name])
+            fused.append(0.5 * (_z(raw, cohort @ e, self.top_k) + _z(raw, cohort @ test[name], self.top_k)))
+        return float(np.mean(fused))
+
+
+def raw_score(enrolled: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> float:
+    return float(np.mean([enrolled[k] @ test[k] for k in enrolled]))
+
+
+def _z(raw: float, against: np.ndarray, top_k: int) -> float:
+    """Adaptive normalisation: against the closest ``top_k`` cohort voices, the ones that matter."""
+    top = np.sort(against)[-top_k:]
+    return (raw - top.mean()) / (top.std() + 1e-6)
