@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -359,12 +360,14 @@ class LiveVoiceCheck:
         if self._samples >= self.CHECKPOINTS[self._next] * SAMPLE_RATE:
             self._next += 1
             speech = pcm_to_float(np.concatenate(self._speech))
-            asyncio.get_running_loop().create_task(self._check(speech))
+            asyncio.get_running_loop().create_task(self._check(speech, time.time()))
 
-    async def _check(self, speech: np.ndarray) -> None:
+    async def _check(self, speech: np.ndarray, reached: float) -> None:
+        """``reached``: when the checkpoint's speech had arrived; the decision carries both times."""
         loop = asyncio.get_running_loop()
         if self.claimed:
-            self._send_verdict(await loop.run_in_executor(self._executor, self.voice_id.verify, self.claimed, speech))
+            verdict = await loop.run_in_executor(self._executor, self.voice_id.verify, self.claimed, speech)
+            self._send_verdict(verdict, {"speech_reached": reached, "decided": time.time()})
         hits = await loop.run_in_executor(self._executor, self.voice_id.screen, speech)
         if hits:
             alert = {
@@ -377,8 +380,10 @@ class LiveVoiceCheck:
             self.alerts.append(alert)
             self._publish(alert)
 
-    def _send_verdict(self, verdict: Verdict | None) -> None:
+    def _send_verdict(self, verdict: Verdict | None, timing: dict | None = None) -> None:
         if verdict is not None:
             self.verdicts.append(verdict)
         body = verdict.to_dict() if verdict else {"decision": "not_identified", "speech_seconds": 0.0}
-        self._publish({"type": "voiceid", "link_id": self.link_id, "claimed": self.claimed, **body})
+        self._publish(
+            {"type": "voiceid", "link_id": self.link_id, "claimed": self.claimed, **body, "timing": timing or {}}
+        )

@@ -32,6 +32,15 @@ def transcripts(folder: Path) -> dict[str, str]:
     return {r[key]: r["transcript"] for r in rows}
 
 
+@pytest.fixture
+async def http():
+    """An HTTP client with a cookie jar that keeps cookies for 127.0.0.1 (the test servers' address)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        yield session
+
+
 @pytest.fixture(scope="session")
 def whisper():
     from models.asr_whisper import WhisperEngine

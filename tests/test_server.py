@@ -24,12 +24,6 @@ async def server(tmp_path):
     await s.stop()
 
 
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
-        yield session
-
-
 async def login(http, server, name="alice", password="correct horse") -> dict:
     async with http.post(f"{server.base}/api/login", json={"name": name, "password": password}) as r:
         body = await r.json()

@@ -30,12 +30,6 @@ async def server(tmp_path, engines):
     await s.stop()
 
 
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
-        yield session
-
-
 async def collect(ws, into: list, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:

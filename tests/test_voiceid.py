@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -226,6 +227,14 @@ async def test_live_call_verifies_the_claimed_customer_and_flags_the_watch_list(
                 lambda: any(e["decision"] == "authenticated" for e in decisions(genuine["link"]["id"])), timeout=20
             )
             first = decisions(genuine["link"]["id"])
+            received = time.time()
+            for e in first[1:]:
+                t = e["timing"]
+                assert t["speech_reached"] <= t["decided"] <= received
+                print(
+                    f"\nvoice ID at {e['speech_seconds']} s of speech: {e['decision']} (score {e['score']}), "
+                    f"decided {t['decided'] - t['speech_reached']:.3f} s after that speech arrived"
+                )
             assert first[0]["decision"] == "inconclusive" and first[0]["speech_seconds"] == 0
             assert next(e for e in first if e["decision"] == "authenticated")["speech_seconds"] >= 1.5
             await caller.close()
