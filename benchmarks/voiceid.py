@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from media.audio_io import read_pcm
 from models import registry
 from signaling.voiceid import evaluate, plot_det
 
@@ -87,6 +86,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-__all__ = ["fsdd_layout", "read_pcm"]

@@ -35,7 +35,7 @@ from media.events import (
 from media.frames import AudioFrame
 from media.resample import Resampler
 from media.segmenter import Audio, End, Segmenter, SegmenterConfig, Start
-from models.base import SAMPLE_RATE, AsrEngine, AsrResult, AsrStream, SpeakerEncoder, VadEngine, pcm_to_float
+from models.base import AsrEngine, AsrResult, AsrStream, SpeakerEncoder, VadEngine, pcm_to_float
 from models.errors import EngineError, UnsupportedLanguage
 from models.routing import Route, Router
 
@@ -107,10 +107,6 @@ class Pipeline:
         if self._closed:
             raise RuntimeError("pipeline is closed")
         self._feed(self._resample(frame))
-
-    def push_pcm(self, pcm: np.ndarray) -> None:
-        """Feed 16 kHz mono int16 directly (already resampled)."""
-        self._feed(pcm)
 
     async def close(self) -> None:
         """End of stream: finalise any open segment (a peer that vanished mid-sentence still gets its final)."""
@@ -356,6 +352,3 @@ async def _feed_frames(pipeline: Pipeline, frames: Iterable[AudioFrame], realtim
                 await asyncio.sleep(0)  # let the worker and the consumer run
     finally:
         await pipeline.close()
-
-
-__all__ = ["Engines", "Pipeline", "PipelineConfig", "run_file", "SAMPLE_RATE"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from media.segmenter import Audio, Segmenter, SegmenterConfig, Start
-from models.base import SAMPLE_RATE, VadEngine
+from models.base import VadEngine
 
 
 def net_speech(pcm: np.ndarray, vad: VadEngine, config: SegmenterConfig | None = None) -> np.ndarray:
@@ -19,7 +19,3 @@ def net_speech(pcm: np.ndarray, vad: VadEngine, config: SegmenterConfig | None =
         if isinstance(signal, Start | Audio):
             out.append(signal.audio)
     return np.concatenate(out) if out else np.zeros(0, np.int16)
-
-
-def seconds(pcm: np.ndarray) -> float:
-    return len(pcm) / SAMPLE_RATE

@@ -156,12 +156,6 @@ class WhisperEngine(AsrEngine):
         )
         return tokenizer.decode(result[0].sequences_ids[0]).strip()
 
-    def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
-        """Whisper's language identification on float32 audio: (code, probability)."""
-        with self._lock:
-            language, probability, _ = self._model.detect_language(audio)
-        return language, probability
-
 
 class WhisperStream(AsrStream):
     def __init__(self, engine: WhisperEngine, language: str | None, task: str, partial_interval: float | None):

@@ -58,12 +58,6 @@ def equal_error_rate(genuine, impostor) -> tuple[float, float]:
     return float(eer), float(thresholds[i - 1] + alpha * (thresholds[i] - thresholds[i - 1]))
 
 
-def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return a @ b.T
-
-
 def min_dcf(genuine, impostor, p_target: float = 0.01, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
     """Minimum normalised detection cost (NIST SRE): the best threshold's cost, relative to a system
     that always says no (or always yes, whichever is cheaper)."""
