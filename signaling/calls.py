@@ -163,7 +163,7 @@ class Calls:
             customer_ref=customer_ref,
             phone=phone,
             language=language,
-            reason=reason or "to see what you see and help you faster",
+            reason=reason or "so they can help you faster",
             phrase=security_phrase(),
             ttl=ttl,
         )
