@@ -2,11 +2,12 @@
 
 A print is the average of embeddings of several enrolment windows (averaging
 irons out what one stretch of speech says about the room rather than the
-voice). A raw cosine score means different things for different voices, so
-scores are normalised against a cohort of other voices (symmetric S-norm):
-how far this trial stands out from the scores both sides get against people
-who are not them. Several encoders can be fused by averaging their S-norm
-scores. Thresholds then hold across voices, and are calibrated on data.
+voice). Scores are cosine similarities, averaged over encoders when several
+are fused. ``Scorer`` normalises them against a cohort of other voices
+(symmetric S-norm: how far this trial stands out from the scores both sides
+get against people who are not them); it helps only with a large cohort, and
+measured worse than plain cosine on the shared sets, so it is an option.
+Thresholds are calibrated on data.
 """
 
 from __future__ import annotations

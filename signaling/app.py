@@ -333,7 +333,7 @@ async def end_session(request: web.Request) -> web.Response:
 
 @ROUTES.post("/api/sessions/{id}/snapshots")
 async def take_snapshot(request: web.Request) -> web.Response:
-    snap = request.app[CALLS].take_snapshot(agent_of(request), request.match_info["id"])
+    snap = await request.app[CALLS].take_snapshot(agent_of(request), request.match_info["id"])
     return web.json_response({"snapshot": snap}, status=201)
 
 
@@ -462,7 +462,7 @@ async def join_subtitles(request: web.Request) -> web.WebSocketResponse:
     except (ConnectionResetError, RuntimeError):
         pass
     finally:
-        conversation.unsubscribe_customer(queue)
+        conversation.customers.unsubscribe(conversation.link_id, queue)
         await ws.close()
     return ws
 

@@ -24,6 +24,7 @@ from aiortc import RTCIceServer, RTCSessionDescription
 from media.pipeline import Engines
 from media.segmenter import SegmenterConfig
 from models.errors import UnsupportedLanguage
+from signaling.hub import Hub
 from signaling.rooms import Room
 from signaling.security import Vault, new_token, security_phrase, token_hash
 from signaling.store import Agent, Link, Store
@@ -75,27 +76,6 @@ class Settings:
         return servers
 
 
-class Hub:
-    """Per-agent fan-out of events to that agent's open consoles (WebSockets)."""
-
-    def __init__(self) -> None:
-        self._queues: dict[int, set[asyncio.Queue]] = defaultdict(set)
-
-    def subscribe(self, agent_id: int) -> asyncio.Queue:
-        q: asyncio.Queue = asyncio.Queue(maxsize=1000)
-        self._queues[agent_id].add(q)
-        return q
-
-    def unsubscribe(self, agent_id: int, q: asyncio.Queue) -> None:
-        self._queues[agent_id].discard(q)
-
-    def publish(self, agent_id: int, event: dict) -> None:
-        for q in list(self._queues[agent_id]):
-            if q.full():  # a console that stopped reading must not grow memory without bound
-                q.get_nowait()
-            q.put_nowait(event)
-
-
 class GuessLimiter:
     """Failed token lookups per client address in a sliding window; past the limit, answer 429."""
 
@@ -125,7 +105,6 @@ class Calls:
         self.settings, self.store, self.vault = settings, store, vault
         self.engines, self.executor = engines, executor  # no engines: video only, no subtitles
         self.voice_id: VoiceId | None = None  # set by the app when speaker encoders are loaded
-        self.voice_checks: dict[str, LiveVoiceCheck] = {}
         self.hub = Hub()
         self.guesses = GuessLimiter()
         self.rooms: dict[str, Room] = {}
@@ -261,17 +240,7 @@ class Calls:
         if self.engines is not None:
             self._start_conversation(link, room)
         if self.voice_id is not None and self.engines is not None:
-            agent_id = link.agent_id
-            check = LiveVoiceCheck(
-                self.voice_id,
-                link.id,
-                link.customer_ref,
-                lambda m: self.hub.publish(agent_id, m),
-                self.engines.vad(),
-                self.executor,
-            )
-            room.customer_taps.append(check.feed)
-            self.voice_checks[link.id] = check
+            self._start_voice_check(link, room)
         try:
             desc = await room.answer_customer()
         except Exception:
@@ -292,11 +261,15 @@ class Calls:
         self.store.audit(agent.name, "session.agent_join", link.id)
         return {"sdp": desc.sdp, "type": desc.type}
 
-    async def customer_hangup(self, token: str, key: str, who: str) -> None:
+    def _customer_session(self, token: str, key: str) -> Link:
+        """The live session of the customer holding this link token and the key its offer returned."""
         link = self.store.link_by_token(token_hash(token))
         if link is None or self._customer_keys.get(link.id) != token_hash(key or ""):
             raise CallError(403, "not this session's customer")
-        await self._end_room(link.id, "customer hung up")
+        return link
+
+    async def customer_hangup(self, token: str, key: str, who: str) -> None:
+        await self._end_room(self._customer_session(token, key).id, "customer hung up")
 
     async def agent_end(self, agent: Agent, link_id: str) -> Link:
         link = self.link_for_agent(agent, link_id)
@@ -328,6 +301,18 @@ class Calls:
         room.agent_taps.append(conversation.pipelines["agent"].feed)
         self.conversations[link.id] = conversation
 
+    def _start_voice_check(self, link: Link, room: Room) -> None:
+        agent_id = link.agent_id
+        check = LiveVoiceCheck(
+            self.voice_id,
+            link.id,
+            link.customer_ref,
+            lambda m: self.hub.publish(agent_id, m),
+            self.engines.vad(),
+            self.executor,
+        )
+        room.customer_taps.append(check.feed)
+
     def transcript_path(self, link_id: str) -> Path:
         return self.settings.data_dir / "transcripts" / f"{link_id}.json.sealed"
 
@@ -341,16 +326,13 @@ class Calls:
         return load_transcript(self.vault, path, link.id), link.connected or link.created
 
     def customer_subtitles(self, token: str, key: str) -> tuple[Conversation, asyncio.Queue]:
-        link = self.store.link_by_token(token_hash(token))
-        if link is None or self._customer_keys.get(link.id) != token_hash(key or ""):
-            raise CallError(403, "not this session's customer")
+        link = self._customer_session(token, key)
         conversation = self.conversations.get(link.id)
         if conversation is None:
             raise CallError(409, "this call has no subtitles")
         return conversation, conversation.subscribe_customer()
 
     async def _room_ended(self, room: Room, reason: str) -> None:
-        self.voice_checks.pop(room.link_id, None)
         conversation = self.conversations.pop(room.link_id, None)
         if conversation is not None:
             await conversation.close()  # the last words said still reach the transcript
@@ -367,15 +349,13 @@ class Calls:
 
     # -- snapshots ---------------------------------------------------------------------------------------------
 
-    def take_snapshot(self, agent: Agent, link_id: str) -> dict:
+    async def take_snapshot(self, agent: Agent, link_id: str) -> dict:
         link = self.link_for_agent(agent, link_id)
         room = self.rooms.get(link.id)
         if room is None or room.latest_frame is None:
             raise CallError(409, "no live video to take a still from")
         frame = room.latest_frame
-        buf = io.BytesIO()
-        frame.to_image().save(buf, format="JPEG", quality=92)
-        jpeg = buf.getvalue()
+        jpeg = await asyncio.to_thread(_jpeg, frame)  # tens of ms of CPU at 720p: not on the event loop
         snap = self.store.add_snapshot(link.id, agent.id, frame.width, frame.height, len(jpeg))
         self._snapshot_path(snap.id).write_bytes(self.vault.seal(jpeg, f"snapshot:{snap.id}"))
         self.store.audit(agent.name, "snapshot.take", link.id, snap.id)
@@ -428,3 +408,9 @@ class Calls:
 
     def _ice(self) -> list[RTCIceServer]:
         return [RTCIceServer(**s) for s in self.settings.ice_servers()]
+
+
+def _jpeg(frame) -> bytes:
+    buf = io.BytesIO()
+    frame.to_image().save(buf, format="JPEG", quality=92)
+    return buf.getvalue()

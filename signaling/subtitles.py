@@ -22,6 +22,7 @@ from pathlib import Path
 from media.events import Event, FinalTranscript, PartialTranscript, PipelineError, SpeechStarted, Translation
 from media.pipeline import Engines, Pipeline, PipelineConfig
 from media.segmenter import SegmenterConfig
+from signaling.hub import Hub
 from signaling.security import Vault
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class Conversation:
     ) -> None:
         self.link_id = link_id
         self._send_agent = send_agent
-        self._customer_queues: set[asyncio.Queue] = set()
+        self.customers = Hub()  # the customer page's subtitle sockets, keyed by link_id
         self._vault, self._path = vault, path
         self.lines: list[Line] = []
         self._open: dict[tuple[str, int], Line] = {}
@@ -92,18 +93,12 @@ class Conversation:
         await asyncio.gather(*(p.close() for p in self.pipelines.values()))
         await asyncio.gather(*self._readers)
         self.save()
-        for q in self._customer_queues:
-            q.put_nowait(None)
+        self.customers.publish(self.link_id, None)
 
     # -- subtitles out -----------------------------------------------------------------------------------------
 
     def subscribe_customer(self) -> asyncio.Queue:
-        q: asyncio.Queue = asyncio.Queue(maxsize=1000)
-        self._customer_queues.add(q)
-        return q
-
-    def unsubscribe_customer(self, q: asyncio.Queue) -> None:
-        self._customer_queues.discard(q)
+        return self.customers.subscribe(self.link_id)
 
     async def _read(self, leg: str, pipeline: Pipeline) -> None:
         async for event in pipeline.events():
@@ -118,7 +113,7 @@ class Conversation:
             self._started[key] = event.wall
             return
         if isinstance(event, PipelineError):
-            self._send({"type": "subtitle_error", "speaker": leg, "message": event.message}, leg)
+            self._send({"type": "subtitle_error", "speaker": leg, "message": event.message})
             return
         if not isinstance(event, PartialTranscript | FinalTranscript | Translation):
             return
@@ -161,15 +156,12 @@ class Conversation:
                 line.translation, line.translation_language = event.text, event.target_language
                 line.engine, line.timing["mt"] = event.engine, event.wall
                 self.save()
-        self._send(message, leg)
+        self._send(message)
 
-    def _send(self, message: dict, leg: str) -> None:
+    def _send(self, message: dict) -> None:
         message.setdefault("timing", {})["sent"] = time.time()
         self._send_agent(message)
-        for q in list(self._customer_queues):
-            if q.full():
-                q.get_nowait()
-            q.put_nowait(message)
+        self.customers.publish(self.link_id, message)
 
     # -- the transcript ----------------------------------------------------------------------------------------
 

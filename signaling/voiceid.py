@@ -216,10 +216,6 @@ class Calibration:
             raise ValueError(f"thresholds look like 1.5:0.61,3:0.64,6:0.65, not {text!r}") from None
         return cls(tuple(pairs))
 
-    @property
-    def min_seconds(self) -> float:
-        return self.thresholds[0][0]
-
     def threshold(self, seconds: float) -> float | None:
         """The threshold of the longest calibrated duration not above ``seconds`` (None: too little speech)."""
         usable = [t for s, t in self.thresholds if s <= seconds + 1e-9]
@@ -345,8 +341,6 @@ class LiveVoiceCheck:
         self._speech: list[np.ndarray] = []
         self._samples = 0
         self._next = 0
-        self.verdicts: list[Verdict] = []
-        self.alerts: list[dict] = []
         first = self.voice_id.verify(claimed, np.zeros(0, np.float32)) if claimed else None
         self._send_verdict(first)
 
@@ -377,12 +371,9 @@ class LiveVoiceCheck:
                 "hits": hits,
                 "speech_seconds": round(len(speech) / SAMPLE_RATE, 2),
             }
-            self.alerts.append(alert)
             self._publish(alert)
 
     def _send_verdict(self, verdict: Verdict | None, timing: dict | None = None) -> None:
-        if verdict is not None:
-            self.verdicts.append(verdict)
         body = verdict.to_dict() if verdict else {"decision": "not_identified", "speech_seconds": 0.0}
         self._publish(
             {"type": "voiceid", "link_id": self.link_id, "claimed": self.claimed, **body, "timing": timing or {}}

@@ -1,0 +1,30 @@
+"""Fan-out of events to whoever is listening (consoles, customer pages), each through a bounded queue."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Hashable
+
+
+class Hub:
+    """Subscribers by key (an agent, a call); a listener that stops reading loses its oldest events, never memory."""
+
+    def __init__(self, maxsize: int = 1000) -> None:
+        self._queues: dict[Hashable, set[asyncio.Queue]] = defaultdict(set)
+        self._maxsize = maxsize
+
+    def subscribe(self, key: Hashable) -> asyncio.Queue:
+        q: asyncio.Queue = asyncio.Queue(maxsize=self._maxsize)
+        self._queues[key].add(q)
+        return q
+
+    def unsubscribe(self, key: Hashable, q: asyncio.Queue) -> None:
+        self._queues[key].discard(q)
+
+    def publish(self, key: Hashable, event: object) -> None:
+        """``None`` tells listeners the stream has ended."""
+        for q in list(self._queues[key]):
+            if q.full():
+                q.get_nowait()
+            q.put_nowait(event)
