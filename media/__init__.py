@@ -1,4 +1,4 @@
-"""The real-time pipeline: frames, resampling, VAD segmentation, stage wiring, events.
+"""The real-time pipeline: frames, resampling, VAD segmentation, net speech, stage wiring, events.
 
 media/ owns time. It turns WebRTC or file audio into 16 kHz mono frames, cuts
 speech segments with a VAD, drives the engines it is handed (off the event

@@ -1,6 +1,8 @@
-"""The escalation flow as plain logic: links, their sessions, snapshots, and the events agents see.
+"""The escalation flow as plain logic: links, their sessions, snapshots, ID&V, and the events people see.
 
-Handlers in ``signaling.app`` translate HTTP to these calls and ``CallError`` back to HTTP.
+Handlers in ``signaling.app`` translate HTTP to these calls and ``CallError`` back to HTTP. Events go out
+through one ``Hub``: to an agent's consoles (keyed by agent id) and to a customer's page (keyed by
+``("customer", link_id)``).
 """
 
 from __future__ import annotations
@@ -18,18 +20,21 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import segno
 from aiortc import RTCIceServer, RTCSessionDescription
 
 from media.pipeline import Engines
 from media.segmenter import SegmenterConfig
 from models.errors import UnsupportedLanguage
+from signaling.directory import RestDirectory, StoreDirectory
 from signaling.hub import Hub
+from signaling.idv import IdvContext, IdvError, IdvFlow, IdvSettings
 from signaling.rooms import Room
 from signaling.security import Vault, new_token, security_phrase, token_hash
 from signaling.store import Agent, Link, Store
 from signaling.subtitles import Conversation, load_transcript
-from signaling.voiceid import LiveVoiceCheck, VoiceId
+from signaling.voiceid import EnrolmentUpdate, LiveVoice, VoiceEvent, VoiceId, VoiceVerdict, WatchlistAlert
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,7 @@ class Settings:
     turn_user: str | None = None
     turn_password: str | None = None  # static credentials, or:
     turn_secret: str | None = None  # coturn's use-auth-secret: short-lived credentials derived per call
+    idv: IdvSettings = field(default_factory=IdvSettings)
     clock: Callable[[], float] = time.time
 
     def ice_servers(self, ttl: float = 3600.0) -> list[dict]:
@@ -105,13 +111,33 @@ class Calls:
         self.settings, self.store, self.vault = settings, store, vault
         self.engines, self.executor = engines, executor  # no engines: video only, no subtitles
         self.voice_id: VoiceId | None = None  # set by the app when speaker encoders are loaded
+        self.voice_executor: Executor | None = None  # live voice decisions, apart from transcription
         self.hub = Hub()
         self.guesses = GuessLimiter()
         self.rooms: dict[str, Room] = {}
         self.conversations: dict[str, Conversation] = {}
+        self.voices: dict[str, LiveVoice] = {}
+        self.flows: dict[str, IdvFlow] = {}
         self._customer_keys: dict[str, str] = {}
+        self.http: aiohttp.ClientSession | None = None  # to the operator's directory and code sender
+        self.idv: IdvContext | None = None
         for sub in ("snapshots", "transcripts"):
             (settings.data_dir / sub).mkdir(parents=True, exist_ok=True)
+
+    async def start(self) -> None:
+        """What needs the running event loop: the HTTP client, and the directory that may use it."""
+        self.http = aiohttp.ClientSession()
+        s = self.settings.idv
+        if s.directory_url:
+            directory = RestDirectory(s.directory_url, self.http, s.directory_token)
+        else:
+            directory = StoreDirectory(self.store)
+        self.idv = IdvContext(s, directory, self.store, self.voice_id, self.http, self.settings.company)
+
+    def idv_active(self) -> bool:
+        """ID&V runs when there is a directory to identify callers in: the operator's, or customers loaded here."""
+        s = self.settings.idv
+        return self.idv is not None and s.enabled and (bool(s.directory_url) or self.store.customer_count() > 0)
 
     # -- links -------------------------------------------------------------------------------------------------
 
@@ -239,8 +265,8 @@ class Calls:
         self.rooms[link.id] = room
         if self.engines is not None:
             self._start_conversation(link, room)
-        if self.voice_id is not None and self.engines is not None:
-            self._start_voice_check(link, room)
+        voice = self._start_voice(link, room) if self.voice_id is not None and self.engines is not None else None
+        flow = self._start_idv(link, voice) if self.idv_active() else None
         try:
             desc = await room.answer_customer()
         except Exception:
@@ -250,6 +276,8 @@ class Calls:
         self._customer_keys[link.id] = token_hash(key)
         self.store.audit("customer", "session.connect", link.id)
         self._publish(self.store.link(link.id))
+        if flow is not None:
+            flow.begin()
         return {"sdp": desc.sdp, "type": desc.type, "session_key": key}
 
     async def agent_offer(self, agent: Agent, link_id: str, offer: RTCSessionDescription) -> dict:
@@ -291,6 +319,7 @@ class Calls:
             customer_language=None if link.language == "detect" else link.language,
             agent_language=self.store.agent_language(agent_id),
             send_agent=lambda m: self.hub.publish(agent_id, m),
+            send_customer=lambda m: self.hub.publish(("customer", link.id), m),
             vault=self.vault,
             path=self.transcript_path(link.id),
             executor=self.executor,
@@ -301,17 +330,66 @@ class Calls:
         room.agent_taps.append(conversation.pipelines["agent"].feed)
         self.conversations[link.id] = conversation
 
-    def _start_voice_check(self, link: Link, room: Room) -> None:
-        agent_id = link.agent_id
-        check = LiveVoiceCheck(
-            self.voice_id,
-            link.id,
-            link.customer_ref,
-            lambda m: self.hub.publish(agent_id, m),
-            self.engines.vad(),
-            self.executor,
+    def _start_voice(self, link: Link, room: Room) -> LiveVoice:
+        voice = LiveVoice(
+            self.voice_id, link.id, self.engines.vad(), lambda e: self._voice_event(link, e), self.voice_executor
         )
-        room.customer_taps.append(check.feed)
+        room.customer_taps.append(voice.feed)
+        self.voices[link.id] = voice
+        return voice
+
+    def _voice_event(self, link: Link, event: VoiceEvent) -> None:
+        self.hub.publish(link.agent_id, event.to_message())
+        flow = self.flows.get(link.id)
+        if flow is None:
+            return
+        if isinstance(event, VoiceVerdict):
+            flow.on_verdict(event.claimed, event.verdict, event.early)
+        elif isinstance(event, WatchlistAlert):
+            flow.on_alert(event.hits)
+        elif isinstance(event, EnrolmentUpdate) and (event.progress.enrolled or event.progress.refused):
+            flow.enrolment_finished(event.progress)
+
+    def _start_idv(self, link: Link, voice: LiveVoice | None) -> IdvFlow:
+        flow = IdvFlow(
+            self.idv,
+            link.id,
+            link.phone,
+            voice,
+            to_agent=lambda m: self.hub.publish(link.agent_id, m),
+            to_customer=lambda m: self.hub.publish(("customer", link.id), m),
+        )
+        self.flows[link.id] = flow
+        return flow
+
+    # -- ID&V: the customer's steps on their page, and the agent's ---------------------------------------------
+
+    def customer_events(self, token: str, key: str) -> tuple[tuple, asyncio.Queue, list[dict]]:
+        """Subscribe a customer page to its call's events; with it, what the page should show now."""
+        link = self._customer_session(token, key)
+        topic = ("customer", link.id)
+        now = []
+        if flow := self.flows.get(link.id):
+            now.append(flow.customer_view())
+            if flow.consent_asked:
+                now.append(flow.consent_prompt())
+        return topic, self.hub.subscribe(topic), now
+
+    def customer_flow(self, token: str, key: str) -> IdvFlow:
+        flow = self.flows.get(self._customer_session(token, key).id)
+        if flow is None:
+            raise IdvError(409, "this call has no identity check")
+        return flow
+
+    def agent_flow(self, agent: Agent, link_id: str) -> IdvFlow:
+        link = self.link_for_agent(agent, link_id)
+        flow = self.flows.get(link.id)
+        if flow is None:
+            raise CallError(409, "this session has no live identity check")
+        return flow
+
+    def idv_record(self, agent: Agent, link_id: str) -> dict | None:
+        return self.store.idv(self.link_for_agent(agent, link_id).id)
 
     def transcript_path(self, link_id: str) -> Path:
         return self.settings.data_dir / "transcripts" / f"{link_id}.json.sealed"
@@ -325,17 +403,17 @@ class Calls:
         self.store.audit(agent.name, "transcript.download", link.id)
         return load_transcript(self.vault, path, link.id), link.connected or link.created
 
-    def customer_subtitles(self, token: str, key: str) -> tuple[Conversation, asyncio.Queue]:
-        link = self._customer_session(token, key)
-        conversation = self.conversations.get(link.id)
-        if conversation is None:
-            raise CallError(409, "this call has no subtitles")
-        return conversation, conversation.subscribe_customer()
-
     async def _room_ended(self, room: Room, reason: str) -> None:
         conversation = self.conversations.pop(room.link_id, None)
         if conversation is not None:
             await conversation.close()  # the last words said still reach the transcript
+        voice = self.voices.pop(room.link_id, None)
+        if voice is not None:
+            await voice.close()  # an unfinished enrolment keeps what this call collected
+        flow = self.flows.pop(room.link_id, None)
+        if flow is not None:
+            await flow.close()
+        self.hub.publish(("customer", room.link_id), None)
         self.rooms.pop(room.link_id, None)
         self._customer_keys.pop(room.link_id, None)
         state = "revoked" if reason == "revoked" else "ended"
@@ -343,9 +421,14 @@ class Calls:
         self.store.audit("server", "session.end", room.link_id, reason)
         self._publish(self.store.link(room.link_id))
 
-    async def close(self) -> None:
+    async def close_rooms(self, reason: str) -> None:
         for room in list(self.rooms.values()):
-            await room.end("server shutting down")
+            await room.end(reason)
+
+    async def close(self) -> None:
+        await self.close_rooms("server shutting down")
+        if self.http is not None:
+            await self.http.close()
 
     # -- snapshots ---------------------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The ``voxgate`` command: ``serve``, manage ``agent``s, ``transcribe`` a file, ``voiceid eval``, ``models``."""
+"""The ``voxgate`` command: ``serve``, ``agent``s, ``customer``s, ``transcribe`` a file, ``voiceid``, ``models``."""
 
 from __future__ import annotations
 
@@ -72,6 +72,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--tls-cert", type=Path, help="serve HTTPS (needed for cameras on other devices)")
     s.add_argument("--tls-key", type=Path)
+    i = s.add_argument_group("identification and verification (ID&V)")
+    i.add_argument("--no-idv", action="store_true", help="no identity check (it runs when there is a directory)")
+    i.add_argument("--no-ani", action="store_true", help="never identify callers by their calling number")
+    i.add_argument(
+        "--directory-url",
+        metavar="URL",
+        help="your customer directory over REST (GET URL?phone=N / ?customer_id=X); default: `voxgate customer`",
+    )
+    i.add_argument("--directory-token", help="sent to the directory as Authorization: Bearer")
+    i.add_argument("--identify-attempts", type=int, default=3, help="customer numbers a caller may try")
+    i.add_argument("--code-attempts", type=int, default=3, help="PINs or one-time codes a caller may try")
+    i.add_argument(
+        "--voice-wait", type=float, default=20.0, help="seconds voice ID may stay inconclusive before a PIN is asked"
+    )
+    i.add_argument(
+        "--otp-webhook", metavar="URL", help="POSTed {customer_id, phone, code, expires_in}: your SMS sender"
+    )
     _engine_flags(s, serving=True)
     s.set_defaults(run=_serve)
 
@@ -82,7 +99,21 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--data-dir", type=Path, default=_default_data_dir())
     a.set_defaults(run=_agent)
 
-    v = sub.add_parser("voiceid", help="voice ID: evaluate voice prints on your own recordings")
+    c = sub.add_parser("customer", help="the embedded customer directory (ID&V identifies callers in it)")
+    csub = c.add_subparsers(required=True, metavar="ACTION")
+    ca = csub.add_parser("add", help="add or update a customer")
+    ca.add_argument("customer")
+    ca.add_argument("--name")
+    ca.add_argument("--phone", action="append", default=[], help="a number they call from (repeatable)")
+    ca.add_argument("--pin", action="store_true", help="set their PIN (asked for; stored as an scrypt hash)")
+    ca.add_argument("--data-dir", type=Path, default=_default_data_dir())
+    ca.set_defaults(run=_customer_add)
+    ci = csub.add_parser("import", help="add or update customers from CSV: customer_id,name,phones,pin")
+    ci.add_argument("file", type=Path, help="phones separated by spaces or ';'; pin may be empty")
+    ci.add_argument("--data-dir", type=Path, default=_default_data_dir())
+    ci.set_defaults(run=_customer_import)
+
+    v = sub.add_parser("voiceid", help="voice ID: enrol, delete, evaluate and calibrate voice prints")
     vsub = v.add_subparsers(required=True, metavar="ACTION")
     ev = vsub.add_parser("eval", help="EER, minDCF and FRR at 1%% FAR over DIR/<speaker>/<files>")
     ev.add_argument("dir", type=Path)
@@ -104,11 +135,23 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--plot", type=Path, metavar="DET.png", help="write a DET curve")
     ev.set_defaults(run=_voiceid_eval)
 
-    en = vsub.add_parser("enrol", help="enrol a consenting customer (or a watch-list voice) from recordings")
+    ca = vsub.add_parser("calibrate", help="thresholds for a target false-accept rate, for serve --voiceid-thresholds")
+    ca.add_argument("dir", type=Path)
+    ca.add_argument("--far", type=float, default=0.01, help="target false-accept rate (default 0.01: 1%%)")
+    ca.add_argument("--enrol-seconds", type=float, default=20.0)
+    ca.add_argument("--encoder", action="append", choices=sorted(registry.ENGINES["speaker"]))
+    ca.add_argument("--ecapa-dir", type=Path, metavar="DIR")
+    ca.set_defaults(run=_voiceid_calibrate)
+
+    en = vsub.add_parser(
+        "enrol",
+        help="enrol a consenting customer (or a watch-list voice) from recordings; without --consent, add them "
+        "to the enrolment in progress",
+    )
     en.add_argument("customer")
     en.add_argument("files", type=Path, nargs="+")
-    en.add_argument("--consent", required=True, help="the consent wording the customer agreed to")
-    en.add_argument("--by", required=True, help="who recorded the consent (agent or system)")
+    en.add_argument("--consent", help="the consent wording the customer agreed to (starts a new enrolment)")
+    en.add_argument("--by", help="who recorded the consent (agent or system)")
     en.add_argument("--watchlist", metavar="REASON", help="put this voice on the fraud watch list instead")
     en.add_argument("--data-dir", type=Path, default=_default_data_dir())
     en.set_defaults(run=_voiceid_enrol)
@@ -136,7 +179,7 @@ def _engine_flags(p: argparse.ArgumentParser, serving: bool = False) -> None:
         g.add_argument(
             "--voiceid-thresholds",
             metavar="S:T,...",
-            help="voice ID thresholds by seconds of speech, from `voxgate voiceid eval` on your channel "
+            help="voice ID thresholds by seconds of speech, from `voxgate voiceid calibrate` on your channel "
             "(default: wideband, 1%% false accepts)",
         )
     g.add_argument("--asr", default="whisper", choices=sorted(registry.ENGINES["asr"]))
@@ -248,6 +291,8 @@ def _serve(args: argparse.Namespace) -> int:
     scheme = "https" if args.tls_cert else "http"
     shown_host = "localhost" if args.host in ("127.0.0.1", "0.0.0.0", "::") else args.host
     public = args.public_url or f"{scheme}://{shown_host}:{args.port}"
+    from signaling.idv import IdvSettings
+
     settings = Settings(
         data_dir=args.data_dir,
         public_url=public,
@@ -262,6 +307,16 @@ def _serve(args: argparse.Namespace) -> int:
         turn_secret=args.turn_secret,
         partials=not args.no_partials,
         endpoint_ms=args.endpoint_ms,
+        idv=IdvSettings(
+            enabled=not args.no_idv,
+            ani=not args.no_ani,
+            directory_url=args.directory_url,
+            directory_token=args.directory_token,
+            identify_attempts=args.identify_attempts,
+            code_attempts=args.code_attempts,
+            voice_wait=args.voice_wait,
+            otp_webhook=args.otp_webhook,
+        ),
     )
     engines = None if args.no_subtitles else load_engines(engine_options(args))
     calibration = Calibration.parse(args.voiceid_thresholds) if args.voiceid_thresholds else None
@@ -334,20 +389,36 @@ def _agent(args: argparse.Namespace) -> int:
     return 0
 
 
-def _voiceid_eval(args: argparse.Namespace) -> int:
-    from signaling.voiceid import evaluate, plot_det
-
-    test_seconds = None if args.test_seconds == "full" else float(args.test_seconds)
-    encoders = [
+def _encoders(args: argparse.Namespace) -> list:
+    return [
         registry.build("speaker", name, **({"checkpoint_dir": args.ecapa_dir} if name == "ecapa" else {}))
         for name in (args.encoder or ["dvector"])
     ]
+
+
+def _voiceid_eval(args: argparse.Namespace) -> int:
+    from signaling.evaluation import evaluate, plot_det
+
+    test_seconds = None if args.test_seconds == "full" else float(args.test_seconds)
     summary, trials = evaluate(
-        args.dir, encoders, registry.build("vad", "webrtc"), args.enrol_seconds, test_seconds, args.scoring
+        args.dir, _encoders(args), registry.build("vad", "webrtc"), args.enrol_seconds, test_seconds, args.scoring
     )
     if args.plot:
         plot_det(trials, args.plot, f"{args.dir.name}: EER {summary['eer_percent']}% at {args.test_seconds} s")
     print(json.dumps(summary))
+    return 0
+
+
+def _voiceid_calibrate(args: argparse.Namespace) -> int:
+    from signaling.evaluation import calibrate
+
+    if not 0 < args.far < 0.5:
+        print("voxgate: error: --far is a rate such as 0.01 (1%)", file=sys.stderr)
+        return EXIT_USAGE
+    result = calibrate(
+        args.dir, _encoders(args), registry.build("vad", "webrtc"), args.far, enrol_seconds=args.enrol_seconds
+    )
+    print(json.dumps(result))
     return 0
 
 
@@ -365,25 +436,31 @@ def _voiceid_enrol(args: argparse.Namespace) -> int:
     from media.audio_io import read_pcm
     from media.speech import net_speech
     from models.base import pcm_to_float
+    from signaling.voiceid import EnrolmentError
 
-    voice_id = _voice_id(args.data_dir)
+    if (args.consent is None) != (args.by is None) or (args.watchlist and not args.by):
+        print("voxgate: error: --consent and --by go together (--watchlist needs --by)", file=sys.stderr)
+        return EXIT_USAGE
     vad = registry.build("vad", "webrtc")
     speech = np.concatenate([pcm_to_float(net_speech(read_pcm(f), vad)) for f in args.files])
+    voice_id = _voice_id(args.data_dir)
     try:
-        result = voice_id.enrol(
-            args.customer,
-            speech,
-            consent_by=args.by,
-            consent_wording=args.consent,
-            watchlist=bool(args.watchlist),
-            watch_reason=args.watchlist,
-        )
+        if args.watchlist:
+            progress = voice_id.watch(args.customer, speech, reason=args.watchlist, by=args.by)
+        elif args.consent is not None:
+            progress = voice_id.enrol(args.customer, speech, by=args.by, wording=args.consent)
+        else:
+            progress = voice_id.add_speech(args.customer, speech)
+    except EnrolmentError as e:
+        print(f"voxgate: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         voice_id.store.close()
-    print(json.dumps({"customer": args.customer, **result}))
-    if not result["enrolled"]:
+    print(json.dumps(progress.to_dict()))
+    if not progress.enrolled:
+        why = progress.refused or "add recordings (without --consent, they add to this enrolment)"
         print(
-            f"voxgate: not enrolled: {result['speech_seconds']} of {result['needed']} s of net speech; add recordings",
+            f"voxgate: not enrolled yet: {progress.speech_seconds:.1f} of {progress.needed:g} s of net speech; {why}",
             file=sys.stderr,
         )
         return 1
@@ -398,6 +475,68 @@ def _voiceid_delete(args: argparse.Namespace) -> int:
         voice_id.store.close()
     print(json.dumps({"customer": args.customer, "deleted": gone}))
     return 0 if gone else 1
+
+
+def _ask_pin() -> str:
+    import getpass
+
+    pin = getpass.getpass("PIN: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
+    if not (pin.isdigit() and 4 <= len(pin) <= 8):
+        raise ValueError("a PIN is 4 to 8 digits")
+    return pin
+
+
+def _customer_add(args: argparse.Namespace) -> int:
+    from signaling.security import hash_password
+    from signaling.store import Customer
+
+    store = _open_store(args.data_dir)
+    try:
+        pin_hash = hash_password(_ask_pin()) if args.pin else None
+        store.put_customer(Customer(args.customer, args.name, tuple(args.phone)), pin_hash)
+        store.audit("cli", "customer.put", args.customer)
+        print(json.dumps({"customer_id": args.customer, "phones": store.customer(args.customer).phones}))
+    except ValueError as e:
+        print(f"voxgate: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        store.close()
+    return 0
+
+
+def _customer_import(args: argparse.Namespace) -> int:
+    import csv
+    import re
+
+    from signaling.security import hash_password
+    from signaling.store import Customer
+
+    if not args.file.is_file():
+        print(f"voxgate: error: {args.file}: no such file", file=sys.stderr)
+        return EXIT_USAGE
+    store = _open_store(args.data_dir)
+    count = 0
+    try:
+        with args.file.open(newline="", encoding="utf-8") as f:
+            rows = csv.DictReader(f)
+            if "customer_id" not in (rows.fieldnames or []):
+                raise ValueError(f"{args.file}: needs a header row with customer_id (and name, phones, pin)")
+            for n, row in enumerate(rows, 2):
+                pin = (row.get("pin") or "").strip()
+                if pin and not (pin.isdigit() and 4 <= len(pin) <= 8):
+                    raise ValueError(f"{args.file}:{n}: a PIN is 4 to 8 digits")
+                phones = tuple(p for p in re.split(r"[;\s]+", row.get("phones") or "") if p)
+                customer = Customer(row["customer_id"].strip(), (row.get("name") or "").strip() or None, phones)
+                store.put_customer(customer, hash_password(pin) if pin else None)
+                count += 1
+        store.audit("cli", "customer.import", str(args.file), f"{count} customers")
+    except ValueError as e:
+        print(f"voxgate: error: {e} ({count} imported before it)", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        store.close()
+    print(json.dumps({"imported": count}))
+    return 0
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -1,13 +1,17 @@
 """The embedded store: one SQLite file under the data directory (no other service needed to start).
 
 Holds agents, browser sessions, links (one link is one customer session),
-snapshots and the audit log. Secrets are stored only as hashes. Queries are
+snapshots, the audit log, the embedded customer directory, voice prints and
+enrolments in progress (sealed by the caller: the store never sees an
+embedding in the clear), and each session's ID&V result. Secrets are stored
+only as hashes. Queries are
 small and local (well under a millisecond with WAL), so they run on the event
 loop. Time comes from an injected clock, so tests can expire links.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 import uuid
@@ -35,6 +39,17 @@ CREATE TABLE IF NOT EXISTS voiceprints (
     customer_id TEXT PRIMARY KEY, sealed BLOB, speech_seconds REAL NOT NULL DEFAULT 0,
     consent_by TEXT, consent_at REAL, consent_wording TEXT, opted_out INTEGER NOT NULL DEFAULT 0,
     watchlist INTEGER NOT NULL DEFAULT 0, watch_reason TEXT, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS enrolments (
+    customer_id TEXT PRIMARY KEY, sealed BLOB, speech_seconds REAL NOT NULL DEFAULT 0,
+    consent_by TEXT NOT NULL, consent_at REAL NOT NULL, consent_wording TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS customers (
+    id TEXT PRIMARY KEY, name TEXT, pin_hash TEXT, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS customer_phones (
+    phone TEXT NOT NULL, customer_id TEXT NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+    PRIMARY KEY (phone, customer_id));
+CREATE TABLE IF NOT EXISTS idv (
+    link_id TEXT PRIMARY KEY REFERENCES links(id), customer_id TEXT, record TEXT NOT NULL, updated REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS idv_customer ON idv(customer_id);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
     target TEXT, detail TEXT);
@@ -70,6 +85,21 @@ class Link:
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "agent_id"}
+
+
+@dataclass(frozen=True)
+class Customer:
+    """A directory entry: who a caller can be identified as. ``phones`` are normalised (see ``phone_key``)."""
+
+    id: str
+    name: str | None = None
+    phones: tuple[str, ...] = ()
+
+
+def phone_key(number: str) -> str:
+    """A phone number as the directory matches it: digits only, with a leading + kept (E.164 style)."""
+    digits = "".join(c for c in number if c.isdigit())
+    return f"+{digits}" if number.strip().startswith("+") else digits
 
 
 @dataclass(frozen=True)
@@ -283,7 +313,9 @@ class Store:
         )
 
     def opt_out_voiceprint(self, customer_id: str) -> None:
-        """Keep the refusal (so the customer is not asked again), drop the print."""
+        """Keep the refusal (so the customer is not asked again), drop the print and what derived from it."""
+        self.drop_enrolment(customer_id)
+        self.scrub_voice_scores(customer_id)
         now = self.clock()
         self._db.execute(
             "INSERT INTO voiceprints (customer_id, sealed, opted_out, updated) VALUES (?, NULL, 1, ?)"
@@ -292,7 +324,99 @@ class Store:
         )
 
     def delete_voiceprint(self, customer_id: str) -> bool:
+        """The print, any enrolment in progress and every score derived from them: gone."""
+        self.drop_enrolment(customer_id)
+        self.scrub_voice_scores(customer_id)
         return self._db.execute("DELETE FROM voiceprints WHERE customer_id = ?", (customer_id,)).rowcount == 1
+
+    def set_watchlist(self, customer_id: str, reason: str) -> bool:
+        cur = self._db.execute(
+            "UPDATE voiceprints SET watchlist = 1, watch_reason = ?, updated = ? WHERE customer_id = ?"
+            " AND sealed IS NOT NULL",
+            (reason, self.clock(), customer_id),
+        )
+        return cur.rowcount == 1
+
+    # -- enrolments in progress: consent first, then speech from recordings and calls ----------------------------
+
+    def start_enrolment(self, customer_id: str, *, consent_by: str, consent_wording: str) -> None:
+        """A new enrolment (replacing one in progress); the current print, if any, stays until it completes."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO enrolments (customer_id, sealed, speech_seconds, consent_by, consent_at,"
+            " consent_wording) VALUES (?, NULL, 0, ?, ?, ?)",
+            (customer_id, consent_by, self.clock(), consent_wording),
+        )
+
+    def enrolment(self, customer_id: str) -> sqlite3.Row | None:
+        return self._db.execute("SELECT * FROM enrolments WHERE customer_id = ?", (customer_id,)).fetchone()
+
+    def update_enrolment(self, customer_id: str, sealed: bytes, speech_seconds: float) -> None:
+        self._db.execute(
+            "UPDATE enrolments SET sealed = ?, speech_seconds = ? WHERE customer_id = ?",
+            (sealed, speech_seconds, customer_id),
+        )
+
+    def drop_enrolment(self, customer_id: str) -> None:
+        self._db.execute("DELETE FROM enrolments WHERE customer_id = ?", (customer_id,))
+
+    # -- the embedded customer directory -------------------------------------------------------------------------
+
+    def put_customer(self, customer: Customer, pin_hash: str | None = None) -> None:
+        """Add or replace a customer and their numbers (at once: a lookup never sees them half-written);
+        a PIN hash of None keeps the one stored."""
+        with self._db:  # one transaction
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT INTO customers (id, name, pin_hash, updated) VALUES (?,?,?,?) ON CONFLICT(id) DO UPDATE SET"
+                " name = excluded.name, pin_hash = COALESCE(excluded.pin_hash, customers.pin_hash),"
+                " updated = excluded.updated",
+                (customer.id, customer.name, pin_hash, self.clock()),
+            )
+            self._db.execute("DELETE FROM customer_phones WHERE customer_id = ?", (customer.id,))
+            self._db.executemany(
+                "INSERT OR IGNORE INTO customer_phones (phone, customer_id) VALUES (?, ?)",
+                [(phone_key(p), customer.id) for p in customer.phones if phone_key(p)],
+            )
+
+    def customer(self, customer_id: str) -> Customer | None:
+        # Customer numbers are typed by people: "c-100" finds C-100.
+        row = self._db.execute("SELECT id, name FROM customers WHERE id = ? COLLATE NOCASE", (customer_id,)).fetchone()
+        if row is None:
+            return None
+        phones = self._db.execute("SELECT phone FROM customer_phones WHERE customer_id = ?", (row["id"],))
+        return Customer(row["id"], row["name"], tuple(p[0] for p in phones))
+
+    def customers_by_phone(self, number: str) -> list[Customer]:
+        rows = self._db.execute("SELECT customer_id FROM customer_phones WHERE phone = ?", (phone_key(number),))
+        return [c for (cid,) in rows.fetchall() if (c := self.customer(cid)) is not None]
+
+    def customer_pin_hash(self, customer_id: str) -> str | None:
+        row = self._db.execute("SELECT pin_hash FROM customers WHERE id = ?", (customer_id,)).fetchone()
+        return row[0] if row else None
+
+    def customer_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM customers").fetchone()[0]
+
+    # -- ID&V results, kept with their sessions --------------------------------------------------------------------
+
+    def save_idv(self, link_id: str, customer_id: str | None, record: dict) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO idv (link_id, customer_id, record, updated) VALUES (?,?,?,?)",
+            (link_id, customer_id, json.dumps(record), self.clock()),
+        )
+
+    def idv(self, link_id: str) -> dict | None:
+        row = self._db.execute("SELECT record FROM idv WHERE link_id = ?", (link_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def scrub_voice_scores(self, customer_id: str) -> None:
+        """Voice scores derived from a print go with it; the ID&V outcome (and by which factor) is kept."""
+        rows = self._db.execute("SELECT link_id, record FROM idv WHERE customer_id = ?", (customer_id,)).fetchall()
+        for link_id, record in rows:
+            data = json.loads(record)
+            if data.get("voice"):
+                data["voice"] = {"decision": data["voice"].get("decision"), "score": None, "scrubbed": True}
+                self._db.execute("UPDATE idv SET record = ? WHERE link_id = ?", (json.dumps(data), link_id))
 
     def watchlist(self) -> list[sqlite3.Row]:
         return self._db.execute("SELECT * FROM voiceprints WHERE watchlist = 1 AND sealed IS NOT NULL").fetchall()

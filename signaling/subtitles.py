@@ -22,7 +22,6 @@ from pathlib import Path
 from media.events import Event, FinalTranscript, PartialTranscript, PipelineError, SpeechStarted, Translation
 from media.pipeline import Engines, Pipeline, PipelineConfig
 from media.segmenter import SegmenterConfig
-from signaling.hub import Hub
 from signaling.security import Vault
 
 log = logging.getLogger(__name__)
@@ -53,6 +52,7 @@ class Conversation:
         customer_language: str | None,
         agent_language: str,
         send_agent: Callable[[dict], None],
+        send_customer: Callable[[dict], None],
         vault: Vault,
         path: Path,
         executor: Executor | None = None,
@@ -60,8 +60,7 @@ class Conversation:
         segmenter: SegmenterConfig = SegmenterConfig(hangover_ms=300),
     ) -> None:
         self.link_id = link_id
-        self._send_agent = send_agent
-        self.customers = Hub()  # the customer page's subtitle sockets, keyed by link_id
+        self._send_agent, self._send_customer = send_agent, send_customer
         self._vault, self._path = vault, path
         self.lines: list[Line] = []
         self._open: dict[tuple[str, int], Line] = {}
@@ -93,12 +92,8 @@ class Conversation:
         await asyncio.gather(*(p.close() for p in self.pipelines.values()))
         await asyncio.gather(*self._readers)
         self.save()
-        self.customers.publish(self.link_id, None)
 
     # -- subtitles out -----------------------------------------------------------------------------------------
-
-    def subscribe_customer(self) -> asyncio.Queue:
-        return self.customers.subscribe(self.link_id)
 
     async def _read(self, leg: str, pipeline: Pipeline) -> None:
         async for event in pipeline.events():
@@ -161,7 +156,7 @@ class Conversation:
     def _send(self, message: dict) -> None:
         message.setdefault("timing", {})["sent"] = time.time()
         self._send_agent(message)
-        self.customers.publish(self.link_id, message)
+        self._send_customer(message)
 
     # -- the transcript ----------------------------------------------------------------------------------------
 

@@ -64,3 +64,26 @@ def vosk_ko():
 
 def pcm(path: Path) -> np.ndarray:
     return read_pcm(path)
+
+
+@pytest.fixture(scope="session")
+def librispeech_speech(data):
+    """Net speech (float32, 16 kHz) of every LibriSpeech utterance, by speaker, in file order."""
+    from media.audio_io import read_pcm
+    from media.speech import net_speech
+    from models.base import pcm_to_float
+    from models.vad import WebRtcVad
+
+    vad = WebRtcVad()
+    root = data / "voiceid/librispeech-test-other"
+    return {
+        d.name: [pcm_to_float(net_speech(read_pcm(f), vad)) for f in sorted(d.glob("*.flac"))]
+        for d in sorted(root.iterdir())
+        if d.is_dir()
+    }
+
+
+def enrolment(utterances, seconds=20.0):
+    joined = np.concatenate(utterances)
+    assert len(joined) >= seconds * 16000
+    return joined[: int(seconds * 16000)]

@@ -177,7 +177,9 @@ class TestServer:
         self.now = time.time()
         self.settings = Settings(data_dir=data_dir, clock=lambda: self.now, **settings)
         self.app = create_app(self.settings, engines)
-        self.runner = web.AppRunner(self.app)
+        # A refused upload's connection lingers (aiohttp reads the rest of the body for up to 10 s, so the client
+        # can read the refusal): behaviour under test. Only the test server's own shutdown is bounded.
+        self.runner = web.AppRunner(self.app, shutdown_timeout=2.0)
         self.base = ""
 
     async def start(self) -> TestServer:

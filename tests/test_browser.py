@@ -9,10 +9,12 @@ the server and the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import time
 import wave
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +91,19 @@ def best_circular_correlation(received: np.ndarray, source: np.ndarray) -> float
     return best
 
 
+@contextlib.asynccontextmanager
+async def two_browsers(playwright, agent_file: Path, customer_file: Path):
+    """The agent's Chromium and the customer's, each with its own fake microphone: (agent, customer)."""
+    async with playwright.async_playwright() as p:
+        agent = await p.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args(agent_file))
+        customer = await p.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args(customer_file))
+        try:
+            yield agent, customer
+        finally:
+            await agent.close()
+            await customer.close()
+
+
 async def create_link_in_console(browser, base: str, fields: dict[str, str]) -> tuple[object, str, str]:
     """Agent alice signs in to the console and creates a link: (console page, link URL, security phrase)."""
     console = await (await browser.new_context(bypass_csp=True)).new_page()
@@ -104,15 +119,22 @@ async def create_link_in_console(browser, base: str, fields: dict[str, str]) -> 
     return console, await console.input_value("#link-url"), await console.text_content("#new-phrase")
 
 
+async def customer_starts(browser, url: str):
+    """The customer opens the link, ticks consent and starts the video: their page."""
+    customer = await (await browser.new_context(bypass_csp=True)).new_page()
+    await customer.goto(url)
+    await customer.check("#consent")
+    await customer.click("#start")
+    return customer
+
+
 async def test_escalation_in_real_browsers(tmp_path, data, chromium, customer_wav):
     customer_file, customer_pcm = customer_wav
     agent_file = write_wav(tmp_path / "agent.wav", read_pcm(data / "asr/multilingual/test.wav"))
     server = await TestServer(tmp_path / "data").start()
     api_token = server.add_agent("alice", "correct horse")
-    async with chromium.async_playwright() as p:
-        agent_browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args(agent_file))
-        customer_browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args(customer_file))
-        try:
+    try:
+        async with two_browsers(chromium, agent_file, customer_file) as (agent_browser, customer_browser):
             # The agent signs in and creates a link in the console.
             console, url, phrase = await create_link_in_console(
                 agent_browser, server.base, {"#customer-ref": "claim 42"}
@@ -184,10 +206,8 @@ async def test_escalation_in_real_browsers(tmp_path, data, chromium, customer_wa
             print(f"tab closed -> 'Done' on the console: {time.monotonic() - t_close:.2f} s")
             assert server.calls.store.link(link_id).state == "ended"
             assert len(server.calls.store.snapshots(link_id)) == 1
-        finally:
-            await agent_browser.close()
-            await customer_browser.close()
-            await server.stop()
+    finally:
+        await server.stop()
 
 
 def _mono(wall: float) -> float:
@@ -219,16 +239,11 @@ async def test_live_translated_subtitles_in_real_browsers(tmp_path, data, chromi
     agent_file = write_wav(tmp_path / "agent.wav", agent_speech)
     server = await TestServer(tmp_path / "data", engines).start()
     server.add_agent("alice", "correct horse", language="en")
-    async with chromium.async_playwright() as p:
-        agent_browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args(agent_file))
-        customer_browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args(customer_file))
-        try:
+    try:
+        async with two_browsers(chromium, agent_file, customer_file) as (agent_browser, customer_browser):
             console, url, _ = await create_link_in_console(agent_browser, server.base, {"#language": "pt"})
 
-            customer = await (await customer_browser.new_context(bypass_csp=True)).new_page()
-            await customer.goto(url)
-            await customer.check("#consent")
-            await customer.click("#start")
+            customer = await customer_starts(customer_browser, url)
             await customer.wait_for_function("document.getElementById('status').textContent.startsWith('Connected')")
 
             # The console: the customer's Portuguese as a final line, English underneath.
@@ -253,7 +268,52 @@ async def test_live_translated_subtitles_in_real_browsers(tmp_path, data, chromi
             portuguese = await agent_line.locator(".text").text_content()
             assert await agent_line.get_attribute("lang") == "pt"
             assert {"criança", "cão", "cachorro"} & set(normalise_words(portuguese)), portuguese
-        finally:
-            await agent_browser.close()
-            await customer_browser.close()
-            await server.stop()
+    finally:
+        await server.stop()
+
+
+async def test_voice_id_verifies_a_caller_in_real_browsers(tmp_path, data, chromium, engines, librispeech_speech):
+    """An enrolled customer's recording plays into Chromium's microphone. They type their customer number on
+    the page; the agent's console shows them identified and verified by voice, with the voice authenticated."""
+    from models.speaker import DVectorEncoder
+    from signaling.store import Customer
+    from tests.conftest import enrolment
+
+    speaker = data / "voiceid/librispeech-test-other/3005"
+    held_back = read_pcm(sorted(speaker.glob("*.flac"))[-1])  # not among the enrolment recordings
+    customer_file = write_wav(tmp_path / "customer.wav", np.concatenate([np.zeros(16000, np.int16), held_back]))
+    agent_file = write_wav(tmp_path / "agent.wav", np.zeros(16000, np.int16))
+    server = await TestServer(tmp_path / "data", replace(engines, speaker=DVectorEncoder())).start()
+    server.add_agent("alice", "correct horse")
+    server.calls.store.put_customer(Customer("C-100", "Alice Example", ("+44 7700 900100",)))
+    server.calls.voice_id.enrol("C-100", enrolment(librispeech_speech["3005"][:6]), by="agent-7", wording="I agree")
+    try:
+        async with two_browsers(chromium, agent_file, customer_file) as (agent_browser, customer_browser):
+            console, url, _ = await create_link_in_console(agent_browser, server.base, {"#customer-ref": "claim 7"})
+            customer = await customer_starts(customer_browser, url)
+            # No calling number on the link: the page asks for the customer number.
+            await customer.wait_for_selector("#identify-form:not([hidden])", timeout=15000)
+            assert "customer number" in await customer.text_content("#idv-message")
+            await customer.fill("#customer-id", "C-404")
+            await customer.click("#identify-form button[type=submit]")
+            await customer.wait_for_function(
+                "document.getElementById('idv-message').textContent.includes('2 attempts')"
+            )
+            await customer.fill("#customer-id", "C-100")
+            await customer.click("#identify-form button[type=submit]")
+
+            status = console.locator("#idv-status[data-status='identified_and_verified']")
+            await status.wait_for(timeout=20000)
+            text = await status.text_content()
+            assert text == "Identified and verified by voice", text
+            assert "C-100 (Alice Example), identified by customer number" in await console.text_content("#idv-detail")
+            await console.wait_for_selector("#voiceid[data-decision='authenticated']")
+            voice = await console.text_content("#voiceid")
+            assert voice.startswith("Voice ID (C-100): Authenticated"), voice
+            cell = console.locator("td.idv-cell[data-status='identified_and_verified']")
+            assert await cell.text_content() == "Identified and verified (voice)"
+            assert await customer.is_hidden("#identify-form") and await customer.is_hidden("#code-form")
+            await console.screenshot(path=str(tmp_path / "console-voice-id.png"), full_page=True)
+            print(f"\nconsole: {text} | {voice} (screenshot {tmp_path / 'console-voice-id.png'})")
+    finally:
+        await server.stop()

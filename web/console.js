@@ -70,11 +70,13 @@ function connectEvents() {
   ws.onmessage = (m) => {
     const ev = JSON.parse(m.data);
     vg.events.push(ev);
-    if (ev.type === "hello") ev.links.forEach(upsert);
+    if (ev.type === "hello") { Object.entries(ev.idv || {}).forEach(([id, r]) => vg.idv.set(id, {link_id: id, ...r})); ev.links.forEach(upsert); }
     if (ev.type === "link") upsert(ev.link);
     if (ev.type === "snapshot" && vg.live === ev.link_id) addSnapshot(ev.snapshot);
     if (ev.type === "subtitle") subtitle(ev);
     if (ev.type === "voiceid" || ev.type === "voiceid_alert") voiceId(ev);
+    if (ev.type === "idv") identity(ev);
+    if (ev.type === "enrolment") enrolment(ev);
     if (ev.type === "subtitle_error") toast(`Subtitles (${ev.speaker}): ${ev.message}`);
   };
   ws.onclose = () => { toast("Connection to the server lost; reconnecting…"); setTimeout(connectEvents, 2000); };
@@ -97,6 +99,11 @@ function upsert(link) {
   state.textContent = LABELS[link.state] || link.state;
   state.className = `state ${link.state}`;
   state.dataset.state = link.state;
+  const idv = vg.idv.get(link.id);
+  const identityCell = row.insertCell();
+  identityCell.className = "idv-cell";
+  identityCell.dataset.status = idv ? idv.status : "";
+  identityCell.textContent = idv ? `${idv.status_label}${idv.verified_by ? ` (${FACTORS[idv.verified_by]})` : ""}` : "";
   const actions = row.insertCell();
   if (link.state === "connected") actions.append(button("View", () => watch(link.id)));
   if (["connected", "ended", "revoked"].includes(link.state) && link.connected) {
@@ -130,6 +137,8 @@ async function watch(linkId) {
   $("snapshots").replaceChildren();
   $("transcript").replaceChildren();
   showVoiceId(linkId);
+  showIdentity(linkId);
+  $("enrolment").textContent = "";
   $("detected").textContent = "";
   (vg.subtitleBacklog.get(linkId) || []).forEach(subtitle);
   pc = new RTCPeerConnection({iceServers: vg.iceServers});
@@ -242,8 +251,7 @@ function subtitle(ev) {
 vg.voiceid = [];
 vg.voiceidLatest = new Map();
 const DECISIONS = {authenticated: "Authenticated", not_authenticated: "Not authenticated",
-  inconclusive: "Inconclusive (not enough speech yet)", not_enrolled: "Not enrolled", opted_out: "Opted out",
-  not_identified: "No customer claimed"};
+  inconclusive: "Inconclusive (not enough speech yet)", not_enrolled: "Not enrolled", opted_out: "Opted out"};
 
 function voiceId(ev) {
   vg.voiceid.push(ev);
@@ -255,12 +263,62 @@ function voiceId(ev) {
 function showVoiceId(linkId) {
   const v = vg.voiceidLatest.get(linkId);
   const alert = vg.voiceidLatest.get(`${linkId}:alert`);
-  $("voiceid").textContent = v ? `Voice ID${v.claimed ? ` (${v.claimed})` : ""}: ${DECISIONS[v.decision] || v.decision}` +
-    (v.score != null ? ` — score ${v.score} on ${v.speech_seconds} s of speech` : "") : "";
+  $("voiceid").textContent = v ? `Voice ID (${v.claimed}): ${DECISIONS[v.decision] || v.decision}` +
+    (v.score != null ? ` — score ${v.score} on ${v.speech_seconds} s of speech` : "") +
+    (v.early && v.score != null ? " (early: decides from 3 s)" : "") : "";
   $("voiceid").dataset.decision = v ? v.decision : "";
   $("voiceid-alert").hidden = !alert;
   if (alert) $("voiceid-alert").textContent = `High risk: the voice matches the fraud watch list (${alert.hits.map((h) => h.reason || h.watchlist_id).join("; ")})`;
 }
+
+// ID&V: who the caller is, whether that is verified, by what, and why not; the agent can ask for a PIN or
+// one-time code, and offer voice enrolment to a verified caller.
+vg.idv = new Map();
+vg.enrolments = [];
+const FACTORS = {voice: "voice", pin: "PIN", otp: "one-time code"};
+const HOW = {phone: "calling number", identifier: "customer number"};
+
+function identity(ev) {
+  vg.idv.set(ev.link_id, ev);
+  const link = vg.links.get(ev.link_id);
+  if (link) upsert(link);
+  if (ev.link_id === vg.live) showIdentity(ev.link_id);
+}
+
+function showIdentity(linkId) {
+  const r = vg.idv.get(linkId);
+  const status = $("idv-status");
+  status.dataset.status = r ? r.status : "";
+  if (!r) { status.textContent = "No identity check in this call."; $("idv-detail").textContent = ""; $("idv-history").replaceChildren(); return; }
+  // Verified: the factor says it all; otherwise the reason is what the agent needs (what failed, what is awaited).
+  status.textContent = r.verified_by ? `${r.status_label} by ${FACTORS[r.verified_by]}` : `${r.status_label} — ${r.reason}`;
+  $("idv-detail").textContent = r.customer_id
+    ? `Customer ${r.customer_id}${r.customer_name ? ` (${r.customer_name})` : ""}, identified by ${HOW[r.identified_by] || r.identified_by}.`
+    : "";
+  $("idv-history").replaceChildren(...r.history.map((h) => Object.assign(document.createElement("li"),
+    {textContent: `${new Date(h.at * 1000).toLocaleTimeString()} ${h.what}`})));
+  $("ask-code").disabled = !r.customer_id || r.status === "identified_and_verified" || r.step === "code";
+  $("enrol").disabled = r.status !== "identified_and_verified";
+}
+
+function enrolment(ev) {
+  vg.enrolments.push(ev);
+  if (ev.link_id !== vg.live) return;
+  const text = {asked: "Voice print: asking the customer for consent…", declined: "Voice print: the customer declined.",
+    collecting: "Voice print: the customer agreed; collecting their speech…"}[ev.state];
+  if (text) $("enrolment").textContent = text;
+  else if (ev.enrolled) $("enrolment").textContent = `Voice print enrolled (${ev.speech_seconds} s of speech).`;
+  else if (ev.refused) $("enrolment").textContent = `Voice print refused: ${ev.refused}.`;
+  else $("enrolment").textContent = `Voice print: ${ev.speech_seconds} of ${ev.needed} s of speech`;
+}
+
+$("ask-code").addEventListener("click", () => api(`/api/sessions/${vg.live}/idv/code`, {method: "POST"}).catch((e) => toast(e.message)));
+$("enrol").addEventListener("click", async () => {
+  try {
+    const r = await api(`/api/sessions/${vg.live}/enrolment`, {method: "POST"});
+    enrolment({link_id: vg.live, ...r});
+  } catch (e) { toast(e.message); }
+});
 
 function addSnapshot(s) {
   if (document.querySelector(`li[data-snapshot="${s.id}"]`)) return;

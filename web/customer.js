@@ -1,4 +1,5 @@
-// The customer's page: consent, then camera and microphone to the agent over WebRTC.
+// The customer's page: consent, then camera and microphone to the agent over WebRTC; subtitles, and the
+// identity check (customer number, PIN or code, voice print consent) as the server asks for it.
 "use strict";
 const token = location.pathname.split("/").pop();
 const $ = (id) => document.getElementById(id);
@@ -66,15 +67,61 @@ async function start() {
   await pc.setRemoteDescription({type: answer.type, sdp: answer.sdp});
   $("consent-box").hidden = true;
   $("hangup").hidden = false;
-  subtitles();
+  events();
 }
 
-// Subtitles: what the agent says, translated into the customer's language, and what the customer said.
+async function step(name, body = {}) {
+  // One identity-check step; the answer is the panel's new state (the socket says the same, for other changes).
+  const r = await fetch(`/api/join/${token}/${name}`, {
+    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({session_key: sessionKey, ...body}),
+  });
+  const answer = await r.json();
+  if (!r.ok) { $("idv-message").textContent = answer.error; return null; }
+  return answer;
+}
+
+// The identity check: what the server asks for now. Never shows the verdict's detail, only what to do next.
+window.vgIdv = [];
+function showIdv(view) {
+  window.vgIdv.push(view);
+  $("idv").hidden = view.step === "done" && !view.message;
+  $("idv-message").textContent = view.message || "";
+  $("identify-form").hidden = view.step !== "identify";
+  $("code-form").hidden = view.step !== "code";
+  $("idv-skip").hidden = !["identify", "code"].includes(view.step);
+  if (view.step === "code") $("code-label").textContent = view.code_kind === "otp" ? "Code from your text message" : "PIN";
+}
+
+$("identify-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const view = await step("identify", {customer_id: $("customer-id").value});
+  if (view) { $("customer-id").value = ""; showIdv(view); }
+});
+$("code-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const view = await step("verify", {code: $("code").value});
+  $("code").value = "";
+  if (view) showIdv(view);
+});
+$("idv-skip").addEventListener("click", async () => { const view = await step("skip"); if (view) showIdv(view); });
+
+async function answerVoiceConsent(agree) {
+  $("voice-consent").hidden = true;
+  if (await step("voiceprint-consent", {agree})) status(agree ? "Thank you. Please carry on talking to your agent." : "No voice print will be made.");
+}
+$("voice-agree").addEventListener("click", () => answerVoiceConsent(true));
+$("voice-decline").addEventListener("click", () => answerVoiceConsent(false));
+
+// The call's events: subtitles (what the agent says, translated into the customer's language, and what the
+// customer said) and the identity check's steps.
 window.vgSubtitles = [];
-function subtitles() {
+function events() {
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/join/${token}/ws?key=${encodeURIComponent(sessionKey)}`);
   ws.onmessage = (m) => {
     const ev = JSON.parse(m.data);
+    if (ev.type === "idv") showIdv(ev);
+    if (ev.type === "enrol_consent") { $("voice-wording").textContent = ev.wording; $("voice-consent").hidden = false; }
+    if (ev.type === "enrolment" && ev.state === "enrolled") status("Your voice print is ready: next time we will recognise you as you speak.");
     if (ev.type !== "subtitle") return;
     window.vgSubtitles.push(ev);
     const mine = ev.speaker === "customer";
@@ -102,6 +149,8 @@ function finish(message) {
   if (video.srcObject) video.srcObject.getTracks().forEach((t) => t.stop());
   video.hidden = true;
   $("hangup").hidden = true;
+  $("idv").hidden = true;
+  $("voice-consent").hidden = true;
   status(message);
 }
 

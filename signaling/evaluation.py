@@ -1,0 +1,207 @@
+"""Voice ID evaluation: how well voice prints tell speakers apart, on an operator's own recordings.
+
+``voxgate voiceid eval DIR`` reads ``DIR/<speaker>/<files>`` (WAV/FLAC, any
+rate). Each speaker enrols from their first files, up to ``enrol_seconds`` of
+net speech; every other file is a test utterance cut to ``test_seconds`` of net
+speech. Every test is tried against every enrolment: genuine trials (same
+speaker) and impostor trials (another). Scores are cosine similarities to
+the print (or, with ``scoring="snorm"``, S-norm'ed against a cohort of the
+*other* speakers' tests, never the two voices of the trial).
+
+``voxgate voiceid calibrate DIR`` runs the same trials at each duration live
+calls decide at (1.5, 3 and 6 s of net speech) and gives the thresholds that
+hold false accepts to a target rate: the server's ``--voiceid-thresholds``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from media.audio_io import AudioFormatError, read_pcm
+from media.speech import net_speech
+from models.base import SAMPLE_RATE, SpeakerEncoder, VadEngine, pcm_to_float
+from models.metrics import det_curve, equal_error_rate, frr_at_far, min_dcf
+from models.voiceprint import Scorer, embed, enrol, raw_score
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".opus", ".mp3"}
+
+
+@dataclass
+class Trial:
+    enrolled: str
+    tested: str
+    score: float  # the one decisions use
+    raw: float
+    snorm: float
+
+    @property
+    def genuine(self) -> bool:
+        return self.enrolled == self.tested
+
+
+def load_speakers(root: Path) -> dict[str, list[Path]]:
+    speakers = {
+        d.name: sorted(f for f in d.iterdir() if f.suffix.lower() in AUDIO_SUFFIXES)
+        for d in sorted(root.iterdir())
+        if d.is_dir()
+    }
+    speakers = {k: v for k, v in speakers.items() if len(v) >= 2}
+    if len(speakers) < 2:
+        raise AudioFormatError(f"{root}: need at least two speaker folders with two recordings each")
+    return speakers
+
+
+def evaluate(
+    root: Path,
+    encoders: Sequence[SpeakerEncoder],
+    vad: VadEngine,
+    enrol_seconds: float = 20.0,
+    test_seconds: float | None = 3.0,
+    scoring: str = "cosine",
+) -> tuple[dict, list[Trial]]:
+    """Run every trial; returns (summary, trials). ``test_seconds=None`` tests on whole utterances.
+
+    ``scoring``: ``cosine`` (default: measured best with the bundled encoders and 20 s prints) or
+    ``snorm``, which pays off only with a cohort of many voices (an operator's own recordings).
+    """
+    prints, tests = {}, []
+    for speaker, files in load_speakers(root).items():
+        speech = [pcm_to_float(net_speech(read_pcm(f), vad)) for f in files]
+        enrolment, used = [], 0
+        while used < len(speech) - 1 and sum(len(s) for s in enrolment) < enrol_seconds * SAMPLE_RATE:
+            enrolment.append(speech[used])
+            used += 1
+        joined = np.concatenate(enrolment)[: int(enrol_seconds * SAMPLE_RATE)]
+        prints[speaker] = enrol(encoders, joined)
+        for s in speech[used:]:
+            if test_seconds is not None:
+                if len(s) < 0.9 * test_seconds * SAMPLE_RATE:
+                    continue  # too little speech in this file for a test of that length
+                s = s[: int(test_seconds * SAMPLE_RATE)]
+            tests.append((speaker, embed(encoders, s)))
+    names = [e.name for e in encoders]
+    cohort = {n: np.stack([t[n] for _, t in tests]) for n in names}
+    owners = np.array([spk for spk, _ in tests])
+    scorer = Scorer(cohort)
+    trials = []
+    for speaker, vp in prints.items():
+        for tested, t in tests:
+            exclude = (owners == speaker) | (owners == tested)
+            raw, snorm = raw_score(vp.vectors, t), scorer.score(vp.vectors, t, exclude)
+            trials.append(Trial(speaker, tested, snorm if scoring == "snorm" else raw, raw, snorm))
+    return summarise(trials, enrol_seconds, test_seconds, names, prints, scoring), trials
+
+
+def summarise(
+    trials: list[Trial],
+    enrol_seconds: float,
+    test_seconds: float | None,
+    encoders: list[str],
+    prints: dict,
+    scoring: str,
+) -> dict:
+    genuine = np.array([t.score for t in trials if t.genuine])
+    impostor = np.array([t.score for t in trials if not t.genuine])
+    if not len(genuine) or not len(impostor):
+        raise AudioFormatError("no genuine or no impostor trials: each speaker needs a test file with enough speech")
+    eer, threshold = equal_error_rate(genuine, impostor)
+    frr, far_threshold = frr_at_far(genuine, impostor, 0.01)
+    eers = {
+        kind: equal_error_rate(
+            [getattr(t, kind) for t in trials if t.genuine], [getattr(t, kind) for t in trials if not t.genuine]
+        )[0]
+        for kind in ("raw", "snorm")
+    }
+    return {
+        "eer_percent": round(eer * 100, 2),
+        "min_dcf": round(min_dcf(genuine, impostor, p_target=0.01), 4),
+        "frr_at_far1_percent": round(frr * 100, 2),
+        "threshold_at_far1": round(far_threshold, 4),
+        "threshold_at_eer": round(threshold, 4),
+        "eer_percent_cosine": round(eers["raw"] * 100, 2),
+        "eer_percent_snorm": round(eers["snorm"] * 100, 2),
+        "genuine_trials": int(len(genuine)),
+        "impostor_trials": int(len(impostor)),
+        "speakers": len(prints),
+        "enrol_seconds": enrol_seconds,
+        "enrol_seconds_min": round(min(p.speech_seconds for p in prints.values()), 2),
+        "test_seconds": test_seconds,
+        "encoders": encoders,
+        "scoring": scoring if scoring == "cosine" else "snorm (cohort: other speakers' tests, never the trial's two)",
+        "fusion": "mean of the encoders' scores" if len(encoders) > 1 else None,
+    }
+
+
+def plot_det(trials: list[Trial], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.stats import norm
+
+    genuine = [t.score for t in trials if t.genuine]
+    impostor = [t.score for t in trials if not t.genuine]
+    _, frr, far = det_curve(genuine, impostor)
+    clip = lambda x: np.clip(x, 1e-4, 1 - 1e-4)  # noqa: E731
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(norm.ppf(clip(far)), norm.ppf(clip(frr)))
+    ticks = [0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4]
+    ax.set_xticks(norm.ppf(ticks), [f"{t:.1%}" for t in ticks])
+    ax.set_yticks(norm.ppf(ticks), [f"{t:.1%}" for t in ticks])
+    ax.set_xlim(norm.ppf(0.0005), norm.ppf(0.5))
+    ax.set_ylim(norm.ppf(0.0005), norm.ppf(0.5))
+    ax.plot(norm.ppf([0.0005, 0.5]), norm.ppf([0.0005, 0.5]), color="grey", lw=0.5)
+    ax.set_xlabel("false accepts")
+    ax.set_ylabel("false rejects")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def calibrate(
+    root: Path,
+    encoders: Sequence[SpeakerEncoder],
+    vad: VadEngine,
+    target_far: float = 0.01,
+    durations: Sequence[float] = (1.5, 3.0, 6.0),
+    enrol_seconds: float = 20.0,
+) -> dict:
+    """Thresholds by duration for ``target_far`` false accepts, as ``voxgate serve --voiceid-thresholds`` takes them.
+
+    A duration with no trials (recordings too short for it) is left out: live calls then keep the threshold
+    of the longest shorter duration, which is stricter on more speech only if the data says so.
+    """
+    rows = []
+    for seconds in durations:
+        try:
+            _, trials = evaluate(root, encoders, vad, enrol_seconds, seconds)
+        except AudioFormatError:
+            continue
+        genuine = [t.score for t in trials if t.genuine]
+        impostor = [t.score for t in trials if not t.genuine]
+        frr, threshold = frr_at_far(genuine, impostor, target_far)
+        rows.append(
+            {
+                "test_seconds": seconds,
+                "threshold": round(threshold, 4),
+                "frr_percent": round(frr * 100, 2),
+                "eer_percent": round(equal_error_rate(genuine, impostor)[0] * 100, 2),
+                "genuine_trials": len(genuine),
+                "impostor_trials": len(impostor),
+            }
+        )
+    if not rows:
+        raise AudioFormatError(f"{root}: no speaker has a test recording long enough for {min(durations)} s")
+    return {
+        "target_far_percent": round(target_far * 100, 3),
+        "thresholds": ",".join(f"{r['test_seconds']:g}:{r['threshold']}" for r in rows),
+        "durations": rows,
+        "encoders": [e.name for e in encoders],
+        "note": "pass thresholds to `voxgate serve --voiceid-thresholds`; a target of 1% needs >= 100 impostor "
+        "trials per duration to mean anything (the more the better)",
+    }
