@@ -1,38 +1,60 @@
-"""Voice ID accuracy at 1.5 s, 3 s and full length, on read speech and on 8 kHz telephony.
+"""Voice ID: accuracy at 1.5 s, 3 s and full length, and how fast a live call's decision reaches the console.
 
-    python -m benchmarks.voiceid [--out results/voiceid.json]
+    python -m benchmarks.voiceid [--calls 10] [--no-live] [--out results/voiceid.json]
 
-Runs ``voxgate voiceid eval``'s evaluation on
+Accuracy: ``voxgate voiceid eval``'s evaluation (20 s prints, cosine) on
 * voiceid/librispeech-test-other (10 speakers x 10 utterances, 16 kHz);
 * voiceid/fsdd-8k (4 speakers x 500 spoken digits, 8 kHz), digits concatenated
   in order into utterances of 8 digits (about 3-4 s of speech each),
-for the bundled d-vector encoder, Resemblyzer, and the two fused. Writes JSON
-and one DET plot per dataset (3 s tests, fused).
+for the bundled d-vector encoder, Resemblyzer, and the two fused; plus the
+print-against-print scores behind ``Calibration.print_match`` (an enrolment
+screened against the watch list).
+
+Live: a real ``voxgate serve`` process with the ten LibriSpeech speakers
+enrolled through ``voxgate voiceid enrol`` and in the directory through
+``voxgate customer add``. aiortc callers ring from a speaker's number and play a
+held-back utterance of that speaker (genuine) or of the next one (impostor), at
+real time, first one call at a time, then all genuine calls at once. For each,
+the time from the moment the caller had sent 1.5 s and 3 s of net speech (the
+same VAD run on the audio it sent) to the decision arriving on the agent's
+WebSocket. Writes JSON, a DET plot per dataset and ``voiceid.png``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
+import subprocess
+import sys
 import tempfile
 import time
 import wave
 from collections import defaultdict
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 
+from benchmarks.escalation import free_port, wait_ready
+from benchmarks.subtitles import pct
+from media.audio_io import read_pcm
+from media.speech import NetSpeech, net_speech
 from models import registry
-from signaling.voiceid import evaluate, plot_det
+from models.base import SAMPLE_RATE, pcm_to_float
+from models.voiceprint import enrol
+from signaling.evaluation import evaluate, plot_det
+from tests.peers import SpeechTrack, customer_connect
 
 DATA = Path(os.environ.get("VOXGATE_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+LIBRI = DATA / "voiceid" / "librispeech-test-other"
 
 
 def fsdd_layout(out: Path, digits_per_utterance: int = 8) -> Path:
     """DIR/<speaker>/<utterance>.wav from the flat FSDD files, at their own 8 kHz."""
-    by_speaker: dict[str, list[Path]] = defaultdict(list)
+    by_speaker: dict[str, list] = defaultdict(list)
     for f in (DATA / "voiceid" / "fsdd-8k").glob("*.wav"):
         digit, speaker, index = re.match(r"(\d)_([a-z]+)_(\d+)\.wav", f.name).groups()
         by_speaker[speaker].append((int(index), int(digit), f))
@@ -52,20 +74,11 @@ def fsdd_layout(out: Path, digits_per_utterance: int = 8) -> Path:
     return out
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--out", type=Path, default=Path("results/voiceid.json"))
-    args = p.parse_args()
+def accuracy(out: Path, datasets: dict[str, Path]) -> list[dict]:
     vad = registry.build("vad", "webrtc")
     encoders = {name: registry.build("speaker", name) for name in ("dvector", "resemblyzer")}
     variants = {"dvector": ["dvector"], "resemblyzer": ["resemblyzer"], "fused": ["dvector", "resemblyzer"]}
-    tmp = Path(tempfile.mkdtemp(prefix="voxgate-voiceid-"))
-    datasets = {
-        "librispeech-test-other": DATA / "voiceid" / "librispeech-test-other",
-        "fsdd-8k (8-digit utterances)": fsdd_layout(tmp / "fsdd"),
-    }
-    results = []
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
     for label, root in datasets.items():
         for test_seconds in (1.5, 3.0, None):
             for variant, names in variants.items():
@@ -73,15 +86,221 @@ def main() -> None:
                 summary, trials = evaluate(root, [encoders[n] for n in names], vad, 20.0, test_seconds)
                 row = {"dataset": label, "variant": variant, **summary, "seconds": round(time.time() - t0, 1)}
                 print(json.dumps(row), flush=True)
-                results.append(row)
-                if test_seconds == 3.0 and variant == "fused":
-                    stem = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+                rows.append(row)
+                if test_seconds == 3.0 and variant in ("dvector", "fused"):
+                    stem = re.sub(r"[^a-z0-9]+", "-", f"{label} {variant}".lower()).strip("-")
                     plot_det(
-                        trials,
-                        args.out.with_name(f"det-{stem}.png"),
-                        f"{label}, 3 s tests, d-vector + Resemblyzer: EER {summary['eer_percent']}%",
+                        trials, out.with_name(f"det-{stem}.png"), f"{label}, 3 s, {variant}: EER {row['eer_percent']}%"
                     )
-    args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "results": results}, indent=2))
+    return rows
+
+
+def print_against_print(root: Path) -> dict:
+    """Two 20 s prints per speaker, from the two halves of their recordings: same-speaker and other-speaker scores."""
+    vad, encoder = registry.build("vad", "webrtc"), registry.build("speaker", "dvector")
+    halves = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        speech = np.concatenate([pcm_to_float(net_speech(read_pcm(f), vad)) for f in sorted(d.iterdir())])
+        mid = len(speech) // 2
+        n = min(mid, 20 * SAMPLE_RATE)
+        halves[d.name] = [enrol([encoder], s).vectors["dvector"] for s in (speech[:n], speech[mid : mid + n])]
+    genuine = [float(a @ b) for a, b in halves.values()]
+    impostor = [float(halves[x][0] @ halves[y][1]) for x in halves for y in halves if x != y]
+    return {
+        "speakers": len(halves),
+        "genuine_min": round(min(genuine), 3),
+        "genuine_median": round(float(np.median(genuine)), 3),
+        "impostor_max": round(max(impostor), 3),
+        "impostor_median": round(float(np.median(impostor)), 3),
+    }
+
+
+# -- live ------------------------------------------------------------------------------------------------------
+
+
+def cli(*args: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "signaling.cli", *args], capture_output=True, text=True, check=False
+    ).stdout
+
+
+def prepare(data_dir: Path) -> tuple[str, dict[str, dict]]:
+    """An agent, and every LibriSpeech speaker in the directory and enrolled from their first ~20 s of speech.
+
+    Returns the agent's API token and, per speaker, their phone and the held-back utterance (their longest
+    recording not used to enrol)."""
+    token = cli("agent", "add", "bench", "--data-dir", str(data_dir)).split("api token:")[1].split()[0]
+    vad = registry.build("vad", "webrtc")
+    speakers = {}
+    for i, d in enumerate(sorted(p for p in LIBRI.iterdir() if p.is_dir())):
+        files = sorted(d.glob("*.flac"))
+        used, seconds = [], 0.0
+        while seconds < 20.0:
+            used.append(files[len(used)])
+            seconds += len(net_speech(read_pcm(used[-1]), vad)) / SAMPLE_RATE
+        phone = f"+4477009001{i:02d}"
+        cli("customer", "add", f"C-{d.name}", "--phone", phone, "--data-dir", str(data_dir))
+        cli("voiceid", "enrol", f"C-{d.name}", *map(str, used), "--consent", "benchmark", "--by", "bench",
+            "--data-dir", str(data_dir))  # fmt: skip
+        held_back = max(files[len(used) :], key=lambda f: f.stat().st_size)
+        speakers[d.name] = {"phone": phone, "test": held_back}
+    return token, speakers
+
+
+def marks(pcm: np.ndarray, at: tuple[float, ...] = (1.5, 3.0)) -> dict[float, float]:
+    """Seconds into ``pcm`` at which its net speech reaches each of ``at`` (the VAD the server runs, 20 ms frames)."""
+    tap, heard, out = NetSpeech(registry.build("vad", "webrtc")), 0, {}
+    for i in range(0, len(pcm), 320):
+        heard += len(tap.push(pcm[i : i + 320]))
+        for s in at:
+            if s not in out and heard >= s * SAMPLE_RATE:
+                out[s] = (i + 320) / SAMPLE_RATE
+    return out
+
+
+async def call(http, base: str, headers: dict, phone: str, pcm: np.ndarray, events: dict) -> dict:
+    """One caller: ring from ``phone``, play ``pcm`` once, and measure each decision against its speech mark."""
+    async with http.post(f"{base}/api/links", json={"phone": phone}, headers=headers) as r:
+        link = await r.json()
+    link_id = link["link"]["id"]
+    events[link_id] = []
+    audio = np.concatenate([np.zeros(SAMPLE_RATE, np.int16), pcm])
+    track = SpeechTrack(audio)
+    track.loop = False
+    pc, _, _ = await customer_connect(http, link["url"], track, video=False)
+    await asyncio.sleep(len(audio) / SAMPLE_RATE + 1.5)
+    await pc.close()
+    at = marks(audio)
+    row: dict = {"link_id": link_id}
+    for t, message in events[link_id]:
+        if message["type"] == "voiceid" and message["speech_seconds"] >= 1.5:
+            mark = 3.0 if message["speech_seconds"] >= 3.0 else 1.5
+            if f"decided_{mark:g}s_after_s" not in row and mark in at:
+                row[f"decided_{mark:g}s_after_s"] = round(t - (track.started + at[mark]), 3)
+                row[f"decision_{mark:g}s"] = message["decision"]
+                row[f"server_{mark:g}s_s"] = round(
+                    message["timing"]["decided"] - message["timing"]["speech_reached"], 3
+                )
+        if message["type"] == "idv":
+            row["status"] = message["status"]
+            row["verified_by"] = message["verified_by"]
+    return row
+
+
+async def live(n_calls: int, work: Path) -> dict:
+    data_dir = work / "live"
+    token, speakers = prepare(data_dir)
+    names = sorted(speakers)[:n_calls]
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "signaling.cli", "serve", "--data-dir", str(data_dir), "--port", str(port),
+         "--max-sessions", "64", "--max-sessions-per-agent", "64"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"}
+    events: dict[str, list] = {}
+    runs = {}
+    try:
+        await wait_ready(base)
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(f"{base}/api/ws", headers=headers)
+
+            async def listen() -> None:
+                async for msg in ws:
+                    m = json.loads(msg.data)
+                    if m.get("link_id") in events:
+                        events[m["link_id"]].append((time.time(), m))
+
+            listener = asyncio.create_task(listen())
+            tests = {name: read_pcm(speakers[name]["test"]) for name in names}
+            genuine = [await call(http, base, headers, speakers[n]["phone"], tests[n], events) for n in names]
+            impostor = [
+                await call(http, base, headers, speakers[names[(k + 1) % len(names)]]["phone"], tests[n], events)
+                for k, n in enumerate(names)
+            ]
+            together = await asyncio.gather(
+                *(call(http, base, headers, speakers[n]["phone"], tests[n], events) for n in names)
+            )
+            runs = {
+                "one at a time, genuine": genuine,
+                "one at a time, impostor": impostor,
+                "all at once, genuine": together,
+            }
+            listener.cancel()
+    finally:
+        server.terminate()
+        server.wait(30)
+    summary = {}
+    for label, rows in runs.items():
+        s: dict = {"calls": len(rows)}
+        for mark in ("1.5", "3"):
+            lat = [r[f"decided_{mark}s_after_s"] for r in rows if f"decided_{mark}s_after_s" in r]
+            s[f"after_{mark}s_mark_p50_s"], s[f"after_{mark}s_mark_p95_s"] = pct(lat, 50), pct(lat, 95)
+            s[f"after_{mark}s_mark_max_s"] = pct(lat, 100)
+            server_side = [r[f"server_{mark}s_s"] for r in rows if f"server_{mark}s_s" in r]
+            s[f"server_{mark}s_p50_s"] = pct(server_side, 50)
+            s[f"decisions_{mark}s"] = {d: sum(r.get(f"decision_{mark}s") == d for r in rows) for d in
+                                       ("authenticated", "not_authenticated", "inconclusive")}  # fmt: skip
+        s["final_status"] = {st: sum(r.get("status") == st for r in rows) for st in {r.get("status") for r in rows}}
+        summary[label] = s
+        print(json.dumps({label: s}), flush=True)
+    return {"summary": summary, "calls": runs}
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for dataset in sorted({r["dataset"] for r in result["accuracy"]}):
+        for variant, style in (("dvector", "o-"), ("fused", "s--")):
+            rows = [r for r in result["accuracy"] if r["dataset"] == dataset and r["variant"] == variant]
+            x = [r["test_seconds"] or 8.0 for r in rows]
+            a.plot(x, [r["eer_percent"] for r in rows], style, label=f"{dataset}, {variant}")
+    a.axhline(1.0, color="grey", lw=0.8)
+    a.set_xticks([1.5, 3.0, 8.0], ["1.5 s", "3 s", "full"])
+    a.set_xlabel("net speech in the test")
+    a.set_ylabel("EER (%)")
+    a.set_title("Accuracy, 20 s prints (grey: the 1% goal)")
+    a.legend(fontsize=7)
+    if result.get("live"):
+        labels, data = [], []
+        for run, rows in result["live"]["calls"].items():
+            for mark in ("1.5", "3"):
+                values = [r[f"decided_{mark}s_after_s"] for r in rows if f"decided_{mark}s_after_s" in r]
+                if values:
+                    labels.append(f"{run.replace(', ', chr(10))}\n{mark} s mark")
+                    data.append(values)
+        b.boxplot(data, tick_labels=labels)
+        b.tick_params(axis="x", labelsize=7)
+        b.set_ylabel("seconds to the decision on the console")
+        b.set_title("Live calls: speech mark -> decision on the agent's socket")
+    fig.suptitle(f"VoxGate voice ID, bundled d-vector encoder, {result['machine']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", type=Path, default=Path("results/voiceid.json"))
+    p.add_argument("--calls", type=int, default=10, help="live calls per run (one per LibriSpeech speaker)")
+    p.add_argument("--no-live", action="store_true", help="accuracy only")
+    args = p.parse_args()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="voxgate-voiceid-"))
+    datasets = {"librispeech-test-other": LIBRI, "fsdd-8k (8-digit utterances)": fsdd_layout(work / "fsdd")}
+    result: dict = {"machine": f"{os.uname().machine}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}
+    result["accuracy"] = accuracy(args.out, datasets)
+    result["print_against_print"] = {label: print_against_print(root) for label, root in datasets.items()}
+    print(json.dumps(result["print_against_print"]), flush=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    if not args.no_live:
+        result["live"] = asyncio.run(live(args.calls, work))
+        args.out.write_text(json.dumps(result, indent=2, default=str))
+    plot(result, args.out.with_suffix(".png"))
 
 
 if __name__ == "__main__":
