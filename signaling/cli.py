@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     ca.add_argument("--data-dir", type=Path, default=_default_data_dir())
     ca.set_defaults(run=_customer_add)
     ci = csub.add_parser("import", help="add or update customers from CSV: customer_id,name,phones,pin")
-    ci.add_argument("file", type=Path, help="phones separated by spaces or ';'; pin may be empty")
+    ci.add_argument("file", type=Path, help="phones separated by ';'; pin may be empty")
     ci.add_argument("--data-dir", type=Path, default=_default_data_dir())
     ci.set_defaults(run=_customer_import)
 
@@ -135,13 +135,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--plot", type=Path, metavar="DET.png", help="write a DET curve")
     ev.set_defaults(run=_voiceid_eval)
 
-    ca = vsub.add_parser("calibrate", help="thresholds for a target false-accept rate, for serve --voiceid-thresholds")
-    ca.add_argument("dir", type=Path)
-    ca.add_argument("--far", type=float, default=0.01, help="target false-accept rate (default 0.01: 1%%)")
-    ca.add_argument("--enrol-seconds", type=float, default=20.0)
-    ca.add_argument("--encoder", action="append", choices=sorted(registry.ENGINES["speaker"]))
-    ca.add_argument("--ecapa-dir", type=Path, metavar="DIR")
-    ca.set_defaults(run=_voiceid_calibrate)
+    cal = vsub.add_parser("calibrate", help="thresholds for a target false-accept rate, for serve --voiceid-thresholds")
+    cal.add_argument("dir", type=Path)
+    cal.add_argument("--far", type=float, default=0.01, help="target false-accept rate (default 0.01: 1%%)")
+    cal.add_argument("--enrol-seconds", type=float, default=20.0)
+    cal.add_argument("--encoder", action="append", choices=sorted(registry.ENGINES["speaker"]))
+    cal.add_argument("--ecapa-dir", type=Path, metavar="DIR")
+    cal.set_defaults(run=_voiceid_calibrate)
 
     en = vsub.add_parser(
         "enrol",
@@ -477,12 +477,16 @@ def _voiceid_delete(args: argparse.Namespace) -> int:
     return 0 if gone else 1
 
 
+def _pin_problem(pin: str) -> str | None:
+    return None if pin.isdigit() and 4 <= len(pin) <= 8 else "a PIN is 4 to 8 digits"
+
+
 def _ask_pin() -> str:
     import getpass
 
     pin = getpass.getpass("PIN: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
-    if not (pin.isdigit() and 4 <= len(pin) <= 8):
-        raise ValueError("a PIN is 4 to 8 digits")
+    if problem := _pin_problem(pin):
+        raise ValueError(problem)
     return pin
 
 
@@ -505,8 +509,8 @@ def _customer_add(args: argparse.Namespace) -> int:
 
 
 def _customer_import(args: argparse.Namespace) -> int:
+    """All rows or none: the file is checked whole before anything is written."""
     import csv
-    import re
 
     from signaling.security import hash_password
     from signaling.store import Customer
@@ -514,28 +518,28 @@ def _customer_import(args: argparse.Namespace) -> int:
     if not args.file.is_file():
         print(f"voxgate: error: {args.file}: no such file", file=sys.stderr)
         return EXIT_USAGE
+    rows = []
+    with args.file.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if "customer_id" not in (reader.fieldnames or []):
+            header = "needs a header row with customer_id (and name, phones, pin)"
+            print(f"voxgate: error: {args.file}: {header}", file=sys.stderr)
+            return EXIT_USAGE
+        for n, row in enumerate(reader, 2):
+            cid, pin = (row.get("customer_id") or "").strip(), (row.get("pin") or "").strip()
+            if problem := ("no customer_id" if not cid else pin and _pin_problem(pin)):
+                print(f"voxgate: error: {args.file}:{n}: {problem}; nothing imported", file=sys.stderr)
+                return EXIT_USAGE
+            phones = tuple(p.strip() for p in (row.get("phones") or "").split(";") if p.strip())
+            rows.append((Customer(cid, (row.get("name") or "").strip() or None, phones), pin))
     store = _open_store(args.data_dir)
-    count = 0
     try:
-        with args.file.open(newline="", encoding="utf-8") as f:
-            rows = csv.DictReader(f)
-            if "customer_id" not in (rows.fieldnames or []):
-                raise ValueError(f"{args.file}: needs a header row with customer_id (and name, phones, pin)")
-            for n, row in enumerate(rows, 2):
-                pin = (row.get("pin") or "").strip()
-                if pin and not (pin.isdigit() and 4 <= len(pin) <= 8):
-                    raise ValueError(f"{args.file}:{n}: a PIN is 4 to 8 digits")
-                phones = tuple(p for p in re.split(r"[;\s]+", row.get("phones") or "") if p)
-                customer = Customer(row["customer_id"].strip(), (row.get("name") or "").strip() or None, phones)
-                store.put_customer(customer, hash_password(pin) if pin else None)
-                count += 1
-        store.audit("cli", "customer.import", str(args.file), f"{count} customers")
-    except ValueError as e:
-        print(f"voxgate: error: {e} ({count} imported before it)", file=sys.stderr)
-        return EXIT_USAGE
+        for customer, pin in rows:
+            store.put_customer(customer, hash_password(pin) if pin else None)
+        store.audit("cli", "customer.import", str(args.file), f"{len(rows)} customers")
     finally:
         store.close()
-    print(json.dumps({"imported": count}))
+    print(json.dumps({"imported": len(rows)}))
     return 0
 
 

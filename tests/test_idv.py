@@ -494,3 +494,30 @@ async def test_without_a_directory_there_is_no_identity_check(tmp_path, engines,
         await caller.hang_up()
     finally:
         await server.stop()
+
+
+def test_customer_commands_load_the_directory_whole_or_not_at_all(tmp_path, capsys, monkeypatch):
+    from signaling.cli import main
+    from signaling.security import verify_password
+    from signaling.store import Store
+
+    where = ["--data-dir", str(tmp_path)]
+    monkeypatch.setattr("sys.stdin", io.StringIO("4321\n"))  # the PIN, as a script would pipe it
+    assert main(["customer", "add", "C-100", "--name", "Alice", "--phone", ALICE, "--pin", *where]) == 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text("customer_id,name,phones,pin\nC-200,Bob,+44 7700 900200,2468\nC-300,Dan,,12x\n")
+    assert main(["customer", "import", str(bad), *where]) == 2
+    assert "bad.csv:3: a PIN is 4 to 8 digits; nothing imported" in capsys.readouterr().err
+    good = tmp_path / "good.csv"
+    good.write_text("customer_id,name,phones,pin\nC-200,Bob,+44 7700 900200; +44 20 7946 0200,2468\nC-300,Dan,,\n")
+    assert main(["customer", "import", str(good), *where]) == 0
+    store = Store(tmp_path / "voxgate.db")
+    try:
+        assert [c.id for c in store.customers_by_phone("+44 20 7946-0200")] == ["C-200"]
+        assert store.customer("c-100").phones == ("+447700900100",)  # customer numbers match as people type them
+        assert verify_password("4321", store.customer_pin_hash("C-100"))
+        assert verify_password("2468", store.customer_pin_hash("C-200"))
+        assert store.customer_pin_hash("C-300") is None and store.customer_count() == 3
+        assert b"4321" not in (tmp_path / "voxgate.db").read_bytes()  # PINs are stored hashed
+    finally:
+        store.close()
