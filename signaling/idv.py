@@ -266,7 +266,7 @@ class IdvFlow:
                 raise IdvError(409, "the caller is not identified yet")
             if r.verified_by or r.step == Step.CODE:
                 raise IdvError(409, f"the caller is {'verified already' if r.verified_by else 'being asked already'}")
-            if r.voice and r.voice["decision"] == Decision.NOT_AUTHENTICATED:
+            if r.voice and not r.voice["early"] and r.voice["decision"] == Decision.NOT_AUTHENTICATED:
                 raise IdvError(409, "the voice did not match: a code cannot override it; verify by other means")
             if r.code_kind and r.code_attempts >= self.settings.code_attempts:
                 raise IdvError(409, f"the {CODE_NAMES[r.code_kind]} was wrong {r.code_attempts} times already")

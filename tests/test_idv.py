@@ -521,3 +521,22 @@ def test_customer_commands_load_the_directory_whole_or_not_at_all(tmp_path, caps
         assert b"4321" not in (tmp_path / "voxgate.db").read_bytes()  # PINs are stored hashed
     finally:
         store.close()
+
+
+async def test_an_early_voice_decision_does_not_block_a_pin_but_a_decided_one_does(server, http):
+    """The 1.5 s decision is an indication only: it may not stop the agent asking for a PIN; one from 3 s may."""
+    from signaling.voiceid import Decision, Verdict
+
+    console = await Console(http, server).open()
+    caller = await console.call(SILENCE, phone=ALICE)  # Alice is enrolled: the flow listens to her voice
+    await console.shows(caller, step="voice")
+    flow = server.calls.flows[caller.link_id]
+    flow.on_verdict("C-100", Verdict(Decision.NOT_AUTHENTICATED, 1.5, 0.40, 0.61), early=True)
+    r = await console.shows(caller, step="voice")
+    assert r["voice"]["early"] and r["verified_by"] is None and "did not match" not in r["reason"]
+    status, body = await console.post(f"/api/sessions/{caller.link_id}/idv/code")
+    assert status == 200 and body["step"] == "code", body
+    flow.on_verdict("C-100", Verdict(Decision.NOT_AUTHENTICATED, 3.0, 0.40, 0.64))
+    r = await console.shows(caller, step="done")
+    assert "did not match" in r["reason"] and caller.page()["step"] == "done"  # the PIN prompt is withdrawn
+    await caller.hang_up()
