@@ -27,12 +27,12 @@ from media.pipeline import Engines
 from media.speech import net_speech
 from models.base import pcm_to_float
 from signaling.calls import CallError, Calls, Settings
-from signaling.idv import IdvError
+from signaling.idv import IdvError, IdvFlow
 from signaling.rooms import SdpError, parse_offer
 from signaling.security import Vault, new_token, token_hash, verify_password
 from signaling.store import Agent, Store
 from signaling.subtitles import to_webvtt
-from signaling.voiceid import Calibration, EnrolmentError, VoiceId
+from signaling.voiceid import Calibration, EnrolmentError, Progress, VoiceId
 
 log = logging.getLogger(__name__)
 
@@ -458,14 +458,15 @@ async def voiceprint_recording(request: web.Request) -> web.Response:
         raise CallError(409, "no consent on record for this customer: POST .../consent first")
     audio = await _read_upload(request, MAX_RECORDING)
     calls = request.app[CALLS]
-    loop = asyncio.get_running_loop()
-    speech = await loop.run_in_executor(calls.executor, _speech_of, audio, calls.engines.vad())
-    if reason is not None:
-        progress = await loop.run_in_executor(
-            calls.executor, lambda: voice_id.watch(customer, speech, reason=reason, by=agent.name)
-        )
-    else:
-        progress = await loop.run_in_executor(calls.executor, voice_id.add_speech, customer, speech)
+    vad = calls.engines.vad()
+
+    def enrol() -> Progress:  # decode and embed: CPU work, off the loop
+        speech = _speech_of(audio, vad)
+        if reason is not None:
+            return voice_id.watch(customer, speech, reason=reason, by=agent.name)
+        return voice_id.add_speech(customer, speech)
+
+    progress = await asyncio.get_running_loop().run_in_executor(calls.executor, enrol)
     return web.json_response(progress.to_dict())
 
 
@@ -588,7 +589,7 @@ async def join_events(request: web.Request) -> web.WebSocketResponse:
     return await _stream(request, topic, queue, now)
 
 
-async def _customer_step(request: web.Request) -> tuple[object, dict]:
+async def _customer_step(request: web.Request) -> tuple[IdvFlow, dict]:
     """The customer's live identity check and the JSON they sent (``session_key`` plus the step's field)."""
     body = await json_body(request)
     key = body.get("session_key", "")

@@ -2,7 +2,7 @@
 
 Handlers in ``signaling.app`` translate HTTP to these calls and ``CallError`` back to HTTP. Events go out
 through one ``Hub``: to an agent's consoles (keyed by agent id) and to a customer's page (keyed by
-``("customer", link_id)``).
+``customer_topic(link_id)``).
 """
 
 from __future__ import annotations
@@ -37,6 +37,11 @@ from signaling.subtitles import Conversation, load_transcript
 from signaling.voiceid import EnrolmentUpdate, LiveVoice, VoiceEvent, VoiceId, VoiceVerdict, WatchlistAlert
 
 log = logging.getLogger(__name__)
+
+
+def customer_topic(link_id: str) -> tuple[str, str]:
+    """The Hub topic of one call's customer page (agents' topics are their ids)."""
+    return ("customer", link_id)
 
 
 class CallError(Exception):
@@ -319,7 +324,7 @@ class Calls:
             customer_language=None if link.language == "detect" else link.language,
             agent_language=self.store.agent_language(agent_id),
             send_agent=lambda m: self.hub.publish(agent_id, m),
-            send_customer=lambda m: self.hub.publish(("customer", link.id), m),
+            send_customer=lambda m: self.hub.publish(customer_topic(link.id), m),
             vault=self.vault,
             path=self.transcript_path(link.id),
             executor=self.executor,
@@ -357,7 +362,7 @@ class Calls:
             link.phone,
             voice,
             to_agent=lambda m: self.hub.publish(link.agent_id, m),
-            to_customer=lambda m: self.hub.publish(("customer", link.id), m),
+            to_customer=lambda m: self.hub.publish(customer_topic(link.id), m),
         )
         self.flows[link.id] = flow
         return flow
@@ -367,7 +372,7 @@ class Calls:
     def customer_events(self, token: str, key: str) -> tuple[tuple, asyncio.Queue, list[dict]]:
         """Subscribe a customer page to its call's events; with it, what the page should show now."""
         link = self._customer_session(token, key)
-        topic = ("customer", link.id)
+        topic = customer_topic(link.id)
         now = []
         if flow := self.flows.get(link.id):
             now.append(flow.customer_view())
@@ -413,7 +418,7 @@ class Calls:
         flow = self.flows.pop(room.link_id, None)
         if flow is not None:
             await flow.close()
-        self.hub.publish(("customer", room.link_id), None)
+        self.hub.publish(customer_topic(room.link_id), None)
         self.rooms.pop(room.link_id, None)
         self._customer_keys.pop(room.link_id, None)
         state = "revoked" if reason == "revoked" else "ended"

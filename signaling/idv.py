@@ -280,17 +280,10 @@ class IdvFlow:
         if kind is None and self.settings.otp_webhook and customer.phones:
             kind = "otp"
         if kind is None:
-            self.record.step = Step.DONE
-            self.record.reason = f"{why}, and the customer has no PIN or phone for a code"
-            self._message = "Thank you. Your agent will help you."
-            self._note(self.record.reason)
-            self._publish()
+            self._no_code(f"{why}, and the customer has no PIN or phone for a code")
             return
         if kind == "otp" and not await self._send_otp(customer):
-            self.record.step = Step.DONE
-            self.record.reason = f"{why}, and the one-time code could not be sent"
-            self._message = "Thank you. Your agent will help you."
-            self._publish()
+            self._no_code(f"{why}, and the one-time code could not be sent")
             return
         self.record.step, self.record.code_kind = Step.CODE, kind
         self.record.reason = f"{why}: waiting for the customer's {CODE_NAMES[kind]}"
@@ -299,6 +292,13 @@ class IdvFlow:
             self._message = "To confirm it is you, please enter your PIN."
         else:
             self._message = f"We have sent a code to your phone ending {customer.phones[0][-2:]}. Please enter it."
+        self._publish()
+
+    def _no_code(self, reason: str) -> None:
+        """No factor left to ask for: the caller stays identified only, and the agent is told why."""
+        self.record.step, self.record.reason = Step.DONE, reason
+        self._message = "Thank you. Your agent will help you."
+        self._note(reason)
         self._publish()
 
     async def _send_otp(self, customer: Customer) -> bool:
@@ -428,8 +428,12 @@ class IdvFlow:
         self._publish()
         return {"state": "asked"}
 
+    @property
+    def consent_wording(self) -> str:
+        return self.settings.consent_wording.format(company=self.ctx.company)
+
     def consent_prompt(self) -> dict:
-        return {"type": "enrol_consent", "wording": self.settings.consent_wording.format(company=self.ctx.company)}
+        return {"type": "enrol_consent", "wording": self.consent_wording}
 
     def answer_consent(self, agree: bool) -> dict:
         if not self.consent_asked:
@@ -437,8 +441,8 @@ class IdvFlow:
         self.consent_asked = False
         customer, voice_id = self.record.customer_id, self.ctx.voice_id
         if agree:
-            wording = self.settings.consent_wording.format(company=self.ctx.company)
-            voice_id.consent(customer, by=f"customer, on their page (session {self.link_id})", wording=wording)
+            by = f"customer, on their page (session {self.link_id})"
+            voice_id.consent(customer, by=by, wording=self.consent_wording)
             self.voice.enrol(customer, 0.0)
             self._note("the customer agreed to a voice print: collecting their speech")
             state = "collecting"

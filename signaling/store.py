@@ -89,7 +89,8 @@ class Link:
 
 @dataclass(frozen=True)
 class Customer:
-    """A directory entry: who a caller can be identified as. ``phones`` are normalised (see ``phone_key``)."""
+    """A directory entry: who a caller can be identified as. ``phones`` as the directory holds them (the
+    embedded one stores and matches them normalised by ``phone_key``)."""
 
     id: str
     name: str | None = None

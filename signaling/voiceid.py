@@ -386,6 +386,7 @@ class LiveVoice:
         self.claimed: str | None = None
         self._enrolling: str | None = None
         self._enrol_speech: list[np.ndarray] = []
+        self._enrol_samples = 0
         self._enrol_base = 0.0  # seconds the enrolment had before this call
         self._reported = 0
         self._tasks: set[asyncio.Task] = set()
@@ -411,8 +412,8 @@ class LiveVoice:
 
     def enrol(self, customer_id: str, already: float) -> None:
         """Collect the speech from now on into ``customer_id``'s enrolment, which has ``already`` seconds."""
-        self._enrolling, self._enrol_speech, self._enrol_base = customer_id, [], already
-        self._reported = int(already)
+        self._enrolling, self._enrol_speech, self._enrol_samples = customer_id, [], 0
+        self._enrol_base, self._reported = already, int(already)
 
     async def close(self) -> None:
         """The call ended: what an unfinished enrolment collected is kept, so the next call can go on."""
@@ -426,7 +427,8 @@ class LiveVoice:
 
     def _collect(self, new: np.ndarray) -> None:
         self._enrol_speech.append(new)
-        seconds = self._enrol_base + sum(len(s) for s in self._enrol_speech) / SAMPLE_RATE
+        self._enrol_samples += len(new)
+        seconds = self._enrol_base + self._enrol_samples / SAMPLE_RATE
         if seconds >= self.voice_id.calibration.enrol_seconds:
             self._save_enrolment()
         elif int(seconds) > self._reported:  # "12 of 20 s", a second at a time
