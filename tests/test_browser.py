@@ -22,7 +22,7 @@ import pytest
 
 from media.audio_io import read_pcm
 from models.metrics import normalise_words
-from tests.peers import TestServer
+from tests.peers import TestServer, customer_connect
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.browser
@@ -104,9 +104,16 @@ async def two_browsers(playwright, agent_file: Path, customer_file: Path):
             await customer.close()
 
 
-async def create_link_in_console(browser, base: str, fields: dict[str, str]) -> tuple[object, str, str]:
-    """Agent alice signs in to the console and creates a link: (console page, link URL, security phrase)."""
+async def create_link_in_console(
+    browser, base: str, fields: dict[str, str], init_script: str | None = None, errors: list | None = None
+) -> tuple[object, str, str]:
+    """Agent alice signs in to the console and creates a link: (console page, link URL, security phrase).
+    An init_script runs in the page before the console's own script; errors collects the page's uncaught errors."""
     console = await (await browser.new_context(bypass_csp=True)).new_page()
+    if init_script:
+        await console.add_init_script(init_script)
+    if errors is not None:
+        console.on("pageerror", lambda error: errors.append(error))
     await console.goto(f"{base}/console")
     await console.fill("#login-name", "alice")
     await console.fill("#login-password", "correct horse")
@@ -316,4 +323,121 @@ async def test_voice_id_verifies_a_caller_in_real_browsers(tmp_path, data, chrom
             await console.screenshot(path=str(tmp_path / "console-voice-id.png"), full_page=True)
             print(f"\nconsole: {text} | {voice} (screenshot {tmp_path / 'console-voice-id.png'})")
     finally:
+        await server.stop()
+
+
+# Counts, from inside the page, what a view of a call holds: AudioContexts not closed, live intervals, and
+# pending requestVideoFrameCallback callbacks (one per frame-callback chain still running).
+RESOURCE_COUNTERS = """
+(() => {
+  const c = window.__resources = {audioContexts: 0, openAudioContexts: 0, intervals: new Set(),
+    chainsStarted: 0, pendingFrameCallbacks: 0};
+  const NativeAudioContext = window.AudioContext;
+  window.AudioContext = class extends NativeAudioContext {
+    constructor(...args) { super(...args); c.audioContexts++; c.openAudioContexts++; }
+    close() {
+      if (!this.__closed) { this.__closed = true; c.openAudioContexts--; }
+      return super.close();
+    }
+  };
+  const setInterval = window.setInterval, clearInterval = window.clearInterval;
+  window.setInterval = function (...args) { const id = setInterval.apply(this, args); c.intervals.add(id); return id; };
+  window.clearInterval = function (id) { c.intervals.delete(id); return clearInterval.call(this, id); };
+  const proto = HTMLVideoElement.prototype;
+  const request = proto.requestVideoFrameCallback, cancel = proto.cancelVideoFrameCallback;
+  const pending = new WeakMap();  // video element -> handles not yet called nor cancelled
+  let inCallback = false;
+  proto.requestVideoFrameCallback = function (callback) {
+    if (!pending.has(this)) pending.set(this, new Set());
+    const handles = pending.get(this);
+    if (!inCallback) c.chainsStarted++;  // not a re-request from inside a callback: a new chain
+    const handle = request.call(this, (...args) => {
+      if (handles.delete(handle)) c.pendingFrameCallbacks--;
+      inCallback = true;
+      try { return callback(...args); } finally { inCallback = false; }
+    });
+    handles.add(handle);
+    c.pendingFrameCallbacks++;
+    return handle;
+  };
+  proto.cancelVideoFrameCallback = function (handle) {
+    if (pending.get(this)?.delete(handle)) c.pendingFrameCallbacks--;
+    return cancel.call(this, handle);
+  };
+})();
+"""
+
+COUNTS = """() => ({live: window.vg.live, audioContexts: __resources.audioContexts,
+  openAudioContexts: __resources.openAudioContexts, intervals: __resources.intervals.size,
+  chainsStarted: __resources.chainsStarted, pendingFrameCallbacks: __resources.pendingFrameCallbacks})"""
+
+
+async def test_switching_calls_releases_the_previous_view(tmp_path, data, chromium, http):
+    """The agent switches between two calls with View (and views one again): each new view releases what the
+    previous one held (AudioContext, level-meter interval, frame-callback chain); ending the call releases all."""
+    speech = data / "asr/speechbrain-en/spk1_snt1.wav"
+    agent_file = write_wav(tmp_path / "agent.wav", read_pcm(speech))
+    server = await TestServer(tmp_path / "data").start()
+    api_token = server.add_agent("alice", "correct horse")
+    peers = []
+    try:
+        async with chromium.async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args(agent_file))
+            errors = []
+            console, first_url, _ = await create_link_in_console(
+                browser, server.base, {"#customer-ref": "first"}, init_script=RESOURCE_COUNTERS, errors=errors
+            )
+            first = await console.get_attribute("#links tr:first-child", "data-id")
+            await console.fill("#customer-ref", "second")
+            await console.click("#new-link button[type=submit]")
+            await console.wait_for_function(f"document.getElementById('link-url').value !== '{first_url}'")
+            second_url = await console.input_value("#link-url")
+            second = await console.get_attribute("#links tr:first-child", "data-id")
+            assert first != second
+
+            views = 0
+
+            async def shown(link_id: str) -> dict:
+                """Wait until the console shows this call with its audio meter and frame counting running."""
+                nonlocal views
+                views += 1
+                await console.wait_for_function(
+                    f"window.vg.live === '{link_id}' && __resources.audioContexts >= {views}"
+                    f" && __resources.chainsStarted >= {views}",
+                    timeout=15000,
+                )
+                await console.wait_for_function(f"window.vg.videoFrames > {await console.evaluate('vg.videoFrames')}")
+                counts = await console.evaluate(COUNTS)
+                print(f"view {views} ({link_id}): {counts}")
+                return counts
+
+            # The first customer to connect is shown at once; the second waits for the agent to click View.
+            for url in (first_url, second_url):
+                pc, body, _ = await customer_connect(http, url, speech)
+                assert pc is not None, body
+                peers.append(pc)
+            before = await shown(first)
+            await console.wait_for_selector(f'tr[data-id="{second}"] td[data-state="connected"]')
+
+            for link_id in (second, first, first, second):  # switches, and the same call viewed again
+                await console.click(f'tr[data-id="{link_id}"] button:text-is("View")')
+                counts = await shown(link_id)
+                assert counts["openAudioContexts"] <= 1, counts
+                assert counts["intervals"] <= 1, counts
+                assert counts["pendingFrameCallbacks"] <= max(1, before["pendingFrameCallbacks"]), counts
+
+            # Ending the calls (the one not shown, then the one shown) releases everything.
+            headers = {"Authorization": f"Bearer {api_token}"}
+            async with http.post(f"{server.base}/api/sessions/{first}/end", headers=headers) as r:
+                assert r.status == 200, await r.text()
+            await console.click("#end")
+            await console.wait_for_function("window.vg.live === null && document.getElementById('live').hidden")
+            await console.wait_for_timeout(200)
+            counts = await console.evaluate(COUNTS)
+            assert (counts["openAudioContexts"], counts["intervals"], counts["pendingFrameCallbacks"]) == (0, 0, 0)
+            assert not errors, errors
+            await browser.close()
+    finally:
+        for pc in peers:
+            await pc.close()
         await server.stop()

@@ -1,8 +1,18 @@
 // The agent console: sign in, create links, watch sessions live, take stills.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const vg = window.vg = {csrf: null, agent: null, links: new Map(), events: [], videoFrames: 0, audioLevels: [], live: null};
-let pc = null;
+const vg = window.vg = {csrf: null, agent: null, links: new Map(), events: [], videoFrames: 0, audioLevels: [], live: null,
+  subtitles: [], subtitleBacklog: new Map(), voiceid: [], voiceidLatest: new Map(), idv: new Map(), enrolments: []};
+const LABELS = {created: "Link created", opened: "Link opened", connected: "In progress", ended: "Done", expired: "Expired", revoked: "Revoked"};
+const NAMES = {customer: "Customer", agent: "You"};
+const DECISIONS = {authenticated: "Authenticated", not_authenticated: "Not authenticated",
+  inconclusive: "Inconclusive (not enough speech yet)", not_enrolled: "Not enrolled", opted_out: "Opted out"};
+const FACTORS = {voice: "voice", pin: "PIN", otp: "one-time code"};
+const HOW = {phone: "calling number", identifier: "customer number"};
+
+// The call on screen and what showing it holds: the peer connection, the agent's microphone, the level meter's
+// AudioContext and timer, the frame-callback chain. closeView() releases all of it.
+let view = null;
 
 function toast(text) { $("toast").textContent = text; }
 
@@ -82,8 +92,6 @@ function connectEvents() {
   ws.onclose = () => { toast("Connection to the server lost; reconnecting…"); setTimeout(connectEvents, 2000); };
 }
 
-const LABELS = {created: "Link created", opened: "Link opened", connected: "In progress", ended: "Done", expired: "Expired", revoked: "Revoked"};
-
 function upsert(link) {
   vg.links.set(link.id, link);
   let row = document.querySelector(`tr[data-id="${link.id}"]`);
@@ -128,7 +136,9 @@ function iceComplete(peer) {
 }
 
 async function watch(linkId) {
-  if (pc) pc.close();
+  closeView();
+  const v = view = {pc: new RTCPeerConnection({iceServers: vg.iceServers}), mic: null, audio: null, timer: null, frame: null, closed: false};
+  const pc = v.pc;
   vg.live = linkId;
   const link = vg.links.get(linkId);
   $("live").hidden = false;
@@ -141,12 +151,14 @@ async function watch(linkId) {
   $("enrolment").textContent = "";
   $("detected").textContent = "";
   (vg.subtitleBacklog.get(linkId) || []).forEach(subtitle);
-  pc = new RTCPeerConnection({iceServers: vg.iceServers});
   pc.addTransceiver("video", {direction: "recvonly"});
   try {
     const mic = await navigator.mediaDevices.getUserMedia({audio: true});
+    if (v.closed) { mic.getTracks().forEach((t) => t.stop()); return; }  // another call was shown meanwhile
+    v.mic = mic;
     mic.getTracks().forEach((t) => pc.addTrack(t, mic));
   } catch {
+    if (v.closed) return;
     pc.addTransceiver("audio", {direction: "recvonly"});
     toast("No microphone: the customer will not hear you.");
   }
@@ -154,43 +166,58 @@ async function watch(linkId) {
   pc.ontrack = (e) => {
     stream.addTrack(e.track);
     $("remote").srcObject = stream;
-    if (e.track.kind === "audio") measureAudio(e.track);
+    if (e.track.kind === "audio") measureAudio(v, e.track);
   };
   await pc.setLocalDescription(await pc.createOffer());
   await iceComplete(pc);
+  if (v.closed) return;
   try {
     const answer = await api(`/api/sessions/${linkId}/agent-offer`, {method: "POST", body: JSON.stringify({type: "offer", sdp: pc.localDescription.sdp})});
+    if (v.closed) return;
     await pc.setRemoteDescription(answer);
-  } catch (err) { toast(`Could not join the session: ${err.message}`); return; }
-  countFrames();
-  (await api(`/api/sessions/${linkId}/snapshots`)).snapshots.forEach(addSnapshot);
+  } catch (err) { if (!v.closed) toast(`Could not join the session: ${err.message}`); return; }
+  countFrames(v);
+  const {snapshots} = await api(`/api/sessions/${linkId}/snapshots`);
+  if (!v.closed) snapshots.forEach(addSnapshot);
 }
 
-function countFrames() {
+function countFrames(v) {
   const video = $("remote");
-  const tick = () => { vg.videoFrames++; if (pc) video.requestVideoFrameCallback(tick); };
-  video.requestVideoFrameCallback(tick);
+  const tick = () => { vg.videoFrames++; v.frame = video.requestVideoFrameCallback(tick); };
+  v.frame = video.requestVideoFrameCallback(tick);
 }
 
-function measureAudio(track) {
+function measureAudio(v, track) {
   // The loudness of the customer's voice over time: the console's level meter, and what tests check.
-  const ctx = new AudioContext();
+  const ctx = v.audio = new AudioContext();
   const source = ctx.createMediaStreamSource(new MediaStream([track]));
   const analyser = ctx.createAnalyser();
   analyser.fftSize = 1024;
   source.connect(analyser);
   const buf = new Float32Array(analyser.fftSize);
   const t0 = performance.now();
-  const timer = setInterval(() => {
-    if (!pc) { clearInterval(timer); ctx.close(); return; }
+  v.timer = setInterval(() => {
     analyser.getFloatTimeDomainData(buf);
     let sum = 0; for (const x of buf) sum += x * x;
     vg.audioLevels.push([(performance.now() - t0) / 1000, Math.sqrt(sum / buf.length)]);
   }, 20);
 }
 
+// Releases everything the call on screen holds; safe to call when nothing is shown.
+function closeView() {
+  const v = view;
+  view = null;
+  if (!v) return;
+  v.closed = true;
+  v.pc.close();
+  v.mic?.getTracks().forEach((t) => t.stop());
+  v.audio?.close();
+  clearInterval(v.timer);
+  if (v.frame !== null) $("remote").cancelVideoFrameCallback(v.frame);
+}
+
 function stopWatching(message) {
-  if (pc) { pc.close(); pc = null; }
+  closeView();
   vg.live = null;
   $("live").hidden = true;
   $("remote").srcObject = null;
@@ -205,10 +232,6 @@ $("snapshot").addEventListener("click", async () => {
 $("end").addEventListener("click", () => api(`/api/sessions/${vg.live}/end`, {method: "POST"}).catch((e) => toast(e.message)));
 
 // Subtitles: one list item per utterance; grey partial text, then the final line with its translation below.
-vg.subtitles = [];
-vg.subtitleBacklog = new Map();
-const NAMES = {customer: "Customer", agent: "You"};
-
 function subtitle(ev) {
   vg.subtitles.push(ev);
   if (ev.link_id !== vg.live) {
@@ -248,11 +271,6 @@ function subtitle(ev) {
 }
 
 // Voice ID: the claimed customer's verification as it changes, and watch-list alerts.
-vg.voiceid = [];
-vg.voiceidLatest = new Map();
-const DECISIONS = {authenticated: "Authenticated", not_authenticated: "Not authenticated",
-  inconclusive: "Inconclusive (not enough speech yet)", not_enrolled: "Not enrolled", opted_out: "Opted out"};
-
 function voiceId(ev) {
   vg.voiceid.push(ev);
   if (ev.type === "voiceid") vg.voiceidLatest.set(ev.link_id, ev);
@@ -273,11 +291,6 @@ function showVoiceId(linkId) {
 
 // ID&V: who the caller is, whether that is verified, by what, and why not; the agent can ask for a PIN or
 // one-time code, and offer voice enrolment to a verified caller.
-vg.idv = new Map();
-vg.enrolments = [];
-const FACTORS = {voice: "voice", pin: "PIN", otp: "one-time code"};
-const HOW = {phone: "calling number", identifier: "customer number"};
-
 function identity(ev) {
   vg.idv.set(ev.link_id, ev);
   const link = vg.links.get(ev.link_id);
