@@ -26,7 +26,7 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
-from tests.peers import agent_connect
+from peers.webrtc import agent_connect
 
 DATA = Path(os.environ.get("VOXGATE_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 CHROMIUM = "/usr/bin/chromium"
@@ -119,7 +119,7 @@ async def main_async(args: argparse.Namespace) -> dict:
     from tests.test_browser import chromium_args
 
     work = Path(tempfile.mkdtemp(prefix="voxgate-bench-"))
-    cli = [sys.executable, "-m", "signaling.cli"]
+    cli = [sys.executable, "-m", "cli"]
     out = subprocess.run(
         cli + ["agent", "add", "bench", "--data-dir", str(work)], capture_output=True, text=True, check=True
     ).stdout
@@ -133,9 +133,9 @@ async def main_async(args: argparse.Namespace) -> dict:
             str(work),
             "--port",
             str(port),
-            "--max-sessions-per-agent",
+            "--max-calls-per-agent",
             "32",
-            "--max-sessions",
+            "--max-calls",
             "32",
         ],
         stdout=subprocess.PIPE,

@@ -35,7 +35,7 @@ import numpy as np
 
 from benchmarks.escalation import cpu_seconds, free_port, rss_mb, wait_ready
 from media.audio_io import read_pcm
-from tests.peers import SpeechTrack, customer_connect
+from peers.webrtc import SpeechTrack, customer_connect
 
 DATA = Path(os.environ.get("VOXGATE_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 GAP = np.zeros(int(1.5 * 16000), np.int16)
@@ -108,7 +108,7 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 async def run(n: int, baseline: bool, work: Path, final_window: int = 30, workers: int = 1) -> dict:
-    cli = [sys.executable, "-m", "signaling.cli"]
+    cli = [sys.executable, "-m", "cli"]
     data_dir = work / f"{'baseline' if baseline else 'streaming'}-{n}"
     tokens = {}
     for name, language in (("agent-en", "en"), ("agent-pt", "pt")):
@@ -126,9 +126,9 @@ async def run(n: int, baseline: bool, work: Path, final_window: int = 30, worker
         str(data_dir),
         "--port",
         str(port),
-        "--max-sessions",
+        "--max-calls",
         "64",
-        "--max-sessions-per-agent",
+        "--max-calls-per-agent",
         "64",
         "--final-window",
         str(final_window),

@@ -40,13 +40,13 @@ import numpy as np
 
 from benchmarks.escalation import free_port, wait_ready
 from benchmarks.subtitles import pct
+from identity.evaluation import evaluate, plot_det
 from media.audio_io import read_pcm
 from media.speech import NetSpeech, net_speech
 from models import registry
 from models.base import SAMPLE_RATE, pcm_to_float
 from models.voiceprint import enrol
-from signaling.evaluation import evaluate, plot_det
-from tests.peers import SpeechTrack, customer_connect
+from peers.webrtc import SpeechTrack, customer_connect
 
 DATA = Path(os.environ.get("VOXGATE_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 LIBRI = DATA / "voiceid" / "librispeech-test-other"
@@ -119,9 +119,7 @@ def print_against_print(root: Path) -> dict:
 
 
 def cli(*args: str) -> str:
-    return subprocess.run(
-        [sys.executable, "-m", "signaling.cli", *args], capture_output=True, text=True, check=False
-    ).stdout
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, check=False).stdout
 
 
 def prepare(data_dir: Path) -> tuple[str, dict[str, dict]]:
@@ -193,8 +191,8 @@ async def live(n_calls: int, work: Path) -> dict:
     names = sorted(speakers)[:n_calls]
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "signaling.cli", "serve", "--data-dir", str(data_dir), "--port", str(port),
-         "--max-sessions", "64", "--max-sessions-per-agent", "64"],
+        [sys.executable, "-m", "cli", "serve", "--data-dir", str(data_dir), "--port", str(port),
+         "--max-calls", "64", "--max-calls-per-agent", "64"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip

@@ -1,9 +1,12 @@
-"""The real-time pipeline: frames, resampling, VAD segmentation, net speech, stage wiring, events.
+"""The real-time media path: transports, frames, resampling, VAD segmentation, speech taps, the pipeline, events.
 
-media/ owns time. It turns WebRTC or file audio into 16 kHz mono frames, cuts
-speech segments with a VAD, drives the engines it is handed (off the event
-loop), and emits typed events stamped with audio time and wall time.
+media/ owns time. Transports (``webrtc``: a call's peers, the agent's voice
+back to the customer) turn audio into frames; one ``SpeechTap`` per call leg
+resamples to 16 kHz mono once, cuts speech segments with a VAD once, and
+hands them to every listener (the ``Pipeline`` for ASR and MT; voice ID's
+``NetSpeech``). The pipeline drives the engines it is handed off the event
+loop and emits typed events stamped with audio time and wall time.
 
-Imports: the standard library, numpy, PyAV and ``models`` (interfaces only;
-engines are injected). Never ``signaling``.
+Imports: the standard library, numpy, PyAV, aiortc and ``models``. Never
+``store``, ``identity``, ``calls``, ``signaling`` or ``cli``.
 """

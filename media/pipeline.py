@@ -1,10 +1,10 @@
-"""One leg's pipeline: frames in, events out.
+"""One leg's speech pipeline: segments in, transcript and translation events out.
 
-``push()`` runs on the event loop and does only cheap work (resampling, VAD:
-microseconds a frame); it queues segment audio for a worker task that runs the
-engines in an executor thread, one segment at a time and in order. When ASR
-falls behind, queued audio is coalesced into one ``accept`` call, so a busy
-machine shows fewer partials rather than late finals.
+It listens to a ``SpeechTap`` (its own, fed by ``push``, or a call leg's shared
+with voice ID). Hearing runs on the event loop and only queues segment audio
+for a worker task that runs the engines in an executor thread, one segment at
+a time and in order. When ASR falls behind, queued audio is coalesced into one
+``accept`` call, so a busy machine shows fewer partials rather than late finals.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,23 +33,14 @@ from media.events import (
     Translation,
 )
 from media.frames import AudioFrame
-from media.resample import Resampler
-from media.segmenter import Audio, End, Segmenter, SegmenterConfig, Start
-from models.base import AsrEngine, AsrResult, AsrStream, SpeakerEncoder, VadEngine, pcm_to_float
+from media.segmenter import Audio, End, SegmenterConfig, Signal, Start
+from media.tap import SpeechTap
+from models.base import AsrResult, AsrStream, pcm_to_float
+from models.engines import Engines
 from models.errors import EngineError, UnsupportedLanguage
 from models.routing import Route, Router
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Engines:
-    """What a pipeline is handed. ``vad`` is a factory: VADs keep per-stream state."""
-
-    vad: Callable[[], VadEngine]
-    asr: AsrEngine
-    router: Router | None = None
-    speaker: SpeakerEncoder | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +49,7 @@ class PipelineConfig:
     target_language: str | None = None  # None: no translation
     partials: bool = True
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    embed_speaker: bool = True  # a SpeakerEmbedding per segment, when the engines have an encoder
 
 
 @dataclass
@@ -77,6 +69,7 @@ class Pipeline:
         *,
         leg: str = "customer",
         executor: Executor | None = None,
+        tap: SpeechTap | None = None,
     ) -> None:
         self.engines, self.config, self.leg = engines, config, leg
         self.language = config.language
@@ -86,9 +79,10 @@ class Pipeline:
         if config.target_language and self.language:
             self._route = self._plan(self.language)
         self._executor = executor
-        self._segmenter = Segmenter(engines.vad(), config.segmenter)
-        self._resample = Resampler()
-        self._jobs: deque[tuple[int, Start | Audio | _EndAt] | None] = deque()
+        # Its own ear, or the leg's, shared with voice ID (then the segmenter settings are the tap's).
+        self.tap = tap or SpeechTap(engines.vad(), config.segmenter, leg)
+        self.tap.listen(self.hear)
+        self._jobs: deque[tuple[int, Start | Audio | End] | None] = deque()
         self._wake = asyncio.Event()
         self._events: asyncio.Queue[Event | None] = asyncio.Queue()
         self._segment_id = 0
@@ -99,33 +93,28 @@ class Pipeline:
     # -- input ---------------------------------------------------------------------------------------------------
 
     async def push(self, frame: AudioFrame | av.AudioFrame) -> None:
-        """Feed one frame of any rate and channel count."""
-        self.feed(frame)
-
-    def feed(self, frame: AudioFrame | av.AudioFrame) -> None:
-        """``push`` for synchronous callers (a WebRTC track reader): cheap, never blocks on engines."""
+        """Feed one frame of any rate and channel count to the pipeline's tap."""
         if self._closed:
             raise RuntimeError("pipeline is closed")
-        self._feed(self._resample(frame))
+        self.tap.feed(frame)
 
     async def close(self) -> None:
         """End of stream: finalise any open segment (a peer that vanished mid-sentence still gets its final)."""
         if self._closed:
             return
+        self.tap.close()  # the tap's last signals reach this pipeline before it stops
         self._closed = True
-        self._feed(self._resample.flush(), final=True)
         self._put(None)
         if self._worker is not None:
             await self._worker
         self._events.put_nowait(None)
 
-    def _feed(self, pcm: np.ndarray, final: bool = False) -> None:
+    def hear(self, signals: list[Signal]) -> None:
+        """The tap's segments: events now, engine work queued in order."""
+        if self._closed:
+            return
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._work())
-        signals = self._segmenter.push(pcm) if len(pcm) else []
-        if final:
-            signals += self._segmenter.flush()
-        now = time.time()
         for s in signals:
             if isinstance(s, Start):
                 self._segment_id += 1
@@ -135,8 +124,6 @@ class Pipeline:
                     )
                 )
             elif isinstance(s, End):
-                # The end of speech arrived (hang-over) seconds before the VAD could know it was the end.
-                end_wall = now - max(0.0, self._segmenter.time - s.speech_end)
                 self._emit(
                     SpeechEnded(
                         leg=self.leg,
@@ -146,10 +133,9 @@ class Pipeline:
                         forced=s.forced,
                     )
                 )
-                s = _EndAt(s.speech_start, s.speech_end, s.forced, end_wall)
             self._put((self._segment_id, s))
 
-    def _put(self, job: tuple[int, Start | Audio | _EndAt] | None) -> None:
+    def _put(self, job: tuple[int, Start | Audio | End] | None) -> None:
         self._jobs.append(job)
         self._wake.set()
 
@@ -215,7 +201,7 @@ class Pipeline:
         for r in await self._run(seg.stream.accept, pcm):
             self._result(seg, r, None)
 
-    async def _end(self, e: _EndAt) -> None:
+    async def _end(self, e: End) -> None:
         seg, self._open = self._open, None
         if seg is None:
             return
@@ -224,7 +210,7 @@ class Pipeline:
         text = " ".join(f.text for f in finals)
         if text and self.config.target_language:
             await self._translate(seg, e, text, finals[-1])
-        if self.engines.speaker is not None:
+        if self.config.embed_speaker and self.engines.speaker is not None:
             audio = pcm_to_float(np.concatenate(seg.chunks))
             vector = await self._run(self.engines.speaker.embed, audio)
             self._emit(
@@ -239,7 +225,7 @@ class Pipeline:
                 )
             )
 
-    def _result(self, seg: _Segment, r: AsrResult, end: _EndAt | None) -> FinalTranscript | None:
+    def _result(self, seg: _Segment, r: AsrResult, end: End | None) -> FinalTranscript | None:
         if self.language is None and r.language:
             self.language = r.language  # detected once, then kept for the rest of the leg
         start, stop = seg.audio_start + r.start, seg.audio_start + r.end
@@ -266,7 +252,7 @@ class Pipeline:
         self._emit(event)
         return event
 
-    async def _translate(self, seg: _Segment, end: _EndAt, text: str, final: FinalTranscript) -> None:
+    async def _translate(self, seg: _Segment, end: End, text: str, final: FinalTranscript) -> None:
         target = self.config.target_language
         assert target is not None
         source = final.language
@@ -308,21 +294,14 @@ class Pipeline:
             PipelineError(
                 leg=self.leg,
                 segment=seg_id,
-                audio_start=self._segmenter.time,
-                audio_end=self._segmenter.time,
+                audio_start=self.tap.time,
+                audio_end=self.tap.time,
                 message=message,
             )
         )
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-
-@dataclass(frozen=True, slots=True)
-class _EndAt(End):
-    """An End with the wall time at which the end of speech arrived."""
-
-    end_wall: float = 0.0
 
 
 async def run_file(pipeline: Pipeline, path: str | Path, *, realtime: bool = False) -> AsyncIterator[Event]:

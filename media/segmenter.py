@@ -38,18 +38,23 @@ class Start:
 
 @dataclass(frozen=True, slots=True)
 class Audio:
-    """More audio inside the current segment."""
+    """More audio inside the current segment; ``voiced``: the VAD heard speech in it (pauses are not)."""
 
     audio: np.ndarray
+    voiced: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class End:
-    """Speech ended at ``speech_end`` (the last voiced frame); ``forced`` when cut at the length limit."""
+    """Speech ended at ``speech_end`` (the last voiced frame); ``forced`` when cut at the length limit.
+
+    ``end_wall``: the wall time at which the end of speech arrived (set by the tap that heard it live).
+    """
 
     speech_start: float
     speech_end: float
     forced: bool = False
+    end_wall: float = 0.0
 
 
 Signal = Start | Audio | End
@@ -118,7 +123,7 @@ class Segmenter:
             self._preroll.clear()
             self._window.clear()
             return [Start(first, keep[0][0], np.concatenate([f for _, f in keep]))]
-        out: list[Signal] = [Audio(frame)]
+        out: list[Signal] = [Audio(frame, voiced)]
         if voiced:
             self._silent = 0
             self._last_voiced_end = self.time

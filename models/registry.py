@@ -53,11 +53,11 @@ def _argos_probe() -> str:
     return "installed; translates the .argosmodel packages you install or name (none ship)"
 
 
-ENGINES: dict[str, dict[str, EngineSpec]] = {stage: {} for stage in STAGES}
+SPECS: dict[str, dict[str, EngineSpec]] = {stage: {} for stage in STAGES}
 
 
 def register(spec: EngineSpec) -> None:
-    ENGINES[spec.stage][spec.name] = spec
+    SPECS[spec.stage][spec.name] = spec
 
 
 for _spec in (
@@ -146,9 +146,9 @@ for _spec in (
 
 def spec(stage: str, name: str) -> EngineSpec:
     try:
-        return ENGINES[stage][name]
+        return SPECS[stage][name]
     except KeyError:
-        known = ", ".join(ENGINES.get(stage, {})) or "none"
+        known = ", ".join(SPECS.get(stage, {})) or "none"
         raise ModelUnavailable(f"no {stage} engine named {name!r}; known: {known}") from None
 
 
@@ -157,4 +157,4 @@ def build(stage: str, name: str, **options: Any) -> Any:
 
 
 def default(stage: str) -> str:
-    return next(s.name for s in ENGINES[stage].values() if s.default)
+    return next(s.name for s in SPECS[stage].values() if s.default)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -110,14 +111,14 @@ class EcapaEncoder(SpeakerEncoder):
             ) from e
         self._torch = torch
         # A checkpoint downloaded from the hub names the hub in `pretrained_path`; point it at the local copy,
-        # and forbid the hub outright, so loading never reaches the network.
-        os.environ["HF_HUB_OFFLINE"] = "1"
+        # and forbid the hub outright while loading, so loading never reaches the network.
         names_hub = "pretrained_path" in (path / "hyperparams.yaml").read_text()
         overrides = {"pretrained_path": str(path)} if names_hub else {}
         try:
-            self._model = EncoderClassifier.from_hparams(
-                source=str(path), savedir=str(path), overrides=overrides, run_opts={"device": "cpu"}
-            )
+            with _hub_offline():
+                self._model = EncoderClassifier.from_hparams(
+                    source=str(path), savedir=str(path), overrides=overrides, run_opts={"device": "cpu"}
+                )
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise ModelUnavailable(f"{path}: could not load the SpeechBrain checkpoint ({e})") from e
         with torch.no_grad():
@@ -165,3 +166,17 @@ def _mel_to_hz(m):
     m = np.asanyarray(m, dtype=np.float64)
     min_log_mel = _MIN_LOG_HZ / _F_SP
     return np.where(m >= min_log_mel, _MIN_LOG_HZ * np.exp(_LOGSTEP * (m - min_log_mel)), _F_SP * m)
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    """``HF_HUB_OFFLINE=1`` for the duration of a load only: the rest of the process keeps its own setting."""
+    before = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["HF_HUB_OFFLINE"]
+        else:
+            os.environ["HF_HUB_OFFLINE"] = before

@@ -1,8 +1,10 @@
-"""The aiohttp server and the CLI: people, links, sessions, SDP, WebSocket events, auth, the store.
+"""The web edge: the aiohttp app factory, middleware, thin handlers by resource, and the WebSockets.
 
-signaling/ owns people and their sessions. It builds engines from
-configuration, creates a media pipeline per call leg and subscribes to its
-events; it never looks inside audio.
+Handlers turn HTTP into calls on ``calls.CallService`` and ``identity.VoiceId``
+and their answers back into JSON; domain refusals (``store.errors``) become
+HTTP statuses in one place (``signaling.middleware``). Only this package and
+the CLI's ``serve`` import ``aiohttp.web``.
 
-Imports: ``media`` and ``models`` (one direction: signaling -> media -> models).
+Imports: ``calls``, ``identity``, ``media`` (SDP parsing, audio decoding),
+``store`` and ``models``. Never ``cli``.
 """

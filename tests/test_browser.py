@@ -22,7 +22,8 @@ import pytest
 
 from media.audio_io import read_pcm
 from models.metrics import normalise_words
-from tests.peers import TestServer, customer_connect
+from peers.webrtc import customer_connect
+from tests.server import TestServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.browser
@@ -159,10 +160,10 @@ async def test_escalation_in_real_browsers(tmp_path, data, chromium, customer_wa
             await customer.check("#consent")
             await customer.click("#start")
             await customer.wait_for_function("document.getElementById('status').textContent.startsWith('Connected')")
-            link_id = next(iter(server.calls.rooms))
-            room = server.calls.rooms[link_id]
-            await wait_until(lambda: room.media_started is not None, 10)
-            print(f"\ncustomer page load -> media at the server: {room.media_started - _mono(t_load):.2f} s")
+            link_id = next(iter(server.calls.live))
+            media = server.calls.live[link_id].media
+            await wait_until(lambda: media.media_started is not None, 10)
+            print(f"\ncustomer page load -> media at the server: {media.media_started - _mono(t_load):.2f} s")
 
             # The console shows the customer: video frames counted, audio loudness following the recording.
             await console.wait_for_function("window.vg.videoFrames > 40", timeout=20000)
@@ -184,7 +185,7 @@ async def test_escalation_in_real_browsers(tmp_path, data, chromium, customer_wa
             snap_id = await console.get_attribute("li[data-snapshot]", "data-snapshot")
             # Full resolution: the still is as wide as the video the server receives (WebRTC may scale the
             # 1280x720 the page asks for when the CPU is busy), and never below the 640 px fake camera.
-            assert width == server.calls.store.snapshot(snap_id).width >= 640
+            assert width == server.store.links.snapshot(snap_id).width >= 640
             sealed = (server.settings.data_dir / "snapshots" / f"{snap_id}.jpg.sealed").read_bytes()
             assert not sealed.startswith(b"\xff\xd8")
 
@@ -211,8 +212,8 @@ async def test_escalation_in_real_browsers(tmp_path, data, chromium, customer_wa
             await customer.close()
             await console.wait_for_selector(f'tr[data-id="{link_id}"] td[data-state="ended"]', timeout=10000)
             print(f"tab closed -> 'Done' on the console: {time.monotonic() - t_close:.2f} s")
-            assert server.calls.store.link(link_id).state == "ended"
-            assert len(server.calls.store.snapshots(link_id)) == 1
+            assert server.store.links.get(link_id).state == "ended"
+            assert len(server.store.links.snapshots(link_id)) == 1
     finally:
         await server.stop()
 
@@ -231,7 +232,7 @@ async def wait_until(predicate, timeout: float) -> None:
 
 @pytest.fixture(scope="module")
 def engines(whisper, fast_mt):
-    from media.pipeline import Engines
+    from models.engines import Engines
     from models.routing import Router
     from models.vad import WebRtcVad
 
@@ -283,7 +284,7 @@ async def test_voice_id_verifies_a_caller_in_real_browsers(tmp_path, data, chrom
     """An enrolled customer's recording plays into Chromium's microphone. They type their customer number on
     the page; the agent's console shows them identified and verified by voice, with the voice authenticated."""
     from models.speaker import DVectorEncoder
-    from signaling.store import Customer
+    from store.base import Customer
     from tests.conftest import enrolment
 
     speaker = data / "voiceid/librispeech-test-other/3005"
@@ -292,8 +293,8 @@ async def test_voice_id_verifies_a_caller_in_real_browsers(tmp_path, data, chrom
     agent_file = write_wav(tmp_path / "agent.wav", np.zeros(16000, np.int16))
     server = await TestServer(tmp_path / "data", replace(engines, speaker=DVectorEncoder())).start()
     server.add_agent("alice", "correct horse")
-    server.calls.store.put_customer(Customer("C-100", "Alice Example", ("+44 7700 900100",)))
-    server.calls.voice_id.enrol("C-100", enrolment(librispeech_speech["3005"][:6]), by="agent-7", wording="I agree")
+    server.store.customers.put(Customer("C-100", "Alice Example", ("+44 7700 900100",)))
+    server.voice_id.enrol("C-100", enrolment(librispeech_speech["3005"][:6]), by="agent-7", wording="I agree")
     try:
         async with two_browsers(chromium, agent_file, customer_file) as (agent_browser, customer_browser):
             console, url, _ = await create_link_in_console(agent_browser, server.base, {"#customer-ref": "claim 7"})
@@ -428,7 +429,7 @@ async def test_switching_calls_releases_the_previous_view(tmp_path, data, chromi
 
             # Ending the calls (the one not shown, then the one shown) releases everything.
             headers = {"Authorization": f"Bearer {api_token}"}
-            async with http.post(f"{server.base}/api/sessions/{first}/end", headers=headers) as r:
+            async with http.post(f"{server.base}/api/calls/{first}/end", headers=headers) as r:
                 assert r.status == 200, await r.text()
             await console.click("#end")
             await console.wait_for_function("window.vg.live === null && document.getElementById('live').hidden")

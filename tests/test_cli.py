@@ -11,7 +11,7 @@ import wave
 import numpy as np
 import pytest
 
-from signaling.cli import main
+from cli.main import main
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -26,7 +26,7 @@ def test_transcribe_portuguese_prints_text_and_english(data):
         [
             sys.executable,
             "-m",
-            "signaling.cli",
+            "cli",
             "transcribe",
             str(data / "asr/multilingual/test_pt.wav"),
             "--language",

@@ -17,15 +17,16 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from media.pipeline import Engines
+from identity.idv import IdvSettings
+from models.engines import Engines
 from models.routing import Router
 from models.speaker import DVectorEncoder
 from models.vad import WebRtcVad
-from signaling.idv import IdvSettings
-from signaling.security import hash_password
-from signaling.store import Customer
+from peers.webrtc import SpeechTrack, customer_connect
+from store.base import Customer
+from store.security import hash_password
 from tests.conftest import enrolment
-from tests.peers import SpeechTrack, TestServer, customer_connect
+from tests.server import TestServer
 from tests.test_server import login, new_link, wait_for
 
 LIBRI = "voiceid/librispeech-test-other"
@@ -43,19 +44,19 @@ async def start_server(tmp_path, engines, **idv) -> TestServer:
     and two customers sharing one landline."""
     server = await TestServer(tmp_path / "data", engines, idv=IdvSettings(**idv)).start()
     server.add_agent()
-    store = server.calls.store
-    store.put_customer(Customer("C-100", "Alice Example", (ALICE,)), hash_password("4321"))
-    store.put_customer(Customer("C-200", "Bob Example", (BOB, "+44 20 7946 0200")), hash_password("2468"))
-    store.put_customer(Customer("C-300", "Dan Example", (DAN,)))
+    store = server.store
+    store.customers.put(Customer("C-100", "Alice Example", (ALICE,)), hash_password("4321"))
+    store.customers.put(Customer("C-200", "Bob Example", (BOB, "+44 20 7946 0200")), hash_password("2468"))
+    store.customers.put(Customer("C-300", "Dan Example", (DAN,)))
     for cid in ("C-500", "C-501"):
-        store.put_customer(Customer(cid, None, ("+44 20 7946 0500",)))
+        store.customers.put(Customer(cid, None, ("+44 20 7946 0500",)))
     return server
 
 
 @pytest.fixture
 async def server(tmp_path, engines, librispeech_speech):
     s = await start_server(tmp_path, engines)
-    s.calls.voice_id.enrol("C-100", enrolment(librispeech_speech["3005"][:6]), by="agent-7", wording="I agree")
+    s.voice_id.enrol("C-100", enrolment(librispeech_speech["3005"][:6]), by="agent-7", wording="I agree")
     yield s
     await s.stop()
 
@@ -118,7 +119,7 @@ class Caller:
     async def connect(self) -> Caller:
         self.pc, answer, _ = await customer_connect(self.http, self.link["url"], self.track, video=False)
         assert self.pc is not None, answer
-        self.key = answer["session_key"]
+        self.key = answer["call_key"]
         self.ws = await self.http.ws_connect(f"{self.server.base}/api/join/{self.token}/ws?key={self.key}")
         self._reader = asyncio.create_task(collect(self.ws, self.events))
         return self
@@ -134,12 +135,12 @@ class Caller:
 
     async def step(self, name: str, key: str | None = None, **body) -> tuple[int, dict]:
         url = f"{self.server.base}/api/join/{self.token}/{name}"
-        async with self.http.post(url, json={"session_key": key or self.key, **body}) as r:
+        async with self.http.post(url, json={"call_key": key or self.key, **body}) as r:
             return r.status, await r.json()
 
     async def hang_up(self) -> None:
         await self.step("hangup")
-        await wait_for(lambda: self.link_id not in self.server.calls.rooms)
+        await wait_for(lambda: self.link_id not in self.server.calls.live)
         await self.pc.close()
 
 
@@ -176,15 +177,15 @@ async def test_calling_number_identifies_and_the_voice_verifies(server, http, da
     assert caller.page()["step"] == "done"  # the page asked nothing of the caller
     await caller.hang_up()
     # Kept with the session after the call, for the agent and the API.
-    async with http.get(f"{server.base}/api/sessions/{caller.link_id}/idv", headers=console.headers) as resp:
+    async with http.get(f"{server.base}/api/calls/{caller.link_id}/idv", headers=console.headers) as resp:
         kept = await resp.json()
     assert kept["status"] == "identified_and_verified" and kept["verified_by"] == "voice"
-    audit = [(a["action"], a["detail"]) for a in server.calls.store.audit_log(caller.link_id) if a["actor"] == "idv"]
+    audit = [(a["action"], a["detail"]) for a in server.store.audit.log(caller.link_id) if a["actor"] == "idv"]
     assert audit == [("idv.identified", "C-100: by phone"), ("idv.verified", "C-100: by voice")]
 
 
 async def test_an_impostor_is_refused_flagged_and_offered_no_code(server, http, data, librispeech_speech):
-    server.calls.voice_id.watch(
+    server.voice_id.watch(
         "FRAUD-1", enrolment(librispeech_speech["1688"][:6]), reason="account takeover, case 881", by="fraud-team"
     )
     console = await Console(http, server).open()
@@ -197,7 +198,7 @@ async def test_an_impostor_is_refused_flagged_and_offered_no_code(server, http, 
     assert r["watchlist_hits"] == [{"watchlist_id": "FRAUD-1", "reason": "account takeover, case 881"}]
     alert = next(e for e in console.events if e["type"] == "voiceid_alert")
     assert alert["risk"] == "high" and alert["hits"][0]["reason"] == "account takeover, case 881"
-    status, body = await console.post(f"/api/sessions/{caller.link_id}/idv/code")
+    status, body = await console.post(f"/api/calls/{caller.link_id}/idv/code")
     assert status == 409 and "cannot override" in body["error"]
     assert caller.page()["step"] == "done" and "did not match" not in json.dumps(caller.events)  # nothing revealed
     await caller.hang_up()
@@ -238,7 +239,7 @@ async def test_customer_number_on_third_attempt_then_a_wrong_pin_three_times(ser
     r = await console.settles(caller, "identified_only")
     assert r["code_attempts"] == 3 and r["reason"] == "the PIN was wrong 3 times"
     assert (await caller.step("verify", code="2468"))[0] == 409  # no fourth try
-    status, body = await console.post(f"/api/sessions/{caller.link_id}/idv/code")
+    status, body = await console.post(f"/api/calls/{caller.link_id}/idv/code")
     assert status == 409 and "wrong 3 times" in body["error"]
     await caller.hang_up()
 
@@ -278,7 +279,7 @@ async def test_going_on_without_identifying_or_without_verifying(server, http):
 async def test_an_enrolled_caller_who_says_nothing_is_asked_for_a_pin(tmp_path, engines, http, librispeech_speech):
     server = await start_server(tmp_path, engines, voice_wait=1.0)
     try:
-        server.calls.voice_id.enrol("C-100", enrolment(librispeech_speech["3005"][:6]), by="a", wording="I agree")
+        server.voice_id.enrol("C-100", enrolment(librispeech_speech["3005"][:6]), by="a", wording="I agree")
         console = await Console(http, server).open()
         caller = await console.call(SILENCE, phone=ALICE)
         await wait_for(lambda: (console.idv(caller.link_id) or {}).get("step") == "voice")
@@ -290,7 +291,7 @@ async def test_an_enrolled_caller_who_says_nothing_is_asked_for_a_pin(tmp_path, 
         assert r["verified_by"] == "pin" and r["voice"]["decision"] == "inconclusive"
         # The call ends; an agent asking for a code on an ended call is told so.
         await caller.hang_up()
-        status, body = await console.post(f"/api/sessions/{caller.link_id}/idv/code")
+        status, body = await console.post(f"/api/calls/{caller.link_id}/idv/code")
         assert status == 409 and "no live identity check" in body["error"]
     finally:
         await server.stop()
@@ -353,7 +354,7 @@ async def test_rest_directory_and_a_one_time_code(tmp_path, engines, http):
         assert r["status"] == "not_identified"
         assert r["identify_attempts"] == 0  # the directory's fault is not counted against the caller
         await caller.hang_up()
-        r = server.calls.store.idv(caller.link_id)
+        r = server.store.idv.get(caller.link_id)
         assert r["reason"] == "the call ended while waiting for the customer's number"
     finally:
         await server.stop()
@@ -385,11 +386,11 @@ async def test_enrolment_with_consent_in_a_call_and_from_a_recording_then_the_vo
     talk = SpeechTrack(np.concatenate([read_pcm(f) for f in bob_files[:3]]))
     caller = await console.call(talk, phone=BOB)
     await caller.asked("code")
-    status, _ = await console.post(f"/api/sessions/{caller.link_id}/enrolment")
+    status, _ = await console.post(f"/api/calls/{caller.link_id}/enrolment")
     assert status == 409  # not verified yet: no enrolment
     await caller.step("verify", code="2468")
     await console.settles(caller, "identified_and_verified")
-    status, body = await console.post(f"/api/sessions/{caller.link_id}/enrolment")
+    status, body = await console.post(f"/api/calls/{caller.link_id}/enrolment")
     assert status == 200 and body == {"state": "asked"}
     await wait_for(lambda: any(e["type"] == "enrol_consent" for e in caller.events))
     prompt = next(e for e in caller.events if e["type"] == "enrol_consent")
@@ -402,7 +403,7 @@ async def test_enrolment_with_consent_in_a_call_and_from_a_recording_then_the_vo
     await wait_for(lambda: progress() and progress()[-1]["speech_seconds"] >= 5, timeout=20)
     assert [e["speech_seconds"] for e in progress()][:2] == [1.0, 2.0]  # "1 of 20 s", "2 of 20 s", ...
     await caller.hang_up()  # mid-enrolment: what was collected is kept
-    status = server.calls.voice_id.status("C-200")
+    status = server.voice_id.status("C-200")
     assert not status["enrolled"] and status["enrolment"]["speech_seconds"] >= 5
     assert status["enrolment"]["consent"]["by"].startswith("customer, on their page")
 
@@ -427,10 +428,10 @@ async def test_enrolment_with_consent_in_a_call_and_from_a_recording_then_the_vo
     # A deletion request: the print and every score derived from it are gone; the outcome is kept.
     async with http.delete(f"{server.base}/api/voiceprints/C-200", headers=console.headers) as resp:
         assert resp.status == 200
-    kept = server.calls.store.idv(caller.link_id)
+    kept = server.store.idv.get(caller.link_id)
     assert kept["verified_by"] == "voice" and kept["voice"]["score"] is None and kept["voice"]["scrubbed"]
     assert "0." not in json.dumps(kept["history"])  # no score left in the history's words either
-    assert server.calls.voice_id.status("C-200")["enrolled"] is False
+    assert server.voice_id.status("C-200")["enrolled"] is False
 
 
 async def test_declining_a_voice_print_is_kept_and_not_asked_again(server, http):
@@ -439,11 +440,11 @@ async def test_declining_a_voice_print_is_kept_and_not_asked_again(server, http)
     await caller.asked("code")
     await caller.step("verify", code="2468")
     await console.settles(caller, "identified_and_verified")
-    await console.post(f"/api/sessions/{caller.link_id}/enrolment")
+    await console.post(f"/api/calls/{caller.link_id}/enrolment")
     await wait_for(lambda: any(e["type"] == "enrol_consent" for e in caller.events))
     assert (await caller.step("voiceprint-consent", agree=False))[1] == {"state": "declined"}
-    assert server.calls.voice_id.status("C-200")["opted_out"] is True
-    status, body = await console.post(f"/api/sessions/{caller.link_id}/enrolment")
+    assert server.voice_id.status("C-200")["opted_out"] is True
+    status, body = await console.post(f"/api/calls/{caller.link_id}/enrolment")
     assert status == 409 and "opted out" in body["error"]
     assert (await caller.step("voiceprint-consent", agree=True))[0] == 409  # nothing is asked now
     await caller.hang_up()
@@ -477,7 +478,7 @@ async def test_bad_input_to_the_identity_check_gets_clear_errors(server, http):
     ):
         async with http.post(f"{base}/C-300/recordings", data=body, headers=headers) as r:
             assert r.status == status and message in (await r.json())["error"]
-    assert server.calls.voice_id.status("C-300")["enrolment"]["speech_seconds"] == 0  # nothing lost or added
+    assert server.voice_id.status("C-300")["enrolment"]["speech_seconds"] == 0  # nothing lost or added
     await caller.hang_up()
 
 
@@ -489,7 +490,7 @@ async def test_without_a_directory_there_is_no_identity_check(tmp_path, engines,
         caller = await console.call(SILENCE, phone=ALICE)
         await asyncio.sleep(0.5)
         assert caller.page() is None and console.idv(caller.link_id) is None
-        async with http.get(f"{server.base}/api/sessions/{caller.link_id}/idv", headers=console.headers) as r:
+        async with http.get(f"{server.base}/api/calls/{caller.link_id}/idv", headers=console.headers) as r:
             assert r.status == 404
         await caller.hang_up()
     finally:
@@ -497,9 +498,9 @@ async def test_without_a_directory_there_is_no_identity_check(tmp_path, engines,
 
 
 def test_customer_commands_load_the_directory_whole_or_not_at_all(tmp_path, capsys, monkeypatch):
-    from signaling.cli import main
-    from signaling.security import verify_password
-    from signaling.store import Store
+    from cli.main import main
+    from store.security import verify_password
+    from store.sqlite import SqliteStore
 
     where = ["--data-dir", str(tmp_path)]
     monkeypatch.setattr("sys.stdin", io.StringIO("4321\n"))  # the PIN, as a script would pipe it
@@ -511,13 +512,13 @@ def test_customer_commands_load_the_directory_whole_or_not_at_all(tmp_path, caps
     good = tmp_path / "good.csv"
     good.write_text("customer_id,name,phones,pin\nC-200,Bob,+44 7700 900200; +44 20 7946 0200,2468\nC-300,Dan,,\n")
     assert main(["customer", "import", str(good), *where]) == 0
-    store = Store(tmp_path / "voxgate.db")
+    store = SqliteStore(tmp_path / "voxgate.db")
     try:
-        assert [c.id for c in store.customers_by_phone("+44 20 7946-0200")] == ["C-200"]
-        assert store.customer("c-100").phones == ("+447700900100",)  # customer numbers match as people type them
-        assert verify_password("4321", store.customer_pin_hash("C-100"))
-        assert verify_password("2468", store.customer_pin_hash("C-200"))
-        assert store.customer_pin_hash("C-300") is None and store.customer_count() == 3
+        assert [c.id for c in store.customers.by_phone("+44 20 7946-0200")] == ["C-200"]
+        assert store.customers.get("c-100").phones == ("+447700900100",)  # customer numbers match as people type them
+        assert verify_password("4321", store.customers.pin_hash("C-100"))
+        assert verify_password("2468", store.customers.pin_hash("C-200"))
+        assert store.customers.pin_hash("C-300") is None and store.customers.count() == 3
         assert b"4321" not in (tmp_path / "voxgate.db").read_bytes()  # PINs are stored hashed
     finally:
         store.close()
@@ -525,19 +526,19 @@ def test_customer_commands_load_the_directory_whole_or_not_at_all(tmp_path, caps
 
 async def test_an_early_voice_decision_does_not_block_a_pin_but_a_decided_one_does(server, http):
     """The 1.5 s decision is an indication only: it may not stop the agent asking for a PIN; one from 3 s may."""
-    from signaling.voiceid import Decision, Verdict
+    from identity.voiceid import Decision, Verdict
 
     console = await Console(http, server).open()
     caller = await console.call(SILENCE, phone=ALICE)  # Alice is enrolled: the flow listens to her voice
     # The claim's own first decision (inconclusive, on the speech so far) comes first, so it cannot land after ours.
     await wait_for(lambda: (console.idv(caller.link_id) or {}).get("voice") is not None)
-    flow = server.calls.flows[caller.link_id]
+    flow = server.calls.live[caller.link_id].idv
     flow.on_verdict("C-100", Verdict(Decision.NOT_AUTHENTICATED, 1.5, 0.40, 0.61), early=True)
     await wait_for(lambda: console.idv(caller.link_id)["voice"]["score"] == 0.40)
     r = console.idv(caller.link_id)
     assert r["step"] == "voice" and r["voice"]["early"] and r["verified_by"] is None
     assert "did not match" not in r["reason"]
-    status, body = await console.post(f"/api/sessions/{caller.link_id}/idv/code")
+    status, body = await console.post(f"/api/calls/{caller.link_id}/idv/code")
     assert status == 200 and body["step"] == "code", body
     flow.on_verdict("C-100", Verdict(Decision.NOT_AUTHENTICATED, 3.0, 0.40, 0.64))
     r = await console.shows(caller, step="done")

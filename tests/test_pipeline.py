@@ -18,7 +18,8 @@ from media.events import (
     Translation,
 )
 from media.frames import AudioFrame
-from media.pipeline import Engines, Pipeline, PipelineConfig, run_file
+from media.pipeline import Pipeline, PipelineConfig, run_file
+from models.engines import Engines
 from models.errors import UnsupportedLanguage
 from models.metrics import normalise_words
 from models.routing import Router

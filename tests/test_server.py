@@ -11,7 +11,8 @@ import aiohttp
 import pytest
 from PIL import Image, UnidentifiedImageError
 
-from tests.peers import TestServer, agent_connect, customer_connect
+from peers.webrtc import agent_connect, customer_connect
+from tests.server import TestServer
 
 SPEECH = "asr/multilingual/test_pt.wav"
 
@@ -110,7 +111,7 @@ async def test_customer_session_end_to_end(server, http, data):
     assert states == ["created", "opened", "connected"]
 
     # A still of the customer's camera: a JPEG at full resolution, encrypted on disk.
-    async with http.post(f"{server.base}/api/sessions/{link_id}/snapshots", headers=headers) as r:
+    async with http.post(f"{server.base}/api/calls/{link_id}/snapshots", headers=headers) as r:
         snap = (await r.json())["snapshot"]
         assert r.status == 201
     async with http.get(f"{server.base}{snap['url']}?download=1") as r:
@@ -124,8 +125,8 @@ async def test_customer_session_end_to_end(server, http, data):
     assert not sealed.startswith(b"\xff\xd8") and b"JFIF" not in sealed
     with pytest.raises(UnidentifiedImageError):
         Image.open(io.BytesIO(sealed))
-    assert server.calls.vault.open(sealed, f"snapshot:{snap['id']}") == jpeg
-    async with http.get(f"{server.base}/api/sessions/{link_id}/snapshots") as r:
+    assert server.calls.services.vault.open(sealed, f"snapshot:{snap['id']}") == jpeg
+    async with http.get(f"{server.base}/api/calls/{link_id}/snapshots") as r:
         listed = (await r.json())["snapshots"]
         assert [s["id"] for s in listed] == [snap["id"]] and listed[0]["agent"] == "alice"
 
@@ -137,21 +138,21 @@ async def test_customer_session_end_to_end(server, http, data):
 
     # The customer hangs up: the session ends, state and stills are kept.
     async with http.post(
-        f"{url.replace('/j/', '/api/join/')}/hangup", data=json.dumps({"session_key": answer["session_key"]})
+        f"{url.replace('/j/', '/api/join/')}/hangup", data=json.dumps({"call_key": answer["call_key"]})
     ) as r:
         assert r.status == 200
-    await wait_for(lambda: server.calls.store.link(link_id).state == "ended")
-    assert server.calls.store.link(link_id).end_reason == "customer hung up"
-    assert len(server.calls.store.snapshots(link_id)) == 1
-    actions = [row["action"] for row in server.calls.store.audit_log(link_id)]
+    await wait_for(lambda: server.store.links.get(link_id).state == "ended")
+    assert server.store.links.get(link_id).end_reason == "customer hung up"
+    assert len(server.store.links.snapshots(link_id)) == 1
+    actions = [row["action"] for row in server.store.audit.log(link_id)]
     assert actions == [
         "link.create",
         "link.open",
-        "session.connect",
-        "session.agent_join",
+        "call.connect",
+        "call.agent_join",
         "snapshot.take",
         "snapshot.view",
-        "session.end",
+        "call.end",
     ]
     for pc in (customer, agent):
         await pc.close()
@@ -173,12 +174,12 @@ async def test_customer_who_vanishes_is_detected(server, http, data):
     body = await new_link(http, server, headers)
     customer, _, _ = await customer_connect(http, body["url"], data / SPEECH)
     await wait_for(lambda: customer.connectionState == "connected")
-    await wait_for(lambda: server.calls.rooms[body["link"]["id"]].audio_frames > 10)
+    await wait_for(lambda: server.calls.live[body["link"]["id"]].media.audio_frames > 10)
     # The network goes: media stops with no goodbye (no hang-up call, no DTLS close).
     for sender in customer.getSenders():
         sender.replaceTrack(None)
-    await wait_for(lambda: server.calls.store.link(body["link"]["id"]).state == "ended", timeout=10)
-    assert server.calls.store.link(body["link"]["id"]).end_reason == "customer media stopped"
+    await wait_for(lambda: server.store.links.get(body["link"]["id"]).state == "ended", timeout=10)
+    assert server.store.links.get(body["link"]["id"]).end_reason == "customer media stopped"
     await customer.close()
 
 
@@ -203,8 +204,8 @@ async def test_expired_and_revoked_links(server, http, data):
     await wait_for(lambda: customer.connectionState == "connected")
     async with http.post(f"{server.base}/api/links/{live['link']['id']}/revoke", headers=headers) as r:
         assert r.status == 200
-    await wait_for(lambda: live["link"]["id"] not in server.calls.rooms)
-    assert server.calls.store.link(live["link"]["id"]).state == "revoked"
+    await wait_for(lambda: live["link"]["id"] not in server.calls.live)
+    assert server.store.links.get(live["link"]["id"]).state == "revoked"
     await wait_for(lambda: customer.connectionState in ("closed", "failed"), timeout=10)
     await customer.close()
 
@@ -233,7 +234,7 @@ async def test_bad_requests_get_clear_4xx(server, http, data):
         (http.post(f"{server.base}/api/links", json={"bogus": 1}, headers=headers), 400, "unknown fields: bogus"),
         (http.post(f"{server.base}/api/links", json={"expires_in": 5}, headers=headers), 400, "between 30"),
         (http.post(f"{server.base}/api/links/nope/revoke", headers=headers), 404, "no such link"),
-        (http.post(f"{server.base}/api/sessions/{link['link']['id']}/snapshots", headers=headers), 409, "no live"),
+        (http.post(f"{server.base}/api/calls/{link['link']['id']}/snapshots", headers=headers), 409, "no live"),
     ]
     for request, status, message in cases:
         async with request as r:
@@ -258,8 +259,8 @@ async def test_guessing_is_rate_limited(server, http):
         assert r.status == 429
 
 
-async def test_session_limits(tmp_path, http, data):
-    server = await TestServer(tmp_path / "data", max_sessions_per_agent=1).start()
+async def test_call_limits(tmp_path, http, data):
+    server = await TestServer(tmp_path / "data", max_calls_per_agent=1).start()
     try:
         server.add_agent()
         headers = await login(http, server)
@@ -267,15 +268,15 @@ async def test_session_limits(tmp_path, http, data):
         customer, _, _ = await customer_connect(http, first["url"], data / SPEECH)
         assert customer is not None
         refused, body, _ = await customer_connect(http, second["url"], data / SPEECH)
-        assert refused is None and body["status"] == 503 and "too many live sessions" in body["error"]
-        assert server.calls.store.link(second["link"]["id"]).state == "opened"  # not spent by the refusal
+        assert refused is None and body["status"] == 503 and "too many live calls" in body["error"]
+        assert server.store.links.get(second["link"]["id"]).state == "opened"  # not spent by the refusal
         await customer.close()
     finally:
         await server.stop()
 
 
 def test_agent_cli_prints_credentials_once_and_stores_hashes(tmp_path, capsys):
-    from signaling.cli import main
+    from cli.main import main
 
     assert main(["agent", "add", "bob", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -295,7 +296,7 @@ def test_vectorised_audio_level_matches_aiortc(data):
     import numpy as np
 
     from media.audio_io import read_pcm
-    from signaling.rooms import AIORTC_AUDIO_LEVEL, audio_level_dbov
+    from media.webrtc import AIORTC_AUDIO_LEVEL, audio_level_dbov
 
     speech = read_pcm(data / "asr/multilingual/test_pt.wav")
     for start in range(0, len(speech) - 960, 4000):

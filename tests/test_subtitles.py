@@ -9,11 +9,12 @@ import time
 import aiohttp
 import pytest
 
-from media.pipeline import Engines
+from models.engines import Engines
 from models.metrics import normalise_words
 from models.routing import Router
 from models.vad import WebRtcVad
-from tests.peers import SpeechTrack, TestServer, agent_connect, customer_connect
+from peers.webrtc import SpeechTrack, agent_connect, customer_connect
+from tests.server import TestServer
 from tests.test_server import login, new_link, wait_for
 
 
@@ -48,7 +49,7 @@ async def test_subtitles_both_ways_with_timings_and_transcript(server, http, dat
     customer_voice = SpeechTrack(data / "asr/multilingual/test_pt.wav", pad_seconds=1.0)
     customer, answer, _ = await customer_connect(http, link["url"], customer_voice)
     token = link["url"].rsplit("/", 1)[1]
-    customer_ws = await http.ws_connect(f"{server.base}/api/join/{token}/ws?key={answer['session_key']}")
+    customer_ws = await http.ws_connect(f"{server.base}/api/join/{token}/ws?key={answer['call_key']}")
     agent, _ = await agent_connect(
         http,
         server.base,
@@ -92,23 +93,24 @@ async def test_subtitles_both_ways_with_timings_and_transcript(server, http, dat
     assert {"criança", "cão"} & set(normalise_words(portuguese["text"])), portuguese["text"]
 
     # Hang up; the transcript downloads as JSON and WebVTT, both speakers, in time order.
-    async with http.post(f"{server.base}/api/sessions/{link['link']['id']}/end", headers=headers) as r:
+    async with http.post(f"{server.base}/api/calls/{link['link']['id']}/end", headers=headers) as r:
         assert r.status == 200
-    async with http.get(f"{server.base}/api/sessions/{link['link']['id']}/transcript") as r:
+    async with http.get(f"{server.base}/api/calls/{link['link']['id']}/transcript") as r:
         transcript = await r.json()
         assert r.status == 200 and "attachment" in r.headers["Content-Disposition"]
     lines = transcript["lines"]
     assert {line["speaker"] for line in lines} == {"customer", "agent"}
     assert all(line["translation"] for line in lines)
     assert [line["start"] for line in lines] == sorted(line["start"] for line in lines)
-    async with http.get(f"{server.base}/api/sessions/{link['link']['id']}/transcript?format=vtt") as r:
+    async with http.get(f"{server.base}/api/calls/{link['link']['id']}/transcript?format=vtt") as r:
         vtt = await r.text()
         assert r.headers["Content-Type"].startswith("text/vtt")
     assert vtt.startswith("WEBVTT") and "<v Customer><lang pt>" in vtt and "<v Agent><lang en>" in vtt
     assert " --> " in vtt
     # Encrypted at rest.
-    sealed = server.calls.transcript_path(link["link"]["id"]).read_bytes()
-    assert b"raposa" not in sealed and b"lines" not in sealed
+    sealed = b"".join(record for _, record in server.store.transcripts.records(link["link"]["id"]))
+    assert sealed and b"raposa" not in sealed and b'"line"' not in sealed
+    assert b"raposa" not in (server.settings.data_dir / "voxgate.db").read_bytes()
     for pc in (customer, agent):
         await pc.close()
 
@@ -121,10 +123,10 @@ async def test_a_peer_hanging_up_mid_sentence_still_gets_a_final_line(server, ht
     await wait_for(lambda: voice.started is not None)
     await asyncio.sleep(max(0.0, voice.started + 2.6 - time.time()))  # "Uma raposa velha não con-"
     token = link["url"].rsplit("/", 1)[1]
-    async with http.post(f"{server.base}/api/join/{token}/hangup", json={"session_key": answer["session_key"]}) as r:
+    async with http.post(f"{server.base}/api/join/{token}/hangup", json={"call_key": answer["call_key"]}) as r:
         assert r.status == 200
-    await wait_for(lambda: server.calls.store.link(link["link"]["id"]).state == "ended")
-    async with http.get(f"{server.base}/api/sessions/{link['link']['id']}/transcript") as r:
+    await wait_for(lambda: server.store.links.get(link["link"]["id"]).state == "ended")
+    async with http.get(f"{server.base}/api/calls/{link['link']['id']}/transcript") as r:
         lines = (await r.json())["lines"]
     assert len(lines) == 1 and lines[0]["speaker"] == "customer"
     assert "raposa" in normalise_words(lines[0]["text"]) and "ofício" not in normalise_words(lines[0]["text"])

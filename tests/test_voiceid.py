@@ -53,7 +53,7 @@ def test_net_speech_of_a_live_stream_matches_the_whole_recording(data):
 
 
 def test_eval_command_on_librispeech_meets_its_bound(capsys, data, tmp_path):
-    from signaling.cli import main
+    from cli.main import main
 
     plot = tmp_path / "det.png"
     code = main(
@@ -87,7 +87,7 @@ def test_eval_command_on_librispeech_meets_its_bound(capsys, data, tmp_path):
 
 
 def test_eval_refuses_a_directory_without_speakers(capsys, tmp_path):
-    from signaling.cli import main
+    from cli.main import main
 
     (tmp_path / "only-one").mkdir()
     assert main(["voiceid", "eval", str(tmp_path)]) == 2
@@ -96,18 +96,18 @@ def test_eval_refuses_a_directory_without_speakers(capsys, tmp_path):
 
 @pytest.fixture
 def voice_id(tmp_path):
+    from identity.voiceid import VoiceId
     from models.speaker import DVectorEncoder
-    from signaling.security import Vault
-    from signaling.store import Store
-    from signaling.voiceid import VoiceId
+    from store.security import Vault
+    from store.sqlite import SqliteStore
 
-    store = Store(tmp_path / "voxgate.db")
+    store = SqliteStore(tmp_path / "voxgate.db")
     yield VoiceId(store, Vault.from_file(tmp_path / "secret.key"), [DVectorEncoder()])
     store.close()
 
 
 def test_enrolment_builds_up_then_verifies_deletes_and_opts_out(voice_id, librispeech_speech):
-    from signaling.voiceid import Decision
+    from identity.voiceid import Decision
 
     alice, bob = librispeech_speech["3005"], librispeech_speech["1688"]
     speech = enrolment(alice[:6])
@@ -135,21 +135,21 @@ def test_enrolment_builds_up_then_verifies_deletes_and_opts_out(voice_id, libris
     # Stored sealed: no embedding in the clear, and another key cannot open it.
     from cryptography.exceptions import InvalidTag
 
-    from signaling.security import Vault
+    from store.security import Vault
 
-    sealed = voice_id.store.voiceprint("C-1")["sealed"]
+    sealed = voice_id.prints.get("C-1").sealed
     assert sealed.startswith(b"VG1") and b"dvector" not in sealed  # the plaintext is {"dvector": [...]}
     with pytest.raises(InvalidTag):
         Vault(b"\x00" * 32).open(sealed, "voiceprint:C-1")
 
     assert voice_id.delete("C-1", actor="agent-7")
     assert voice_id.verify("C-1", held_back).decision == Decision.NOT_ENROLLED
-    assert voice_id.store.voiceprint("C-1") is None
+    assert voice_id.prints.get("C-1") is None
     voice_id.enrol("C-1", speech, by="agent-7", wording="I agree")
     voice_id.opt_out("C-1", actor="agent-7")
     assert voice_id.verify("C-1", held_back).decision == Decision.OPTED_OUT
-    assert voice_id.store.voiceprint("C-1")["sealed"] is None  # the refusal is kept, the print is not
-    actions = [r["action"] for r in voice_id.store.audit_log("C-1")]
+    assert voice_id.prints.get("C-1").sealed is None  # the refusal is kept, the print is not
+    actions = [r["action"] for r in voice_id.store.audit.log("C-1")]
     assert actions == [
         "voiceprint.consent",
         "voiceprint.enrol",
@@ -161,7 +161,7 @@ def test_enrolment_builds_up_then_verifies_deletes_and_opts_out(voice_id, libris
 
 
 def test_adding_speech_needs_consent_and_deletion_takes_an_unfinished_enrolment(voice_id, librispeech_speech):
-    from signaling.voiceid import EnrolmentError
+    from identity.voiceid import EnrolmentError
 
     speech = librispeech_speech["3005"][0][: 5 * 16000]
     with pytest.raises(EnrolmentError, match="no consent on record"):
@@ -169,28 +169,28 @@ def test_adding_speech_needs_consent_and_deletion_takes_an_unfinished_enrolment(
     with pytest.raises(EnrolmentError, match="consent wording"):
         voice_id.consent("C-2", by="agent-7", wording="  ")
     voice_id.enrol("C-2", speech, by="agent-7", wording="I agree")
-    sealed = voice_id.store.enrolment("C-2")["sealed"]
+    sealed = voice_id.prints.enrolment("C-2").sealed
     assert sealed.startswith(b"VG1") and b"sums" not in sealed  # progress is sealed like a print
     assert voice_id.delete("C-2", actor="customer")
-    assert voice_id.store.enrolment("C-2") is None
+    assert voice_id.prints.enrolment("C-2") is None
 
 
 def test_re_enrolment_keeps_the_old_print_until_the_new_one_is_complete(voice_id, librispeech_speech):
-    from signaling.voiceid import Decision
+    from identity.voiceid import Decision
 
     alice = librispeech_speech["3005"]
     voice_id.enrol("C-1", enrolment(alice[:6]), by="agent-7", wording="I agree")
-    old = voice_id.store.voiceprint("C-1")["sealed"]
+    old = voice_id.prints.get("C-1").sealed
     voice_id.enrol("C-1", alice[6][: 4 * 16000], by="agent-9", wording="I agree again")
-    assert voice_id.store.voiceprint("C-1")["sealed"] == old  # still verifying with the old print
+    assert voice_id.prints.get("C-1").sealed == old  # still verifying with the old print
     assert voice_id.verify("C-1", alice[-1][: 3 * 16000]).decision == Decision.AUTHENTICATED
     assert voice_id.add_speech("C-1", enrolment(alice[:6], 16.0)).enrolled
-    row = voice_id.store.voiceprint("C-1")
-    assert row["sealed"] != old and row["consent_by"] == "agent-9"
+    row = voice_id.prints.get("C-1")
+    assert row.sealed != old and row.consent.by == "agent-9"
 
 
 def test_watch_list_hits_whatever_the_claimed_identity(voice_id, librispeech_speech):
-    from signaling.voiceid import Decision
+    from identity.voiceid import Decision
 
     fraudster, honest = librispeech_speech["1688"], librispeech_speech["3005"]
     voice_id.watch("FRAUD-1", enrolment(fraudster[:6]), reason="account takeover, case 881", by="fraud-team")
@@ -202,7 +202,7 @@ def test_watch_list_hits_whatever_the_claimed_identity(voice_id, librispeech_spe
     # And the fraudster cannot enrol their voice under a customer's name: the enrolment is refused.
     refused = voice_id.enrol("C-7", enrolment(fraudster[3:9]), by="agent-7", wording="I agree")
     assert not refused.enrolled and "watch list" in refused.refused
-    assert voice_id.store.voiceprint("C-7") is None and voice_id.store.enrolment("C-7") is None
+    assert voice_id.prints.get("C-7") is None and voice_id.prints.enrolment("C-7") is None
     # An honest customer enrols as usual; an enrolled print can be flagged later.
     assert voice_id.enrol("C-8", enrolment(honest[:6]), by="agent-7", wording="I agree").enrolled
     assert voice_id.flag("C-8", reason="confirmed fraud, case 902", by="fraud-team")
@@ -211,7 +211,7 @@ def test_watch_list_hits_whatever_the_claimed_identity(voice_id, librispeech_spe
 
 
 def test_cli_enrols_over_several_runs_with_progress_and_deletes(capsys, tmp_path, data):
-    from signaling.cli import main
+    from cli.main import main
 
     files = sorted((data / "voiceid/librispeech-test-other/3005").glob("*.flac"))
     where = ["--data-dir", str(tmp_path)]
@@ -230,8 +230,8 @@ def test_cli_enrols_over_several_runs_with_progress_and_deletes(capsys, tmp_path
 
 def test_calibrate_command_reproduces_the_default_thresholds(capsys, data):
     """The shipped thresholds are what calibration on real speech gives, not guesses."""
-    from signaling.cli import main
-    from signaling.voiceid import Calibration
+    from cli.main import main
+    from identity.voiceid import Calibration
 
     assert main(["voiceid", "calibrate", str(data / "voiceid/librispeech-test-other"), "--far", "0.01"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -244,7 +244,7 @@ def test_calibrate_command_reproduces_the_default_thresholds(capsys, data):
 
 
 def test_calibration_thresholds_by_duration():
-    from signaling.voiceid import Calibration
+    from identity.voiceid import Calibration
 
     c = Calibration.parse("3:0.64,1.5:0.61,6:0.65")
     assert c.thresholds == ((1.5, 0.61), (3.0, 0.64), (6.0, 0.65))

@@ -116,7 +116,7 @@ function upsert(link) {
   if (link.state === "connected") actions.append(button("View", () => watch(link.id)));
   if (["connected", "ended", "revoked"].includes(link.state) && link.connected) {
     for (const format of ["json", "vtt"]) {
-      actions.append(Object.assign(document.createElement("a"), {href: `/api/sessions/${link.id}/transcript?format=${format}`, textContent: `Transcript (${format.toUpperCase()})`, className: "download"}));
+      actions.append(Object.assign(document.createElement("a"), {href: `/api/calls/${link.id}/transcript?format=${format}`, textContent: `Transcript (${format.toUpperCase()})`, className: "download"}));
     }
   }
   if (["created", "opened", "connected"].includes(link.state)) actions.append(button("Revoke", () => api(`/api/links/${link.id}/revoke`, {method: "POST"}).catch((e) => toast(e.message))));
@@ -172,12 +172,12 @@ async function watch(linkId) {
   await iceComplete(pc);
   if (v.closed) return;
   try {
-    const answer = await api(`/api/sessions/${linkId}/agent-offer`, {method: "POST", body: JSON.stringify({type: "offer", sdp: pc.localDescription.sdp})});
+    const answer = await api(`/api/calls/${linkId}/agent-offer`, {method: "POST", body: JSON.stringify({type: "offer", sdp: pc.localDescription.sdp})});
     if (v.closed) return;
     await pc.setRemoteDescription(answer);
   } catch (err) { if (!v.closed) toast(`Could not join the session: ${err.message}`); return; }
   countFrames(v);
-  const {snapshots} = await api(`/api/sessions/${linkId}/snapshots`);
+  const {snapshots} = await api(`/api/calls/${linkId}/snapshots`);
   if (!v.closed) snapshots.forEach(addSnapshot);
 }
 
@@ -225,11 +225,11 @@ function stopWatching(message) {
 }
 
 $("snapshot").addEventListener("click", async () => {
-  try { await api(`/api/sessions/${vg.live}/snapshots`, {method: "POST"}); toast("Still taken."); }
+  try { await api(`/api/calls/${vg.live}/snapshots`, {method: "POST"}); toast("Still taken."); }
   catch (err) { toast(`No still: ${err.message}`); }
 });
 
-$("end").addEventListener("click", () => api(`/api/sessions/${vg.live}/end`, {method: "POST"}).catch((e) => toast(e.message)));
+$("end").addEventListener("click", () => api(`/api/calls/${vg.live}/end`, {method: "POST"}).catch((e) => toast(e.message)));
 
 // Subtitles: one list item per utterance; grey partial text, then the final line with its translation below.
 function subtitle(ev) {
@@ -325,10 +325,10 @@ function enrolment(ev) {
   else $("enrolment").textContent = `Voice print: ${ev.speech_seconds} of ${ev.needed} s of speech`;
 }
 
-$("ask-code").addEventListener("click", () => api(`/api/sessions/${vg.live}/idv/code`, {method: "POST"}).catch((e) => toast(e.message)));
+$("ask-code").addEventListener("click", () => api(`/api/calls/${vg.live}/idv/code`, {method: "POST"}).catch((e) => toast(e.message)));
 $("enrol").addEventListener("click", async () => {
   try {
-    const r = await api(`/api/sessions/${vg.live}/enrolment`, {method: "POST"});
+    const r = await api(`/api/calls/${vg.live}/enrolment`, {method: "POST"});
     enrolment({link_id: vg.live, ...r});
   } catch (e) { toast(e.message); }
 });

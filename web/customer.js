@@ -63,7 +63,7 @@ async function start() {
   });
   const answer = await r.json();
   if (!r.ok) { finish(answer.error); return; }
-  sessionKey = answer.session_key;
+  sessionKey = answer.call_key;
   await pc.setRemoteDescription({type: answer.type, sdp: answer.sdp});
   $("consent-box").hidden = true;
   $("hangup").hidden = false;
@@ -73,7 +73,7 @@ async function start() {
 async function step(name, body = {}) {
   // One identity-check step; the answer is the panel's new state (the socket says the same, for other changes).
   const r = await fetch(`/api/join/${token}/${name}`, {
-    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({session_key: sessionKey, ...body}),
+    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({call_key: sessionKey, ...body}),
   });
   const answer = await r.json();
   if (!r.ok) { $("idv-message").textContent = answer.error; return null; }
@@ -137,7 +137,7 @@ function events() {
 }
 
 function hangupBeacon() {
-  if (sessionKey && !ended) navigator.sendBeacon(`/api/join/${token}/hangup`, JSON.stringify({session_key: sessionKey}));
+  if (sessionKey && !ended) navigator.sendBeacon(`/api/join/${token}/hangup`, JSON.stringify({call_key: sessionKey}));
 }
 
 function finish(message) {

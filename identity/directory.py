@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 
 import aiohttp
 
-from signaling.store import Customer, Store
+from store.base import Customer, Customers
 
 
 class DirectoryError(Exception):
@@ -38,18 +38,43 @@ class Directory(ABC):
 
 
 class StoreDirectory(Directory):
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, customers: Customers) -> None:
+        self.customers = customers
 
     async def by_phone(self, number: str) -> list[Customer]:
-        return self.store.customers_by_phone(number)
+        return self.customers.by_phone(number)
 
     async def by_id(self, customer_id: str) -> Customer | None:
-        return self.store.customer(customer_id)
+        return self.customers.get(customer_id)
+
+
+class HttpClient:
+    """One aiohttp client for the operator's systems (directory, code sender), opened on first use.
+
+    Built with the rest of the server, before any event loop runs; the session itself needs the loop.
+    """
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    def get(self, url: str, **kwargs):
+        return self.session().get(url, **kwargs)
+
+    def post(self, url: str, **kwargs):
+        return self.session().post(url, **kwargs)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
 
 class RestDirectory(Directory):
-    def __init__(self, url: str, http: aiohttp.ClientSession, token: str | None = None, timeout: float = 3.0) -> None:
+    def __init__(self, url: str, http: HttpClient, token: str | None = None, timeout: float = 3.0) -> None:
         self.url, self._http = url, http
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout)

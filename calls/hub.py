@@ -28,3 +28,8 @@ class Hub:
             if q.full():
                 q.get_nowait()
             q.put_nowait(event)
+
+
+def customer_topic(call_id: str) -> tuple[str, str]:
+    """The Hub topic of one call's customer page (agents' topics are their ids)."""
+    return ("customer", call_id)

@@ -1,28 +1,30 @@
-"""Live translated subtitles for one call: both legs through the speech pipeline, one conversation.
+"""Live translated subtitles for one call: both legs' speech taps through the speech pipeline.
 
 The customer's audio is transcribed in their language and translated into the
 agent's; the agent's the other way. Every pipeline event becomes a subtitle
 message for the agent console and the customer page, stamped with the times a
 latency budget needs (speech end, ASR done, MT done, sent). Finals and their
-translations make up the transcript, kept sealed (AES-GCM) beside the call.
+translations make up the transcript: each is appended to the store as its own
+sealed (AES-GCM) record as it happens, so a long call costs no more per line
+than a short one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import json
 import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from media.events import Event, FinalTranscript, PartialTranscript, PipelineError, SpeechStarted, Translation
-from media.pipeline import Engines, Pipeline, PipelineConfig
-from media.segmenter import SegmenterConfig
-from signaling.security import Vault
+from media.pipeline import Pipeline, PipelineConfig
+from media.tap import SpeechTap
+from models.engines import Engines
+from store.base import Transcripts
+from store.security import Vault
 
 log = logging.getLogger(__name__)
 
@@ -43,43 +45,39 @@ class Line:
     timing: dict = field(default_factory=dict)
 
 
-class Conversation:
+class Subtitles:
     def __init__(
         self,
         link_id: str,
         engines: Engines,
+        taps: dict[str, SpeechTap],
         *,
         customer_language: str | None,
         agent_language: str,
         send_agent: Callable[[dict], None],
         send_customer: Callable[[dict], None],
         vault: Vault,
-        path: Path,
+        transcripts: Transcripts,
         executor: Executor | None = None,
         partials: bool = True,
-        segmenter: SegmenterConfig = SegmenterConfig(hangover_ms=300),
     ) -> None:
         self.link_id = link_id
         self._send_agent, self._send_customer = send_agent, send_customer
-        self._vault, self._path = vault, path
-        self.lines: list[Line] = []
+        self._transcript = TranscriptWriter(link_id, vault, transcripts)
         self._open: dict[tuple[str, int], Line] = {}
         self._started: dict[tuple[str, int], float] = {}
         self.detected_language: str | None = None
+        languages = {"customer": (customer_language, agent_language), "agent": (agent_language, customer_language)}
+        # The agent's language is known, so only its translation target can be undecided ("detect").
         self.pipelines = {
-            "customer": Pipeline(
+            leg: Pipeline(
                 engines,
-                PipelineConfig(customer_language, agent_language, partials, segmenter),
-                leg="customer",
+                PipelineConfig(spoken, target, partials, embed_speaker=False),
+                leg=leg,
                 executor=executor,
-            ),
-            # The agent's language is known, so only its translation target can be undecided ("detect").
-            "agent": Pipeline(
-                engines,
-                PipelineConfig(agent_language, customer_language, partials, segmenter),
-                leg="agent",
-                executor=executor,
-            ),
+                tap=taps[leg],
+            )
+            for leg, (spoken, target) in languages.items()
         }
         self._readers = [
             asyncio.get_running_loop().create_task(self._read(leg, p)) for leg, p in self.pipelines.items()
@@ -88,10 +86,9 @@ class Conversation:
     # -- audio in ----------------------------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Finalise what is still being said (a peer that vanished mid-sentence), then save."""
+        """Finalise what is still being said (a peer that vanished mid-sentence): its lines reach the transcript."""
         await asyncio.gather(*(p.close() for p in self.pipelines.values()))
         await asyncio.gather(*self._readers)
-        self.save()
 
     # -- subtitles out -----------------------------------------------------------------------------------------
 
@@ -140,17 +137,13 @@ class Conversation:
                 timing={"speech_end": event.speech_end_wall, "asr": event.wall},
             )
             self._open[key] = line
-            bisect.insort(self.lines, line, key=lambda x: x.start)  # one conversation, in the order spoken
             message["timing"] = dict(line.timing)
-            self.save()
+            self._transcript.line(line)
         elif isinstance(event, Translation):
             message.update(source_text=event.source_text, source_language=event.source_language, engine=event.engine)
             message["timing"] = {"speech_end": event.speech_end_wall, "asr": event.asr_wall, "mt": event.wall}
-            line = self._open.pop(key, None)
-            if line is not None:
-                line.translation, line.translation_language = event.text, event.target_language
-                line.engine, line.timing["mt"] = event.engine, event.wall
-                self.save()
+            if self._open.pop(key, None) is not None:
+                self._transcript.translation(leg, event)
         self._send(message)
 
     def _send(self, message: dict) -> None:
@@ -158,17 +151,52 @@ class Conversation:
         self._send_agent(message)
         self._send_customer(message)
 
-    # -- the transcript ----------------------------------------------------------------------------------------
 
-    def save(self) -> None:
-        data = json.dumps({"link_id": self.link_id, "lines": [asdict(line) for line in self.lines]}).encode()
-        tmp = self._path.with_suffix(".tmp")
-        tmp.write_bytes(self._vault.seal(data, f"transcript:{self.link_id}"))
-        tmp.replace(self._path)
+class TranscriptWriter:
+    """Appends a call's transcript to the store, one sealed record per final and per translation."""
+
+    def __init__(self, link_id: str, vault: Vault, transcripts: Transcripts) -> None:
+        self.link_id, self._vault, self._transcripts = link_id, vault, transcripts
+
+    def line(self, line: Line) -> None:
+        self._append({"line": asdict(line)})
+
+    def translation(self, leg: str, t: Translation) -> None:
+        self._append(
+            {
+                "translation": {
+                    "speaker": leg,
+                    "segment": t.segment,
+                    "translation": t.text,
+                    "translation_language": t.target_language,
+                    "engine": t.engine,
+                    "mt": t.wall,
+                }
+            }
+        )
+
+    def _append(self, record: dict) -> None:
+        self._transcripts.append(self.link_id, self._vault.seal(json.dumps(record).encode(), self._aad()))
+
+    def _aad(self) -> str:
+        return f"transcript:{self.link_id}"
 
 
-def load_transcript(vault: Vault, path: Path, link_id: str) -> dict:
-    return json.loads(vault.open(path.read_bytes(), f"transcript:{link_id}"))
+def load_transcript(vault: Vault, transcripts: Transcripts, link_id: str) -> dict | None:
+    """The whole transcript, lines in the order spoken with their translations; None if nothing was said."""
+    lines: dict[tuple[str, int], dict] = {}
+    for _, sealed in transcripts.records(link_id):
+        record = json.loads(vault.open(sealed, f"transcript:{link_id}"))
+        if line := record.get("line"):
+            lines[(line["speaker"], line["segment"])] = line
+        elif t := record.get("translation"):
+            line = lines.get((t["speaker"], t["segment"]))
+            if line is not None:
+                line.update({k: t[k] for k in ("translation", "translation_language", "engine")})
+                line["timing"]["mt"] = t["mt"]
+    if not lines:
+        return None
+    return {"link_id": link_id, "lines": sorted(lines.values(), key=lambda x: x["start"])}
 
 
 def to_webvtt(transcript: dict, origin: float) -> str:

@@ -1,4 +1,4 @@
-"""Pure-Python WebRTC peers (aiortc) that act as a customer's browser or an agent's console, and a test server."""
+"""Pure-Python WebRTC peers (aiortc) that act as a customer's browser or an agent's console."""
 
 from __future__ import annotations
 
@@ -10,14 +10,10 @@ from pathlib import Path
 import aiohttp
 import av
 import numpy as np
-from aiohttp import web
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from media.audio_io import read_pcm
-from signaling.app import CALLS, create_app
-from signaling.calls import Settings
-from signaling.security import hash_password, new_token, token_hash
 
 
 class SpeechTrack(MediaStreamTrack):
@@ -158,7 +154,7 @@ async def agent_connect(
     await pc.setLocalDescription(await pc.createOffer())
     await wait_gathered(pc)
     async with http.post(
-        f"{base}/api/sessions/{link_id}/agent-offer",
+        f"{base}/api/calls/{link_id}/agent-offer",
         headers=headers,
         json={"type": "offer", "sdp": pc.localDescription.sdp},
     ) as r:
@@ -166,39 +162,3 @@ async def agent_connect(
         assert r.status == 200, body
     await pc.setRemoteDescription(RTCSessionDescription(body["sdp"], body["type"]))
     return pc, received
-
-
-class TestServer:
-    """The real app on a real port, with an injectable clock, and an agent ready to sign in."""
-
-    __test__ = False
-
-    def __init__(self, data_dir: Path, engines=None, **settings) -> None:
-        self.now = time.time()
-        self.settings = Settings(data_dir=data_dir, clock=lambda: self.now, **settings)
-        self.app = create_app(self.settings, engines)
-        # A refused upload's connection lingers (aiohttp reads the rest of the body for up to 10 s, so the client
-        # can read the refusal): behaviour under test. Only the test server's own shutdown is bounded.
-        self.runner = web.AppRunner(self.app, shutdown_timeout=2.0)
-        self.base = ""
-
-    async def start(self) -> TestServer:
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base = f"http://127.0.0.1:{port}"
-        self.settings.public_url = self.base
-        return self
-
-    async def stop(self) -> None:
-        await self.runner.cleanup()
-
-    @property
-    def calls(self):
-        return self.app[CALLS]
-
-    def add_agent(self, name: str = "alice", password: str = "correct horse", language: str = "en") -> str:
-        api_token = new_token()
-        self.calls.store.add_agent(name, hash_password(password), token_hash(api_token), language)
-        return api_token

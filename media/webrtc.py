@@ -1,11 +1,12 @@
-"""A room is one escalated call: the customer's peer connection, the agent console's, and the media between.
+"""The WebRTC transport of one call: the customer's peer connection, the agent console's, and the media between.
 
 The customer's camera and microphone reach the agent through aiortc's
 ``MediaRelay`` (one decode, many readers); the agent's microphone reaches the
 customer through ``AgentVoice``, a track negotiated with the customer at answer
-time that plays silence until the agent connects. The room keeps the latest
+time that plays silence until the agent connects. It keeps the latest
 video frame (for snapshots) and ends itself when the customer's media stops
-(tab closed, network gone) or their connection fails.
+(tab closed, network gone) or their connection fails. Each side's decoded
+audio goes to its leg's listeners (the speech taps), on the event loop.
 """
 
 from __future__ import annotations
@@ -115,19 +116,26 @@ def audio_level_dbov(frame: av.AudioFrame) -> int:
 
 
 AIORTC_AUDIO_LEVEL = aiortc.rtp.compute_audio_level_dbov  # kept: the test holds ours to its answers
-aiortc.rtp.compute_audio_level_dbov = audio_level_dbov  # aiortc's sender looks it up there on every packet
 
 
-class Room:
+def use_fast_audio_level() -> None:
+    """Make aiortc's senders use ``audio_level_dbov``. Process-wide (aiortc looks the function up in its
+    ``rtp`` module on every packet), so the server's composition root calls it once, explicitly."""
+    aiortc.rtp.compute_audio_level_dbov = audio_level_dbov
+
+
+AudioListener = Callable[[av.AudioFrame], None]
+
+
+class CallMedia:
     def __init__(
         self,
-        link_id: str,
-        agent_id: int,
+        call_id: str,
         ice_servers: list[RTCIceServer],
-        on_end: Callable[[Room, str], Awaitable[None]],
+        on_end: Callable[[str], Awaitable[None]],
         media_timeout: float = 8.0,
     ) -> None:
-        self.link_id, self.agent_id = link_id, agent_id
+        self.call_id = call_id
         self._config = RTCConfiguration(iceServers=ice_servers)
         self._on_end = on_end
         self.media_timeout = media_timeout
@@ -144,9 +152,9 @@ class Room:
         self._last_media = time.monotonic()
         self._tasks: list[asyncio.Task] = []
         self._ended = False
-        # Who else hears each side (the speech pipelines): called with every decoded frame, on the event loop.
-        self.customer_taps: list[Callable[[av.AudioFrame], None]] = []
-        self.agent_taps: list[Callable[[av.AudioFrame], None]] = []
+        # Who hears each side (the legs' speech taps): called with every decoded frame, on the event loop.
+        self.customer_listeners: list[AudioListener] = []
+        self.agent_listeners: list[AudioListener] = []
 
     # -- the customer ------------------------------------------------------------------------------------------
 
@@ -161,7 +169,7 @@ class Room:
                 self._spawn(self._watch_video(self.relay.subscribe(track, buffered=False)))
             elif track.kind == "audio" and self.customer_audio is None:
                 self.customer_audio = track
-                self._spawn(self._read_audio(self.relay.subscribe(track), self.customer_taps, watched=True))
+                self._spawn(self._read_audio(self.relay.subscribe(track), self.customer_listeners, watched=True))
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -187,7 +195,7 @@ class Room:
             self.video_frames += 1
             self._media()
 
-    async def _read_audio(self, track: MediaStreamTrack, taps: list, watched: bool = False) -> None:
+    async def _read_audio(self, track: MediaStreamTrack, listeners: list[AudioListener], watched: bool = False) -> None:
         while True:
             try:
                 frame = await track.recv()
@@ -196,11 +204,11 @@ class Room:
             if watched:
                 self.audio_frames += 1
                 self._media()
-            for tap in taps:
+            for listener in listeners:
                 try:
-                    tap(frame)
+                    listener(frame)
                 except Exception:  # a failing listener must not stop the call's audio
-                    log.exception("room %s: audio tap failed", self.link_id)
+                    log.exception("call %s: an audio listener failed", self.call_id)
 
     def _media(self) -> None:
         self._last_media = time.monotonic()
@@ -227,7 +235,7 @@ class Room:
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "audio":
                 self.voice.attach(self.relay.subscribe(track, buffered=False))
-                self._spawn(self._read_audio(self.relay.subscribe(track), self.agent_taps))
+                self._spawn(self._read_audio(self.relay.subscribe(track), self.agent_listeners))
 
         await _apply_offer(pc, offer)
         for track in (self.customer_video, self.customer_audio):
@@ -254,10 +262,10 @@ class Room:
         for pc in (self.customer_pc, self.agent_pc):
             if pc is not None:
                 await pc.close()
-        await self._on_end(self, reason)
+        await self._on_end(reason)
 
     async def discard(self) -> None:
-        """Drop a room that never started (its offer was refused): no end event, the link untouched."""
+        """Drop media that never started (its offer was refused): no end event, the link untouched."""
         self._ended = True
         await self.customer_pc.close()
 

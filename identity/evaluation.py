@@ -9,7 +9,7 @@ the print (or, with ``scoring="snorm"``, S-norm'ed against a cohort of the
 *other* speakers' tests, never the two voices of the trial).
 
 ``voxgate voiceid calibrate DIR`` runs the same trials at each duration live
-calls decide at (1.5, 3 and 6 s of net speech) and gives the thresholds that
+calls decide at (``Calibration.checkpoints``: 1.5, 3 and 6 s of net speech) and gives the thresholds that
 hold false accepts to a target rate: the server's ``--voiceid-thresholds``.
 """
 
@@ -18,9 +18,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 
+from identity.voiceid import Calibration
 from media.audio_io import AudioFormatError, read_pcm
 from media.speech import net_speech
 from models.base import SAMPLE_RATE, SpeakerEncoder, VadEngine, pcm_to_float
@@ -59,7 +61,7 @@ def evaluate(
     root: Path,
     encoders: Sequence[SpeakerEncoder],
     vad: VadEngine,
-    enrol_seconds: float = 20.0,
+    enrol_seconds: float = Calibration().enrol_seconds,
     test_seconds: float | None = 3.0,
     scoring: str = "cosine",
 ) -> tuple[dict, list[Trial]]:
@@ -136,25 +138,33 @@ def summarise(
     }
 
 
+PLOT_NEEDS = "matplotlib"  # an extra: pip install 'voxgate[bench]'
+
+
+def _probit(p) -> np.ndarray:
+    """The normal deviate of each rate: a DET plot's axes (the standard library's, so no SciPy is needed)."""
+    inv = NormalDist().inv_cdf
+    return np.array([inv(float(x)) for x in np.clip(np.atleast_1d(p), 1e-4, 1 - 1e-4)])
+
+
 def plot_det(trials: list[Trial], path: Path, title: str) -> None:
+    """A DET curve as PNG. Needs matplotlib (``voxgate[bench]``); callers check ``PLOT_NEEDS`` first."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from scipy.stats import norm
 
     genuine = [t.score for t in trials if t.genuine]
     impostor = [t.score for t in trials if not t.genuine]
     _, frr, far = det_curve(genuine, impostor)
-    clip = lambda x: np.clip(x, 1e-4, 1 - 1e-4)  # noqa: E731
     fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot(norm.ppf(clip(far)), norm.ppf(clip(frr)))
+    ax.plot(_probit(far), _probit(frr))
     ticks = [0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4]
-    ax.set_xticks(norm.ppf(ticks), [f"{t:.1%}" for t in ticks])
-    ax.set_yticks(norm.ppf(ticks), [f"{t:.1%}" for t in ticks])
-    ax.set_xlim(norm.ppf(0.0005), norm.ppf(0.5))
-    ax.set_ylim(norm.ppf(0.0005), norm.ppf(0.5))
-    ax.plot(norm.ppf([0.0005, 0.5]), norm.ppf([0.0005, 0.5]), color="grey", lw=0.5)
+    ax.set_xticks(_probit(ticks), [f"{t:.1%}" for t in ticks])
+    ax.set_yticks(_probit(ticks), [f"{t:.1%}" for t in ticks])
+    ax.set_xlim(*_probit([0.0005, 0.5]))
+    ax.set_ylim(*_probit([0.0005, 0.5]))
+    ax.plot(_probit([0.0005, 0.5]), _probit([0.0005, 0.5]), color="grey", lw=0.5)
     ax.set_xlabel("false accepts")
     ax.set_ylabel("false rejects")
     ax.set_title(title, fontsize=9)
@@ -168,8 +178,8 @@ def calibrate(
     encoders: Sequence[SpeakerEncoder],
     vad: VadEngine,
     target_far: float = 0.01,
-    durations: Sequence[float] = (1.5, 3.0, 6.0),
-    enrol_seconds: float = 20.0,
+    durations: Sequence[float] = Calibration().checkpoints,
+    enrol_seconds: float = Calibration().enrol_seconds,
 ) -> dict:
     """Thresholds by duration for ``target_far`` false accepts, as ``voxgate serve --voiceid-thresholds`` takes them.
 

@@ -1,0 +1,348 @@
+"""The calls of one server: links are made here, limits are enforced here, and the live calls are held here.
+
+Handlers in ``signaling`` call these methods with the agent (or the customer's
+token) and get records back; refusals are ``store.errors`` kinds, which the
+web edge maps to statuses in one place. One ``Call`` per live call, by id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from functools import partial
+from pathlib import Path
+
+import segno
+from aiortc import RTCIceServer, RTCSessionDescription
+
+from calls.call import Call, Services
+from calls.hub import customer_topic
+from calls.limits import GuessLimiter
+from calls.settings import Settings
+from calls.subtitles import load_transcript
+from identity.idv import IdvSession
+from media.webrtc import CallMedia
+from models.engines import is_language_code
+from models.errors import UnsupportedLanguage
+from store.base import Agent, Link, Snapshot
+from store.errors import AtCapacity, Conflict, Forbidden, Gone, Invalid, NotFound, Throttled
+from store.security import new_token, security_phrase, token_hash
+
+log = logging.getLogger(__name__)
+
+USED = "this link has been used; each link works once, on one device"
+
+
+class CallService:
+    def __init__(self, settings: Settings, services: Services) -> None:
+        self.settings, self.services = settings, services
+        self.store, self.hub, self.engines = services.store, services.hub, services.engines
+        self.guesses = GuessLimiter()
+        self.live: dict[str, Call] = {}
+        (settings.data_dir / "snapshots").mkdir(parents=True, exist_ok=True)
+
+    def idv_active(self) -> bool:
+        """ID&V runs when there is a directory to identify callers in: the operator's, or customers loaded here."""
+        s = self.settings.idv
+        return self.services.idv is not None and s.enabled and (bool(s.directory_url) or self.store.customers.count())
+
+    # -- links -------------------------------------------------------------------------------------------------
+
+    def create_link(
+        self,
+        agent: Agent,
+        *,
+        customer_ref: str | None = None,
+        phone: str | None = None,
+        language: str | None = None,
+        reason: str | None = None,
+        ttl: float | None = None,
+    ) -> tuple[Link, str, str]:
+        """A new link: the record, its URL (the token is in it, and nowhere else) and its QR code as SVG."""
+        ttl = self.settings.link_ttl if ttl is None else float(ttl)
+        if not 30 <= ttl <= self.settings.max_link_ttl:
+            raise Invalid(f"expiry must be between 30 and {int(self.settings.max_link_ttl)} seconds")
+        for name, value, limit in (("customer_ref", customer_ref, 64), ("phone", phone, 32), ("reason", reason, 200)):
+            if value is not None and (not isinstance(value, str) or len(value) > limit):
+                raise Invalid(f"{name} must be text of at most {limit} characters")
+        language = language or agent.language
+        if not is_language_code(language):
+            raise Invalid("language must be a language code such as 'en' or 'pt', or 'detect'")
+        self.check_languages(language, agent.language)
+        token = new_token()
+        link = self.store.links.add(
+            token_hash(token),
+            agent.id,
+            customer_ref=customer_ref,
+            phone=phone,
+            language=language,
+            reason=reason or "so they can help you faster",
+            phrase=security_phrase(),
+            ttl=ttl,
+        )
+        self.store.audit.add(agent.name, "link.create", link.id, f"ttl={int(ttl)}s")
+        url = f"{self.settings.public_url.rstrip('/')}/j/{token}"
+        self._publish(link)
+        buf = io.BytesIO()
+        segno.make(url, error="m").save(buf, kind="svg", scale=4, border=2)
+        return link, url, buf.getvalue().decode()
+
+    def check_languages(self, customer: str, agent: str) -> None:
+        """Refuse, up front, a call whose subtitles could not be translated one way or the other."""
+        if self.engines is None:
+            return
+        try:
+            self.engines.check_call(customer, agent)
+        except UnsupportedLanguage as e:
+            message = str(e) if str(e).startswith("speech recognition") else f"no subtitles for this call: {e}"
+            raise Invalid(message) from None
+
+    def set_agent_language(self, agent: Agent, language: object) -> Agent:
+        if not is_language_code(language) or language == "detect":
+            raise Invalid("language must be a language code such as 'en' or 'pt'")
+        if self.engines is not None:
+            try:
+                self.engines.check_speech(language)
+            except UnsupportedLanguage as e:
+                raise Invalid(str(e)) from None
+        self.store.agents.set_language(agent.id, language)
+        return Agent(agent.id, agent.name, language)
+
+    def link_for_agent(self, agent: Agent, link_id: str) -> Link:
+        link = self.store.links.get(link_id)
+        if link is None or link.agent_id != agent.id:
+            raise NotFound("no such link")
+        return link
+
+    def customer_link(self, token: str, who: str) -> Link:
+        """The link behind a customer's token, or the refusal they should see (unknown, used or expired)."""
+        if self.guesses.blocked(who):
+            raise Throttled("too many unknown links from this address; try again in a minute")
+        link = self.store.links.by_token(token_hash(token)) if 20 <= len(token) <= 64 else None
+        if link is None:
+            self.guesses.fail(who)
+            raise NotFound("this link does not exist; check it, or ask the agent for a new one")
+        if link.state == "expired":
+            raise Gone("this link has expired; ask the agent for a new one")
+        if link.state == "revoked":
+            raise Gone("this link has been cancelled by the agent")
+        if link.state not in ("created", "opened"):
+            raise Gone(USED)
+        return link
+
+    def join_info(self, token: str, who: str) -> dict:
+        link = self.customer_link(token, who)
+        if self.store.links.mark_opened(link.id):
+            link = self.store.links.get(link.id)
+            self.store.audit.add("customer", "link.open", link.id)
+            self._publish(link)
+        agent = self.store.agents.get(link.agent_id)
+        return {
+            "company": self.settings.company,
+            "agent": agent.name if agent else None,
+            "reason": link.reason,
+            "phrase": link.phrase,
+            "language": link.language,
+            "expires_in": max(0, int(link.expires - self.store.clock())),
+            "ice_servers": self.settings.ice_servers(),
+        }
+
+    def revoke(self, agent: Agent, link_id: str) -> Link:
+        link = self.link_for_agent(agent, link_id)
+        if link.state in ("ended", "expired", "revoked"):
+            raise Conflict(f"the link is {link.state} already")
+        self.store.links.finish(link.id, "revoked", f"revoked by {agent.name}")
+        self.store.audit.add(agent.name, "link.revoke", link.id)
+        if (call := self.live.get(link.id)) is not None:
+            asyncio.get_running_loop().create_task(call.end("revoked"))
+        link = self.store.links.get(link.id)
+        self._publish(link)
+        return link
+
+    # -- calls -------------------------------------------------------------------------------------------------
+
+    async def customer_offer(self, token: str, offer: RTCSessionDescription, who: str) -> dict:
+        link = self.customer_link(token, who)
+        if self.store.links.count_live() >= self.settings.max_calls:
+            raise AtCapacity("the server is at its limit of live calls; please try again shortly")
+        if self.store.links.count_live(link.agent_id) >= self.settings.max_calls_per_agent:
+            raise AtCapacity("your agent has too many live calls; please try again shortly")
+        media = CallMedia(link.id, self._ice(), partial(self._media_ended, link.id), self.settings.media_timeout)
+        try:
+            await media.receive_customer_offer(offer)  # a malformed offer must not use the link up
+        except Exception:
+            await media.discard()
+            raise
+        if not self.store.links.consume(link.id):  # a second device lost the race
+            await media.discard()
+            raise Gone(USED)
+        agent = self.store.agents.get(link.agent_id)
+        key = new_token(16)
+        call = Call(
+            link,
+            media,
+            self.services,
+            agent_language=agent.language if agent else "en",
+            customer_key=key,
+            partials=self.settings.partials,
+            endpoint_ms=self.settings.endpoint_ms,
+        )
+        self.live[link.id] = call
+        try:
+            desc = await media.answer_customer()
+        except Exception:
+            await call.end("could not answer the customer")
+            raise
+        self.store.audit.add("customer", "call.connect", link.id)
+        self._publish(self.store.links.get(link.id))
+        if self.idv_active():
+            call.start_idv()
+        return {"sdp": desc.sdp, "type": desc.type, "call_key": key}
+
+    async def agent_offer(self, agent: Agent, link_id: str, offer: RTCSessionDescription) -> dict:
+        call = self.live_call(agent, link_id)
+        desc = await call.media.accept_agent(offer)
+        self.store.audit.add(agent.name, "call.agent_join", call.id)
+        return {"sdp": desc.sdp, "type": desc.type}
+
+    def live_call(self, agent: Agent, link_id: str) -> Call:
+        link = self.link_for_agent(agent, link_id)
+        call = self.live.get(link.id)
+        if call is None or call.media.ended:
+            raise Conflict(f"the call is not live (state: {link.state})")
+        return call
+
+    def customer_call(self, token: str, key: str) -> Call:
+        """The live call of the customer holding this link token and the key its offer returned."""
+        link = self.store.links.by_token(token_hash(token))
+        call = self.live.get(link.id) if link is not None else None
+        if call is None or not call.is_customer(key):
+            raise Forbidden("not this call's customer")
+        return call
+
+    async def customer_hangup(self, token: str, key: str) -> None:
+        await self.customer_call(token, key).end("customer hung up")
+
+    async def agent_end(self, agent: Agent, link_id: str) -> Link:
+        link = self.link_for_agent(agent, link_id)
+        call = self.live.get(link.id)
+        if call is None:
+            raise Conflict(f"the call is not live (state: {link.state})")
+        await call.end(f"ended by {agent.name}")
+        await call.ended
+        return self.store.links.get(link.id)
+
+    async def _media_ended(self, call_id: str, reason: str) -> None:
+        call = self.live.get(call_id)
+        if call is not None:
+            await call.closed(reason, self._call_closed)
+
+    async def _call_closed(self, call: Call, reason: str) -> None:
+        self.live.pop(call.id, None)
+        state = "revoked" if reason == "revoked" else "ended"
+        self.store.links.finish(call.id, state, reason)
+        self.store.audit.add("server", "call.end", call.id, reason)
+        self._publish(self.store.links.get(call.id))
+
+    async def close(self, reason: str = "server shutting down") -> None:
+        for call in list(self.live.values()):
+            await call.end(reason)
+
+    # -- ID&V: the customer's steps on their page, and the agent's ---------------------------------------------
+
+    def customer_idv(self, token: str, key: str) -> IdvSession:
+        idv = self.customer_call(token, key).idv
+        if idv is None:
+            raise Conflict("this call has no identity check")
+        return idv
+
+    def agent_idv(self, agent: Agent, link_id: str) -> IdvSession:
+        call = self.live.get(self.link_for_agent(agent, link_id).id)
+        idv = call.idv if call is not None else None
+        if idv is None:
+            raise Conflict("this call has no live identity check")
+        return idv
+
+    def idv_record(self, agent: Agent, link_id: str) -> dict | None:
+        return self.store.idv.get(self.link_for_agent(agent, link_id).id)
+
+    def transcript(self, agent: Agent, link_id: str) -> tuple[dict, float]:
+        """The saved transcript and the wall time it starts from (for subtitle timestamps)."""
+        link = self.link_for_agent(agent, link_id)
+        data = load_transcript(self.services.vault, self.store.transcripts, link.id)
+        if data is None:
+            raise NotFound("this call has no transcript")
+        self.store.audit.add(agent.name, "transcript.download", link.id)
+        return data, link.connected or link.created
+
+    # -- snapshots ---------------------------------------------------------------------------------------------
+
+    async def take_snapshot(self, agent: Agent, link_id: str) -> Snapshot:
+        call = self.live.get(self.link_for_agent(agent, link_id).id)
+        frame = call.media.latest_frame if call is not None else None
+        if frame is None:
+            raise Conflict("no live video to take a still from")
+        jpeg = await asyncio.to_thread(_jpeg, frame)  # tens of ms of CPU at 720p: not on the event loop
+        snap = self.store.links.add_snapshot(call.id, agent.id, frame.width, frame.height, len(jpeg))
+        self._snapshot_path(snap.id).write_bytes(self.services.vault.seal(jpeg, f"snapshot:{snap.id}"))
+        self.store.audit.add(agent.name, "snapshot.take", call.id, snap.id)
+        self.hub.publish(agent.id, {"type": "snapshot", "link_id": call.id, "snapshot": snapshot_view(snap, agent)})
+        return snap
+
+    def snapshots(self, agent: Agent, link_id: str) -> list[Snapshot]:
+        return self.store.links.snapshots(self.link_for_agent(agent, link_id).id)
+
+    def snapshot_jpeg(self, agent: Agent, snap_id: str) -> bytes:
+        snap = self.store.links.snapshot(snap_id)
+        if snap is None or snap.agent_id != agent.id:
+            raise NotFound("no such snapshot")
+        self.store.audit.add(agent.name, "snapshot.view", snap.link_id, snap.id)
+        return self.services.vault.open(self._snapshot_path(snap.id).read_bytes(), f"snapshot:{snap.id}")
+
+    def _snapshot_path(self, snap_id: str) -> Path:
+        return self.settings.data_dir / "snapshots" / f"{snap_id}.jpg.sealed"
+
+    # -- events ------------------------------------------------------------------------------------------------
+
+    def subscribe_customer(self, token: str, key: str) -> tuple[tuple, asyncio.Queue, list[dict]]:
+        """Subscribe a customer page to its call's events; with it, what the page should show now."""
+        call = self.customer_call(token, key)
+        topic = customer_topic(call.id)
+        return topic, self.hub.subscribe(topic), call.customer_view()
+
+    def _publish(self, link: Link | None) -> None:
+        if link is not None:
+            self.hub.publish(link.agent_id, {"type": "link", "link": link.to_dict()})
+
+    async def sweep_expired(self, interval: float = 5.0) -> None:
+        """Tell consoles when links expire unused (the store expires them lazily on every read)."""
+        since = self.store.clock()
+        while True:
+            await asyncio.sleep(interval)
+            now = self.store.clock()
+            for link in self.store.links.expired_since(since):
+                self._publish(link)
+            since = now
+
+    def _ice(self) -> list[RTCIceServer]:
+        return [RTCIceServer(**s) for s in self.settings.ice_servers()]
+
+
+def snapshot_view(s: Snapshot, agent: Agent) -> dict:
+    return {
+        "id": s.id,
+        "link_id": s.link_id,
+        "taken": s.taken,
+        "width": s.width,
+        "height": s.height,
+        "bytes": s.bytes,
+        "agent": agent.name,
+        "url": f"/api/snapshots/{s.id}",
+    }
+
+
+def _jpeg(frame) -> bytes:
+    buf = io.BytesIO()
+    frame.to_image().save(buf, format="JPEG", quality=92)
+    return buf.getvalue()

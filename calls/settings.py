@@ -1,0 +1,48 @@
+"""What an operator sets for calls: links, limits, subtitles, media, ICE servers, ID&V. The CLI's defaults."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from identity.idv import IdvSettings
+
+
+@dataclass
+class Settings:
+    data_dir: Path
+    public_url: str = "http://localhost:8080"
+    company: str = "VoxGate"
+    link_ttl: float = 600.0
+    max_link_ttl: float = 24 * 3600.0
+    max_calls_per_agent: int = 4
+    max_calls: int = 20
+    partials: bool = True  # live partial subtitles (off: each utterance transcribed once, at its end)
+    endpoint_ms: int = 300  # the pause that ends a subtitle line: latency is the product
+    media_timeout: float = 8.0
+    stun_urls: list[str] = field(default_factory=list)
+    turn_urls: list[str] = field(default_factory=list)  # e.g. turn:turn.example.com:3478?transport=udp
+    turn_user: str | None = None
+    turn_password: str | None = None  # static credentials, or:
+    turn_secret: str | None = None  # coturn's use-auth-secret: short-lived credentials derived per call
+    idv: IdvSettings = field(default_factory=IdvSettings)
+    clock: Callable[[], float] = time.time
+
+    def ice_servers(self, ttl: float = 3600.0) -> list[dict]:
+        """ICE servers for browsers and aiortc alike. None at all works on one machine or a LAN."""
+        servers: list[dict] = [{"urls": self.stun_urls}] if self.stun_urls else []
+        if self.turn_urls:
+            if self.turn_secret:
+                username = f"{int(self.clock() + ttl)}:{self.turn_user or 'voxgate'}"
+                digest = hmac.new(self.turn_secret.encode(), username.encode(), hashlib.sha1).digest()
+                servers.append(
+                    {"urls": self.turn_urls, "username": username, "credential": base64.b64encode(digest).decode()}
+                )
+            else:
+                servers.append({"urls": self.turn_urls, "username": self.turn_user, "credential": self.turn_password})
+        return servers

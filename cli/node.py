@@ -1,0 +1,72 @@
+"""The composition root: one server's parts, built from settings, in the order they depend on each other."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from calls.call import Services
+from calls.hub import Hub
+from calls.service import CallService
+from calls.settings import Settings
+from identity.directory import HttpClient, RestDirectory, StoreDirectory
+from identity.idv import IdvContext
+from identity.voiceid import Calibration, VoiceId
+from media.webrtc import use_fast_audio_level
+from models.engines import Engines
+from signaling.app import create_app
+from store.security import Vault
+from store.sqlite import SqliteStore
+
+
+@dataclass
+class Node:
+    """Everything one VoxGate server runs; ``close`` releases it after the last request."""
+
+    settings: Settings
+    calls: CallService
+    voice_id: VoiceId | None
+    http: HttpClient
+    pools: list[ThreadPoolExecutor]
+
+    @property
+    def store(self):
+        return self.calls.store
+
+    def app(self, secure_cookies: bool | None = None) -> web.Application:
+        return create_app(self.calls, self.voice_id, secure_cookies=secure_cookies, on_cleanup=self.close)
+
+    async def close(self) -> None:
+        await self.calls.close()
+        await self.http.close()
+        self.store.close()
+        for pool in self.pools:
+            pool.shutdown(wait=False)
+
+
+def build_node(settings: Settings, engines: Engines | None = None, calibration: Calibration | None = None) -> Node:
+    """``engines`` (loaded once, shared by every call) turn on subtitles, and voice ID when they hold a speaker
+    encoder; without them, video only."""
+    use_fast_audio_level()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = SqliteStore(settings.data_dir / "voxgate.db", clock=settings.clock)
+    vault = Vault.from_file(settings.data_dir / "secret.key")
+    pools: list[ThreadPoolExecutor] = []
+    executor = voice_executor = voice_id = None
+    if engines is not None:
+        # Model work runs in these threads; CTranslate2 and onnxruntime release the GIL while they compute.
+        executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="speech")
+        pools.append(executor)
+        if engines.speaker is not None:
+            voice_id = VoiceId(store, vault, [engines.speaker], calibration or Calibration())
+            # Live voice decisions get threads of their own: in the shared pool they queued behind Whisper decodes.
+            voice_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="voiceid")
+            pools.append(voice_executor)
+    http = HttpClient()
+    s = settings.idv
+    directory = RestDirectory(s.directory_url, http, s.directory_token) if s.directory_url else None
+    idv = IdvContext(s, directory or StoreDirectory(store.customers), store, voice_id, http, settings.company)
+    services = Services(store, vault, Hub(), engines, executor, voice_id, voice_executor, idv)
+    return Node(settings, CallService(settings, services), voice_id, http, pools)

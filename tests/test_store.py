@@ -1,0 +1,368 @@
+"""The embedded SQLite store: behaviours kept from the old store, and safety under concurrent calls.
+
+Fast and self-contained: a temporary database file and an injected clock, no models, no network.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from store.base import Agent, Consent, Customer, EnrolmentChange, EnrolmentRecord, Link, VoicePrintRecord
+from store.sqlite import SCHEMA, SqliteStore
+
+THREADS = 20
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "voxgate.db"
+
+
+@pytest.fixture
+def store(db_path: Path, clock: Clock):
+    s = SqliteStore(db_path, clock=clock)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def agent(store: SqliteStore) -> Agent:
+    return store.agents.add("alice", "pw-hash", "api-hash")
+
+
+def add_link(store: SqliteStore, agent: Agent, token: str = "t1", ttl: float = 60) -> Link:
+    return store.links.add(
+        token,
+        agent.id,
+        customer_ref="C-100",
+        phone="+44 20 7946 0001",
+        language="en",
+        reason="kyc",
+        phrase="a b c",
+        ttl=ttl,
+    )
+
+
+def print_of(
+    customer_id: str,
+    sealed: bytes = b"print",
+    *,
+    speech_seconds: float = 12.0,
+    consent: Consent | None = Consent("alice", 0.0, "I agree"),
+    watch_reason: str | None = None,
+) -> VoicePrintRecord:
+    """A print to ``put``; a watch reason makes it a watch-list entry."""
+    return VoicePrintRecord(customer_id, sealed, speech_seconds, consent, False, watch_reason is not None, watch_reason)
+
+
+def at_once(n: int, work: Callable[[int], Any]) -> list[Any]:
+    """Run ``work(i)`` on ``n`` threads released together by a barrier, so their calls overlap."""
+    barrier = threading.Barrier(n)
+
+    def go(i: int) -> Any:
+        barrier.wait()
+        return work(i)
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(go, range(n)))
+
+
+# -- agents and browser sessions -----------------------------------------------------------------------------------
+
+
+def test_agents(store: SqliteStore, agent: Agent) -> None:
+    assert store.agents.count() == 1
+    assert store.agents.get(agent.id) == agent == Agent(agent.id, "alice", "en")
+    assert store.agents.get(agent.id + 1) is None
+    assert store.agents.login("alice") == (agent, "pw-hash")
+    assert store.agents.login("bob") is None
+    assert store.agents.by_api_token("api-hash") == agent
+    with pytest.raises(ValueError, match="exists already"):
+        store.agents.add("alice", "x", "y")
+    assert store.agents.set_secrets("alice", "pw2", "api2") and not store.agents.set_secrets("bob", "a", "b")
+    assert store.agents.by_api_token("api-hash") is None and store.agents.login("alice") == (agent, "pw2")
+    store.agents.set_language(agent.id, "ko")
+    assert store.agents.get(agent.id).language == "ko"  # type: ignore[union-attr]
+
+
+def test_web_sessions_expire_and_are_pruned(store: SqliteStore, agent: Agent, clock: Clock, db_path: Path) -> None:
+    store.agents.add_web_session("s1", agent.id, "csrf1", ttl=60)
+    assert store.agents.web_session("s1") == (agent, "csrf1")
+    clock.now += 61
+    assert store.agents.web_session("s1") is None
+    store.agents.add_web_session("s2", agent.id, "csrf2", ttl=60)
+    with sqlite3.connect(db_path) as other:
+        assert [r[0] for r in other.execute("SELECT token_hash FROM web_sessions")] == ["s2"]
+    store.agents.drop_web_session("s2")
+    assert store.agents.web_session("s2") is None
+
+
+# -- links -----------------------------------------------------------------------------------------------------------
+
+
+def test_link_lifecycle(store: SqliteStore, agent: Agent, clock: Clock) -> None:
+    link = add_link(store, agent)
+    assert (link.state, link.created, link.expires, link.customer_ref) == (
+        "created",
+        clock.now,
+        clock.now + 60,
+        "C-100",
+    )
+    assert store.links.get(link.id) == store.links.by_token("t1") == link
+    assert "agent_id" not in link.to_dict()
+
+    assert store.links.mark_opened(link.id) and not store.links.mark_opened(link.id)
+    assert store.links.consume(link.id)
+    assert not store.links.consume(link.id)  # one-time: the second caller loses
+    assert store.links.count_live() == store.links.count_live(agent.id) == 1
+    assert store.links.count_live(agent.id + 1) == 0
+
+    clock.now += 5
+    assert store.links.finish(link.id, "ended", "hung up")
+    assert not store.links.finish(link.id, "revoked", "too late")  # a final state stays final
+    ended = store.links.get(link.id)
+    assert ended is not None
+    assert (ended.state, ended.ended, ended.end_reason, ended.opened) == ("ended", clock.now, "hung up", clock.now - 5)
+    assert store.links.count_live() == 0
+    assert store.links.get("nope") is None and store.links.by_token("nope") is None
+
+
+def test_links_expire_lazily_on_read(store: SqliteStore, agent: Agent, clock: Clock) -> None:
+    waiting, live = add_link(store, agent, "t1"), add_link(store, agent, "t2")
+    assert store.links.consume(live.id)
+    clock.now += 60  # expiry is at created + ttl, exclusive
+
+    assert not store.links.consume(waiting.id) and not store.links.mark_opened(waiting.id)
+    expired = store.links.get(waiting.id)
+    assert expired is not None
+    assert (expired.state, expired.ended, expired.end_reason) == ("expired", waiting.expires, "expired")
+    assert store.links.get(live.id).state == "connected"  # type: ignore[union-attr]  # a live call is not cut
+    assert not store.links.finish(waiting.id, "revoked", "late")
+    assert [x.id for x in store.links.expired_since(waiting.created)] == [waiting.id]
+    assert store.links.expired_since(waiting.expires + 1) == []
+    assert {x.id for x in store.links.of_agent(agent.id)} == {waiting.id, live.id}
+    assert len(store.links.of_agent(agent.id, limit=1)) == 1
+
+
+def test_snapshots(store: SqliteStore, agent: Agent) -> None:
+    link = add_link(store, agent)
+    snap = store.links.add_snapshot(link.id, agent.id, 640, 480, 12345)
+    assert store.links.snapshot(snap.id) == snap and store.links.snapshot("nope") is None
+    assert store.links.snapshots(link.id) == [snap]
+
+
+# -- audit, customers, ID&V ------------------------------------------------------------------------------------------
+
+
+def test_audit(store: SqliteStore, clock: Clock) -> None:
+    store.audit.add("alice", "link.create", "L1", "kyc")
+    store.audit.add("bob", "login")
+    assert store.audit.log("L1") == [
+        {"at": clock.now, "actor": "alice", "action": "link.create", "target": "L1", "detail": "kyc"}
+    ]
+    assert [e["action"] for e in store.audit.log()] == ["link.create", "login"]
+
+
+def test_customers(store: SqliteStore) -> None:
+    store.customers.put(Customer("C-100", "Ada", ("+44 20 7946 0001", "020-7946-0002")), pin_hash="pin-h")
+    store.customers.put(Customer("C-200", "Ben", ("+44 (20) 7946-0001", "")))  # a shared number, and an empty one
+
+    ada = store.customers.get("c-100")  # ids are typed by people: case-insensitive
+    assert ada is not None and (ada.id, ada.name) == ("C-100", "Ada")
+    assert sorted(ada.phones) == ["+442079460001", "02079460002"]
+    assert sorted(c.id for c in store.customers.by_phone("+44 20 7946-0001")) == ["C-100", "C-200"]
+    assert [c.id for c in store.customers.by_phone("02079460002")] == ["C-100"]
+    assert store.customers.by_phone("+4402079460002") == []  # a leading + is kept, so this is another number
+
+    store.customers.put(Customer("C-100", "Ada L", ()))  # replaces the numbers; no PIN given keeps the stored one
+    assert store.customers.get("C-100") == Customer("C-100", "Ada L", ())
+    assert store.customers.pin_hash("C-100") == "pin-h" and store.customers.pin_hash("C-200") is None
+    assert store.customers.get("C-999") is None and store.customers.count() == 2
+
+
+def test_idv_records(store: SqliteStore, agent: Agent) -> None:
+    link = add_link(store, agent)
+    assert store.idv.get(link.id) is None
+    store.idv.save(link.id, "C-100", {"outcome": "passed", "factors": ["pin"]})
+    store.idv.save(link.id, "C-100", {"outcome": "failed"})
+    assert store.idv.get(link.id) == {"outcome": "failed"}
+
+
+# -- voice prints and enrolments -------------------------------------------------------------------------------------
+
+
+def test_voiceprint_put_get_and_opt_out_scrubs_scores(store: SqliteStore, agent: Agent, clock: Clock) -> None:
+    store.voiceprints.put(print_of("C-100"))
+    got = store.voiceprints.get("C-100")
+    assert got == print_of("C-100", consent=Consent("alice", clock.now, "I agree"))  # consent stamped now
+    assert got is not None and got.usable
+    assert store.voiceprints.get("C-200") is None
+
+    link = add_link(store, agent)
+    store.idv.save(link.id, "C-100", {"outcome": "passed", "voice": {"decision": "authenticated", "score": 0.83}})
+    store.voiceprints.start_enrolment("C-100", Consent("alice", 0.0, "again"))
+    store.voiceprints.opt_out("C-100")
+
+    refused = store.voiceprints.get("C-100")
+    assert refused is not None and refused.opted_out and not refused.usable
+    assert (refused.sealed, refused.speech_seconds, refused.consent) == (None, 0.0, got.consent)
+    assert store.voiceprints.enrolment("C-100") is None
+    assert store.idv.get(link.id) == {
+        "outcome": "passed",
+        "voice": {"decision": "authenticated", "score": None, "scrubbed": True},
+    }
+    store.voiceprints.put(print_of("C-100"))  # enrolling again clears the opt-out
+    assert store.voiceprints.get("C-100").usable  # type: ignore[union-attr]
+
+    store.voiceprints.opt_out("C-300")  # never enrolled: the refusal alone is kept
+    assert store.voiceprints.get("C-300") == VoicePrintRecord("C-300", None, 0.0, None, True, False, None)
+
+
+def test_voiceprint_delete_scrubs_scores(store: SqliteStore, agent: Agent) -> None:
+    link = add_link(store, agent)
+    store.voiceprints.put(print_of("C-100"))
+    store.voiceprints.start_enrolment("C-100", Consent("alice", 0.0, "again"))
+    store.idv.save(link.id, "C-100", {"voice": {"decision": "not_authenticated", "score": 0.1}})
+    assert store.voiceprints.delete("C-100")
+    assert store.voiceprints.get("C-100") is None and store.voiceprints.enrolment("C-100") is None
+    assert store.idv.get(link.id) == {"voice": {"decision": "not_authenticated", "score": None, "scrubbed": True}}
+    assert not store.voiceprints.delete("C-100")
+
+
+def test_watchlist(store: SqliteStore) -> None:
+    store.voiceprints.put(print_of("F-1", consent=Consent("bob", 0.0, "case 7"), watch_reason="case 7"))
+    store.voiceprints.put(print_of("C-100"))
+    store.voiceprints.put(print_of("C-200"))
+    store.voiceprints.opt_out("C-300")
+    assert store.voiceprints.set_watchlist("C-100", "case 8")
+    assert not store.voiceprints.set_watchlist("C-300", "case 9")  # no print to screen against
+    assert not store.voiceprints.set_watchlist("C-999", "case 9")
+    listed = store.voiceprints.watchlist()
+    assert sorted((r.customer_id, r.watch_reason) for r in listed) == [("C-100", "case 8"), ("F-1", "case 7")]
+    assert not any(r.usable for r in listed)
+
+
+def test_enrolment(store: SqliteStore, clock: Clock) -> None:
+    store.voiceprints.start_enrolment("C-100", Consent("alice", 0.0, "I agree"))
+    consent = Consent("alice", clock.now, "I agree")
+    assert store.voiceprints.enrolment("C-100") == EnrolmentRecord("C-100", None, 0.0, consent)
+
+    def grow(record: EnrolmentRecord) -> EnrolmentChange:
+        return EnrolmentChange(sealed=(record.sealed or b"") + b"+", speech_seconds=record.speech_seconds + 5)
+
+    assert store.voiceprints.update_enrolment("C-100", grow) == EnrolmentChange(b"+", 5.0)
+    assert store.voiceprints.update_enrolment("C-100", grow) == EnrolmentChange(b"++", 10.0)
+    assert store.voiceprints.enrolment("C-100") == EnrolmentRecord("C-100", b"++", 10.0, consent)
+
+    def broken(record: EnrolmentRecord) -> EnrolmentChange:
+        raise RuntimeError("the vault is closed")
+
+    with pytest.raises(RuntimeError):
+        store.voiceprints.update_enrolment("C-100", broken)
+    assert store.voiceprints.enrolment("C-100") == EnrolmentRecord("C-100", b"++", 10.0, consent)
+
+    done = print_of("C-100", b"final", speech_seconds=10.0)
+    store.voiceprints.update_enrolment("C-100", lambda r: EnrolmentChange(finish=True, voiceprint=done))
+    assert store.voiceprints.enrolment("C-100") is None
+    assert store.voiceprints.get("C-100") == print_of("C-100", b"final", speech_seconds=10.0, consent=consent)
+
+    store.voiceprints.start_enrolment("C-100", Consent("alice", 0.0, "again"))  # refused: nothing stored
+    store.voiceprints.update_enrolment("C-100", lambda r: EnrolmentChange(finish=True))
+    assert store.voiceprints.enrolment("C-100") is None
+    assert store.voiceprints.get("C-100").sealed == b"final"  # type: ignore[union-attr]  # the old print stays
+
+    assert store.voiceprints.update_enrolment("C-999", grow) is None
+    store.voiceprints.start_enrolment("C-200", Consent("alice", 0.0, "ok"))
+    store.voiceprints.drop_enrolment("C-200")
+    assert store.voiceprints.enrolment("C-200") is None
+
+
+# -- transcripts and existing databases ------------------------------------------------------------------------------
+
+
+def test_transcripts_append_in_order(store: SqliteStore) -> None:
+    assert [store.transcripts.append("L1", f"r{i}".encode()) for i in range(3)] == [0, 1, 2]
+    assert store.transcripts.append("L2", b"other") == 0
+    assert list(store.transcripts.records("L1")) == [(0, b"r0"), (1, b"r1"), (2, b"r2")]
+    assert list(store.transcripts.records("L3")) == []
+
+
+def test_a_database_from_the_old_store_opens_and_keeps_working(db_path: Path, clock: Clock) -> None:
+    old = sqlite3.connect(db_path)
+    old.executescript(SCHEMA.split("CREATE TABLE IF NOT EXISTS transcript_records")[0])
+    old.execute("INSERT INTO agents (name, password_hash, api_token_hash, created) VALUES ('alice', 'p', 'a', 0)")
+    old.commit()
+    old.close()
+
+    store = SqliteStore(db_path, clock=clock)
+    try:
+        assert store.agents.login("alice") == (Agent(1, "alice", "en"), "p")
+        assert store.transcripts.append("L1", b"r0") == 0
+    finally:
+        store.close()
+    store = SqliteStore(db_path, clock=clock)  # and reopens with what it wrote
+    try:
+        assert list(store.transcripts.records("L1")) == [(0, b"r0")]
+    finally:
+        store.close()
+
+
+# -- concurrency: every test below fails without the lock and the transactions --------------------------------------
+
+
+def test_concurrent_enrolment_updates_lose_no_speech(store: SqliteStore) -> None:
+    store.voiceprints.start_enrolment("C-100", Consent("alice", 0.0, "I agree"))
+
+    def add_speech(record: EnrolmentRecord) -> EnrolmentChange:
+        seconds = record.speech_seconds
+        time.sleep(0.003)  # an embedding's worth of delay between the read and the write
+        return EnrolmentChange(sealed=b"sums", speech_seconds=seconds + 0.8)
+
+    changes = at_once(THREADS, lambda _: store.voiceprints.update_enrolment("C-100", add_speech))
+
+    record = store.voiceprints.enrolment("C-100")
+    assert record is not None and round(record.speech_seconds, 9) == 16.0
+    assert len({round(c.speech_seconds, 9) for c in changes}) == THREADS  # each update saw the one before
+
+
+def test_a_link_is_consumed_once_under_contention(store: SqliteStore, agent: Agent) -> None:
+    link = add_link(store, agent)
+    wins = at_once(THREADS, lambda _: store.links.consume(link.id))
+    assert wins.count(True) == 1
+    assert store.links.get(link.id).state == "connected"  # type: ignore[union-attr]
+
+
+def test_concurrent_transcript_appends_get_distinct_consecutive_seqs(store: SqliteStore) -> None:
+    per_thread = 25
+
+    def append(i: int) -> list[tuple[int, bytes]]:
+        out = []
+        for j in range(per_thread):
+            sealed = f"{i}:{j}".encode()
+            out.append((store.transcripts.append("L1", sealed), sealed))
+        return out
+
+    appended = [x for batch in at_once(THREADS, append) for x in batch]
+    assert sorted(seq for seq, _ in appended) == list(range(THREADS * per_thread))
+    assert list(store.transcripts.records("L1")) == sorted(appended)
