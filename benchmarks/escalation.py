@@ -29,7 +29,6 @@ import numpy as np
 from peers.webrtc import agent_connect
 
 DATA = Path(os.environ.get("VOXGATE_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-CHROMIUM = "/usr/bin/chromium"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -116,7 +115,7 @@ async def run_sessions(base: str, token: str, pid: int, n: int, seconds: float, 
 async def main_async(args: argparse.Namespace) -> dict:
     from playwright.async_api import async_playwright
 
-    from tests.test_browser import chromium_args
+    from peers.browser import CHROMIUM, chromium_args
 
     work = Path(tempfile.mkdtemp(prefix="voxgate-bench-"))
     cli = [sys.executable, "-m", "cli"]

@@ -10,6 +10,7 @@ a time and in order. When ASR falls behind, queued audio is coalesced into one
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -170,7 +171,7 @@ class Pipeline:
                 if isinstance(signal, Start):
                     await self._start(seg_id, signal)
                 elif isinstance(signal, Audio):
-                    await self._audio([signal.audio] + self._drain_audio())
+                    await self._audio([signal, *self._drain_audio()])
                 else:
                     await self._end(signal)
             except EngineError as e:
@@ -179,26 +180,30 @@ class Pipeline:
                 log.exception("pipeline %s: segment %d failed", self.leg, seg_id)
                 self._error(seg_id, f"internal error in segment {seg_id}: {type(e).__name__}")
 
-    def _drain_audio(self) -> list[np.ndarray]:
+    def _drain_audio(self) -> list[Audio]:
         """Audio that queued up while ASR was busy, taken in one go."""
         more = []
         while self._jobs and self._jobs[0] is not None and isinstance(self._jobs[0][1], Audio):
-            more.append(self._jobs.popleft()[1].audio)
+            more.append(self._jobs.popleft()[1])
         return more
 
     async def _start(self, seg_id: int, s: Start) -> None:
         self._open = None  # set only once the stream exists: a failed start drops this segment's audio cleanly
         stream = self.engines.asr.stream(self.language, partials=self.config.partials)
         self._open = _Segment(seg_id, s.speech_start, s.audio_start, stream, [])
-        await self._audio([s.audio])
+        await self._audio([Audio(s.audio)])
 
-    async def _audio(self, chunks: list[np.ndarray]) -> None:
+    async def _audio(self, chunks: list[Audio]) -> None:
+        """Add audio to the open segment. A partial is worth decoding only on new speech, and only when the
+        segment's end is not already waiting: otherwise it costs a decode that the final makes moot (and delays)."""
         seg = self._open
         if seg is None:
             return
-        pcm = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        end_waiting = bool(self._jobs)  # after the drain, only the segment's End (or the close) can be next
+        worth_a_partial = any(c.voiced for c in chunks) and not end_waiting
+        pcm = np.concatenate([c.audio for c in chunks]) if len(chunks) > 1 else chunks[0].audio
         seg.chunks.append(pcm)
-        for r in await self._run(seg.stream.accept, pcm):
+        for r in await self._run(functools.partial(seg.stream.accept, partial=worth_a_partial), pcm):
             self._result(seg, r, None)
 
     async def _end(self, e: End) -> None:

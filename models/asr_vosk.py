@@ -66,11 +66,11 @@ class VoskStream(AsrStream):
         self._last_partial = ""
         self._final_end = 0.0
 
-    def accept(self, pcm: np.ndarray) -> list[AsrResult]:
+    def accept(self, pcm: np.ndarray, *, partial: bool = True) -> list[AsrResult]:
         self._fed += len(pcm)
         if self._rec.AcceptWaveform(pcm.astype("<i2").tobytes()):
             return self._final(self._rec.Result())
-        if not self._partials:
+        if not (self._partials and partial):
             return []
         text = json.loads(self._rec.PartialResult()).get("partial", "")
         if not text or text == self._last_partial:

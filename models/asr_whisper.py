@@ -4,7 +4,8 @@ Whisper is not a streaming model: its encoder always reads a 30 s window, so a
 decode costs about the same whatever the audio length (about 0.7 s for Whisper
 base on two cores). Streams therefore buffer the utterance and decode:
 
-* partials: every ``partial_interval`` seconds of new audio, the growing buffer
+* partials: every ``partial_interval`` seconds of new speech until the first
+  words show, then every ``partial_refresh`` seconds, the growing buffer
   is re-decoded (on a cheaper 10 s encoder window) and only the words that two
   consecutive hypotheses agree on are shown (LocalAgreement-2), so partial
   text does not flicker; a partial is skipped while the model is busy, and
@@ -43,6 +44,7 @@ class WhisperEngine(AsrEngine):
         compute_type: str = "int8",
         beam_size: int = 1,
         partial_interval: float = 0.5,
+        partial_refresh: float = 1.0,
         final_window: int = 30,
         workers: int = 1,
     ) -> None:
@@ -61,7 +63,9 @@ class WhisperEngine(AsrEngine):
         if final_window not in (10, 30):
             raise ValueError("final_window is 30 (Whisper's own, most accurate) or 10 seconds (about 3x faster)")
         self.final_window = final_window
-        self.partial_interval = partial_interval
+        # A partial decode costs most of a final's CPU: decode often until the first words show (they matter
+        # most), then refresh at a calmer pace.
+        self.partial_interval, self.partial_refresh = partial_interval, partial_refresh
         # ``workers`` decodes run at once, sharing the cores between them: one decode uses them all (lowest
         # latency); two single-threaded ones finish more decodes per second when many calls talk at once.
         self.workers = max(1, workers)
@@ -85,7 +89,8 @@ class WhisperEngine(AsrEngine):
             raise UnsupportedLanguage(f"Whisper does not know the language {language!r}")
         if task not in ("transcribe", "translate"):
             raise ValueError(f"unknown task {task!r}")
-        return WhisperStream(self, language, task, self.partial_interval if partials else None)
+        intervals = (self.partial_interval, self.partial_refresh) if partials else None
+        return WhisperStream(self, language, task, intervals)
 
     def _my_turn(self, requester: object) -> bool:
         """Partials take turns: the stream that has waited longest goes first, so no call starves another.
@@ -158,21 +163,26 @@ class WhisperEngine(AsrEngine):
 
 
 class WhisperStream(AsrStream):
-    def __init__(self, engine: WhisperEngine, language: str | None, task: str, partial_interval: float | None):
+    def __init__(
+        self, engine: WhisperEngine, language: str | None, task: str, intervals: tuple[float, float] | None
+    ) -> None:
         self._engine = engine
         self._language = language
         self._task = task
-        self._interval = partial_interval
+        self._intervals = intervals  # (until the first words show, then); None: no partials
         self._chunks: list[np.ndarray] = []
         self._samples = 0
         self._decoded_at = 0
         self._previous: list[str] = []
         self._shown = ""
 
-    def accept(self, pcm: np.ndarray) -> list[AsrResult]:
+    def accept(self, pcm: np.ndarray, *, partial: bool = True) -> list[AsrResult]:
         self._chunks.append(pcm)
         self._samples += len(pcm)
-        if self._interval is None or self._samples - self._decoded_at < self._interval * SAMPLE_RATE:
+        if not partial or self._intervals is None:
+            return []
+        interval = self._intervals[1] if self._shown else self._intervals[0]
+        if self._samples - self._decoded_at < interval * SAMPLE_RATE:
             return []
         decoded = self._engine.decode(self._audio(), self._language, self._task, wait=False, requester=self)
         if decoded is None:

@@ -45,8 +45,11 @@ class AsrStream(ABC):
     """One utterance (or stream) being recognised: feed PCM, collect results."""
 
     @abstractmethod
-    def accept(self, pcm: np.ndarray) -> list[AsrResult]:
-        """Feed int16 16 kHz mono samples; return any new partial or final results."""
+    def accept(self, pcm: np.ndarray, *, partial: bool = True) -> list[AsrResult]:
+        """Feed int16 16 kHz mono samples; return any new partial or final results.
+
+        ``partial=False``: keep the audio but compute no partial now (a pause, or the end is already known).
+        """
 
     @abstractmethod
     def finish(self) -> list[AsrResult]:

@@ -22,29 +22,11 @@ import pytest
 
 from media.audio_io import read_pcm
 from models.metrics import normalise_words
+from peers.browser import CHROMIUM, chromium_args
 from peers.webrtc import customer_connect
 from tests.server import TestServer
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.browser
-
-
-def chromium_args(fake_audio: Path) -> list[str]:
-    return [
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={fake_audio}",
-        "--autoplay-policy=no-user-gesture-required",
-        "--allow-loopback-in-peer-connection",
-    ]
 
 
 @pytest.fixture(scope="module")

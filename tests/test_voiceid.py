@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
 
+from cli.main import main
 from models.metrics import equal_error_rate, frr_at_far, min_dcf
 from tests.conftest import enrolment
 
@@ -252,3 +254,70 @@ def test_calibration_thresholds_by_duration():
     assert c.threshold(60) == 0.65
     with pytest.raises(ValueError, match="look like"):
         Calibration.parse("three seconds")
+
+
+def test_twenty_concurrent_recordings_into_one_enrolment_keep_all_their_speech(voice_id, librispeech_speech):
+    """Recordings posted at once for one customer (threads, as the server's executor runs them) all count, and
+    each answer reports the enrolment as it stood after its own speech: no answer goes backwards."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    voice_id.consent("C-5", by="agent-7", wording="I agree")
+    clips = [u[: int(0.8 * 16000)] for u in librispeech_speech["3005"][:10] + librispeech_speech["3005"][:10]]
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(lambda clip: voice_id.add_speech("C-5", clip), clips))
+    assert voice_id.prints.enrolment("C-5").speech_seconds == pytest.approx(16.0)
+    seen = sorted(a.speech_seconds for a in answers)
+    assert seen == pytest.approx([0.8 * k for k in range(1, 21)])  # each answer is one step of the enrolment
+    assert not any(a.enrolled for a in answers)  # 16 s of the 20 needed
+
+
+def test_a_print_made_with_another_encoder_is_not_enrolled_here_and_breaks_nothing(
+    tmp_path, voice_id, librispeech_speech
+):
+    """``voiceid enrol`` may have used another encoder than ``serve --speaker``: the print does not verify here
+    (it says so), and neither a call's check nor the watch-list screen fails."""
+    from identity.voiceid import Decision, VoiceId
+    from models.speaker import ResemblyzerEncoder
+
+    alice = librispeech_speech["3005"]
+    voice_id.enrol("C-1", enrolment(alice[:6]), by="agent-7", wording="I agree")
+    voice_id.watch("FRAUD-1", enrolment(alice[:6]), reason="case 9", by="fraud-team")
+    other = VoiceId(voice_id.store, voice_id.vault, [ResemblyzerEncoder()])
+    verdict, hits = other.check("C-1", alice[-1][: 3 * 16000])
+    assert verdict.decision == Decision.NOT_ENROLLED and hits == []
+    assert not other.enrolled("C-1") and other.status("C-1")["encoders_missing"] == ["resemblyzer"]
+    assert voice_id.verify("C-1", alice[-1][: 3 * 16000]).decision == Decision.AUTHENTICATED  # still fine for dvector
+
+
+def test_the_enrol_command_uses_the_encoder_the_server_uses(tmp_path, capsys, data):
+    files = sorted((data / "voiceid/librispeech-test-other/3005").glob("*.flac"))[:6]
+    where = ["--data-dir", str(tmp_path / "d"), "--by", "cli", "--consent", "I agree"]
+    assert main(["voiceid", "enrol", "C-1", *map(str, files), *where, "--speaker", "resemblyzer"]) == 0
+    capsys.readouterr()
+    from identity.voiceid import VoiceId
+    from models.speaker import ResemblyzerEncoder
+    from store.security import Vault
+    from store.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "d" / "voxgate.db")
+    try:
+        assert VoiceId(store, Vault.from_file(tmp_path / "d" / "secret.key"), [ResemblyzerEncoder()]).enrolled("C-1")
+    finally:
+        store.close()
+
+
+def test_eval_plot_needs_no_scipy_and_says_what_to_install_without_matplotlib(tmp_path, capsys, monkeypatch, data):
+    root = tmp_path / "three"
+    for speaker in ("1688", "3005", "6930"):
+        (root / speaker).mkdir(parents=True)
+        for f in sorted((data / "voiceid/librispeech-test-other" / speaker).glob("*.flac"))[:7]:
+            (root / speaker / f.name).symlink_to(f)
+    plot = tmp_path / "det.png"
+    monkeypatch.setitem(sys.modules, "scipy", None)  # a default install has no SciPy
+    monkeypatch.setitem(sys.modules, "scipy.stats", None)
+    assert main(["voiceid", "eval", str(root), "--plot", str(plot)]) == 0
+    assert plot.stat().st_size > 1000
+    capsys.readouterr()
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # nor matplotlib: a clear error before any work
+    assert main(["voiceid", "eval", str(root), "--plot", str(plot)]) == 2
+    assert "pip install 'voxgate[bench]'" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-// The agent console: sign in, create links, watch sessions live, take stills.
+// The agent console: sign in, create links, watch calls live, take stills.
 "use strict";
 const $ = (id) => document.getElementById(id);
 const vg = window.vg = {csrf: null, agent: null, links: new Map(), events: [], videoFrames: 0, audioLevels: [], live: null,
@@ -175,7 +175,7 @@ async function watch(linkId) {
     const answer = await api(`/api/calls/${linkId}/agent-offer`, {method: "POST", body: JSON.stringify({type: "offer", sdp: pc.localDescription.sdp})});
     if (v.closed) return;
     await pc.setRemoteDescription(answer);
-  } catch (err) { if (!v.closed) toast(`Could not join the session: ${err.message}`); return; }
+  } catch (err) { if (!v.closed) toast(`Could not join the call: ${err.message}`); return; }
   countFrames(v);
   const {snapshots} = await api(`/api/calls/${linkId}/snapshots`);
   if (!v.closed) snapshots.forEach(addSnapshot);

@@ -4,7 +4,7 @@
 const token = location.pathname.split("/").pop();
 const $ = (id) => document.getElementById(id);
 let pc = null;
-let sessionKey = null;
+let callKey = null;
 let ended = false;
 
 function status(text) { $("status").textContent = text; }
@@ -63,7 +63,7 @@ async function start() {
   });
   const answer = await r.json();
   if (!r.ok) { finish(answer.error); return; }
-  sessionKey = answer.call_key;
+  callKey = answer.call_key;
   await pc.setRemoteDescription({type: answer.type, sdp: answer.sdp});
   $("consent-box").hidden = true;
   $("hangup").hidden = false;
@@ -73,7 +73,7 @@ async function start() {
 async function step(name, body = {}) {
   // One identity-check step; the answer is the panel's new state (the socket says the same, for other changes).
   const r = await fetch(`/api/join/${token}/${name}`, {
-    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({call_key: sessionKey, ...body}),
+    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({call_key: callKey, ...body}),
   });
   const answer = await r.json();
   if (!r.ok) { $("idv-message").textContent = answer.error; return null; }
@@ -116,7 +116,7 @@ $("voice-decline").addEventListener("click", () => answerVoiceConsent(false));
 // customer said) and the identity check's steps.
 window.vgSubtitles = [];
 function events() {
-  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/join/${token}/ws?key=${encodeURIComponent(sessionKey)}`);
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/join/${token}/ws?key=${encodeURIComponent(callKey)}`);
   ws.onmessage = (m) => {
     const ev = JSON.parse(m.data);
     if (ev.type === "idv") showIdv(ev);
@@ -137,7 +137,7 @@ function events() {
 }
 
 function hangupBeacon() {
-  if (sessionKey && !ended) navigator.sendBeacon(`/api/join/${token}/hangup`, JSON.stringify({call_key: sessionKey}));
+  if (callKey && !ended) navigator.sendBeacon(`/api/join/${token}/hangup`, JSON.stringify({call_key: callKey}));
 }
 
 function finish(message) {
