@@ -2,7 +2,7 @@
 
 A ``Call`` owns everything that lives as long as the call: its media (WebRTC
 today; a platform's audio stream next), one speech tap per leg, subtitles,
-live voice ID, the ID&V session and the customer's key. ``CallService``
+live voice ID, the ID&V (``LiveIdv``) and the customer's key. ``CallService``
 creates links, checks the limits, starts and ends calls, and publishes their
 events through the ``Hub``. Refusals are ``store.errors`` kinds, never HTTP
 statuses.

@@ -3,8 +3,8 @@
 A ``Call`` is made by ``CallService`` once a customer's offer is accepted, and
 owns everything that lives as long as the call: the WebRTC transport
 (``media.webrtc.CallMedia``), one ``SpeechTap`` per leg (resample and VAD once),
-the ``Subtitles`` and ``LiveVoice`` listening to those taps, and the ID&V
-session. Its events go out through the ``Hub``: to the agent's consoles and to
+the ``Subtitles`` and ``LiveVoice`` listening to those taps, and the call's
+``LiveIdv``. Its events go out through the ``Hub``: to the agent's consoles and to
 the customer's page. When the media ends (hang-up, revoke, a vanished peer),
 the call closes its parts in order, so the last words still reach the
 transcript, and tells the service.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from calls.hub import Hub, customer_topic
 from calls.subtitles import Subtitles
-from identity.idv import IdvContext, IdvSession
+from identity.idv import IdvContext, LiveIdv
 from identity.live import EnrolmentUpdate, LiveVoice, VoiceEvent, VoiceVerdict, WatchlistAlert
 from identity.voiceid import VoiceId
 from media.segmenter import SegmenterConfig
@@ -68,7 +68,7 @@ class Call:
         self.taps: dict[str, SpeechTap] = {}
         self.subtitles: Subtitles | None = None
         self.voice: LiveVoice | None = None
-        self.idv: IdvSession | None = None
+        self.idv: LiveIdv | None = None
         self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         engines = services.engines
         if engines is None:
@@ -98,7 +98,7 @@ class Call:
         """The identity check begins once the customer is answered (its lookups never delay the answer)."""
         if self._s.idv is None:
             return
-        self.idv = IdvSession(self._s.idv, self.id, self.link.phone, self.voice, self.to_agent, self.to_customer)
+        self.idv = LiveIdv(self._s.idv, self.id, self.link.phone, self.voice, self.to_agent, self.to_customer)
         self.idv.begin()
 
     def is_customer(self, key: str) -> bool:

@@ -21,7 +21,7 @@ from calls.hub import customer_topic
 from calls.limits import GuessLimiter
 from calls.settings import Settings
 from calls.subtitles import load_transcript
-from identity.idv import IdvSession
+from identity.idv import LiveIdv
 from media.webrtc import CallMedia
 from models.engines import is_language_code
 from models.errors import UnsupportedLanguage
@@ -251,13 +251,13 @@ class CallService:
 
     # -- ID&V: the customer's steps on their page, and the agent's ---------------------------------------------
 
-    def customer_idv(self, token: str, key: str) -> IdvSession:
+    def customer_idv(self, token: str, key: str) -> LiveIdv:
         idv = self.customer_call(token, key).idv
         if idv is None:
             raise Conflict("this call has no identity check")
         return idv
 
-    def agent_idv(self, agent: Agent, link_id: str) -> IdvSession:
+    def agent_idv(self, agent: Agent, link_id: str) -> LiveIdv:
         call = self.live.get(self.link_for_agent(agent, link_id).id)
         idv = call.idv if call is not None else None
         if idv is None:

@@ -97,7 +97,7 @@ class Subtitles:
             try:
                 self._on_event(leg, event)
             except Exception:
-                log.exception("conversation %s: event %s failed", self.link_id, event.type)
+                log.exception("subtitles of call %s: event %s failed", self.link_id, event.type)
 
     def _on_event(self, leg: str, event: Event) -> None:
         key = (leg, event.segment)

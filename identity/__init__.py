@@ -1,7 +1,7 @@
 """Who is speaking: the ID&V flow, the customer directory, voice ID, its evaluation and calibration.
 
 ``idv`` is the ID&V state machine (pure: no I/O, an injected clock) and the
-thin async session that runs its lookups and codes; ``directory`` finds
+thin async ``LiveIdv`` that runs its lookups and codes; ``directory`` finds
 customers (the embedded table or the operator's CRM over REST); ``voiceid``
 keeps voice prints with consent and scores speech against them; ``live``
 verifies a caller from the speech of a call's customer leg; ``evaluation``

@@ -14,7 +14,7 @@
    voice that does not match withdraws verification, whatever factor gave it,
    and no code is offered in its place: the agent decides.
 3. **The outcome**, identified and verified / identified only / not identified,
-   by which factor and why, is kept with the session and streams to the agent's
+   by which factor and why, is kept with the call and streams to the agent's
    console as it changes. Failures reach the agent with their reason; nothing
    passes silently.
 
@@ -28,7 +28,7 @@ Two layers, so that the rules above can be tested without a call:
   one-time codes an injected generator, and what it must know about a customer
   at once (a PIN? a voice print?) an injected ``CustomerFacts``. Refusals raise
   ``store.errors.Invalid`` (bad input) or ``Conflict`` (a step not open now).
-* ``IdvSession``, the driver for one live call: it runs the effects (the
+* ``LiveIdv``, the driver for one live call: it runs the effects (the
   directory, PIN hashes, the SMS webhook, voice ID, the store, both screens),
   wakes the machine at the voice deadline, and lets one customer action through
   at a time so that attempts are counted exactly.
@@ -103,7 +103,7 @@ class IdvSettings:
 
 @dataclass
 class IdvRecord:
-    """The state of one session's ID&V, as kept with it and shown to the agent."""
+    """The state of one call's ID&V, as kept with it and shown to the agent."""
 
     step: Step = Step.LOOKUP
     customer_id: str | None = None
@@ -560,7 +560,7 @@ class IdvFlow:
         """The voice matches the fraud watch list: high risk, whoever the caller claims to be."""
         self.record.risk = "high"
         known = {h["watchlist_id"] for h in self.record.watchlist_hits}
-        # Kept with the session: who and why, not the score (scores go when their print is deleted).
+        # Kept with the call: who and why, not the score (scores go when their print is deleted).
         self.record.watchlist_hits += [
             {"watchlist_id": h["watchlist_id"], "reason": h["reason"]} for h in hits if h["watchlist_id"] not in known
         ]
@@ -604,7 +604,7 @@ class IdvFlow:
         assert customer is not None
         effects: list[Effect] = []
         if agree:
-            by = f"customer, on their page (session {self.call_id})"
+            by = f"customer, on their page (call {self.call_id})"
             effects += [RecordConsent(customer, by, self.consent_wording), CollectEnrolment(customer, 0.0)]
             self._note("the customer agreed to a voice print: collecting their speech")
             state = "collecting"
@@ -711,7 +711,7 @@ class VoiceIdService(Protocol):
 
 @dataclass
 class IdvContext:
-    """What every session's flow shares: the directory, PINs in the store, voice ID, the code sender."""
+    """What every call's flow shares: the directory, PINs in the store, voice ID, the code sender."""
 
     settings: IdvSettings
     directory: Directory
@@ -744,7 +744,7 @@ class StoredFacts:
         return None if self.voice_id is None else self.voice_id.status(customer_id).get("enrolment")
 
 
-class IdvSession:
+class LiveIdv:
     """One live call's ID&V: feeds ``IdvFlow``, runs its effects, and wakes it at the voice deadline."""
 
     def __init__(

@@ -5,6 +5,6 @@ One interface per stage (``models.base``), one module per engine, a registry
 that ship inside PyPI packages (``models.locate``). Engines are synchronous
 and CPU-bound; callers decide where they run.
 
-Imports: the standard library, numpy and the engines' own packages. Never
-``media`` or ``signaling``.
+Imports: the standard library, numpy and the engines' own packages; no other
+room of VoxGate (every room may import ``models``).
 """

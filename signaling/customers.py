@@ -10,7 +10,7 @@ import json
 
 from aiohttp import web
 
-from identity.idv import IdvSession
+from identity.idv import LiveIdv
 from media.webrtc import parse_offer
 from signaling.middleware import CALLS, WEB_DIR, client, json_body, page_headers
 from store.errors import Invalid
@@ -37,7 +37,7 @@ async def offer(request: web.Request) -> web.Response:
     return web.json_response(await request.app[CALLS].customer_offer(request.match_info["token"], sdp, client(request)))
 
 
-async def _step(request: web.Request) -> tuple[IdvSession, dict]:
+async def _step(request: web.Request) -> tuple[LiveIdv, dict]:
     """The customer's live identity check and the JSON they sent (``call_key`` plus the step's field)."""
     body = await json_body(request)
     key = body.get("call_key", "")

@@ -24,7 +24,7 @@ from identity.idv import (
     CollectEnrolment,
     IdvContext,
     IdvFlow,
-    IdvSession,
+    LiveIdv,
     IdvSettings,
     LookupCustomer,
     LookupPhone,
@@ -511,7 +511,7 @@ def test_an_agreed_voice_print_records_consent_and_collects_the_speech():
     answer, effects = flow.answer_consent(True)
     assert answer == {"state": "collecting"}
     assert effects == [
-        RecordConsent("C-200", "customer, on their page (session L-1)", WORDING),
+        RecordConsent("C-200", "customer, on their page (call L-1)", WORDING),
         CollectEnrolment("C-200", 0.0),
         ToAgent({"type": "enrolment", "link_id": "L-1", "state": "collecting", "customer_id": "C-200"}),
         Publish(),
@@ -689,7 +689,7 @@ class SmsGateway:
 
 @dataclass
 class Call:
-    session: IdvSession
+    session: LiveIdv
     agent: list[dict]
     page: list[dict]
 
@@ -711,7 +711,7 @@ def start(
     )
     agent: list[dict] = []
     page: list[dict] = []
-    session = IdvSession(ctx, "L-1", phone, CallVoiceStandIn() if voice else None, agent.append, page.append)
+    session = LiveIdv(ctx, "L-1", phone, CallVoiceStandIn() if voice else None, agent.append, page.append)
     session.begin()
     return Call(session, agent, page)
 
@@ -856,7 +856,7 @@ async def test_consent_in_the_session_reaches_voice_id_and_both_screens():
     assert s.ask_consent() == {"state": "asked"} and s.consent_asked
     assert call.page[-2] == s.consent_prompt() == {"type": "enrol_consent", "wording": WORDING}
     assert s.answer_consent(True) == {"state": "collecting"}
-    assert s.ctx.voice_id.consents == [("C-200", "customer, on their page (session L-1)", WORDING)]
+    assert s.ctx.voice_id.consents == [("C-200", "customer, on their page (call L-1)", WORDING)]
     assert s.voice.enrolling == [("C-200", 0.0)]
     assert {"type": "enrolment", "link_id": "L-1", "state": "collecting", "customer_id": "C-200"} in call.agent
     s.enrolment_finished(Progress("C-200", 20.0, 20.0, True))

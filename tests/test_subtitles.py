@@ -108,7 +108,10 @@ async def test_subtitles_both_ways_with_timings_and_transcript(server, http, dat
     assert vtt.startswith("WEBVTT") and "<v Customer><lang pt>" in vtt and "<v Agent><lang en>" in vtt
     assert " --> " in vtt
     # Encrypted at rest.
-    sealed = b"".join(record for _, record in server.store.transcripts.records(link["link"]["id"]))
+    # Appended as the call went, one sealed record per final and per translation (never rewritten whole).
+    records = [record for _, record in server.store.transcripts.records(link["link"]["id"])]
+    assert len(records) == len(lines) + sum(1 for line in lines if line["translation"])
+    sealed = b"".join(records)
     assert sealed and b"raposa" not in sealed and b'"line"' not in sealed
     assert b"raposa" not in (server.settings.data_dir / "voxgate.db").read_bytes()
     for pc in (customer, agent):
