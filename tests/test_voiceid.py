@@ -308,7 +308,7 @@ def test_the_enrol_command_uses_the_encoder_the_server_uses(tmp_path, capsys, da
 
 def test_eval_plot_needs_no_scipy_and_says_what_to_install_without_matplotlib(tmp_path, capsys, monkeypatch, data):
     root = tmp_path / "four"
-    for speaker in ("1688", "3005", "6930", "7176"):
+    for speaker in ("1688", "1998", "2033", "3005"):
         (root / speaker).mkdir(parents=True)
         for f in sorted((data / "voiceid/librispeech-test-other" / speaker).glob("*.flac"))[:7]:
             (root / speaker / f.name).symlink_to(f)
