@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -43,6 +45,7 @@ from identity.voiceid import Verdict as VoiceVerdict
 from store.base import Customer
 from store.errors import Conflict, Invalid
 from store.security import hash_password
+from store.sqlite import SqliteStore
 
 ALICE = Customer("C-100", "Alice Example", ("+44 7700 900100",))  # PIN 4321, an enrolled voice
 BOB = Customer("C-200", "Bob Example", ("+44 7700 900200", "+44 20 7946 0200"))  # PIN 2468, no voice print
@@ -572,6 +575,8 @@ def test_bad_input_and_steps_not_open_are_refused_and_not_counted():
 
 
 class MemoryDirectory:
+    """The operator's CRM, as ``RestDirectory`` would answer for it: slow, down, or broken on demand."""
+
     def __init__(self, *customers: Customer, down: bool = False) -> None:
         self.customers, self.down = customers, down
 
@@ -587,36 +592,6 @@ class MemoryDirectory:
         if self.down:
             raise DirectoryError("the customer directory did not answer (TimeoutError)")
         return next((c for c in self.customers if c.id.lower() == customer_id.lower()), None)
-
-
-class Pins:
-    def __init__(self, pins: dict[str, str]) -> None:
-        self.hashes = {cid: hash_password(pin) for cid, pin in pins.items()}
-
-    def pin_hash(self, customer_id: str) -> str | None:
-        return self.hashes.get(customer_id)
-
-
-class IdvRecords:
-    def __init__(self) -> None:
-        self.saved: dict[str, dict] = {}
-
-    def save(self, link_id: str, customer_id: str | None, record: dict) -> None:
-        self.saved[link_id] = record
-
-
-class AuditLog:
-    def __init__(self) -> None:
-        self.entries: list[tuple] = []
-
-    def add(self, actor: str, action: str, target: str | None = None, detail: str | None = None) -> None:
-        self.entries.append((actor, action, target, detail))
-
-
-class MemoryStore:
-    def __init__(self, pins: dict[str, str]) -> None:
-        self.clock = time.time
-        self.customers, self.idv, self.audit = Pins(pins), IdvRecords(), AuditLog()
 
 
 class VoiceIdStandIn:
@@ -674,24 +649,48 @@ class Call:
     page: list[dict]
 
     @property
-    def store(self) -> MemoryStore:
+    def id(self) -> str:
+        return self.session.call_id
+
+    @property
+    def store(self) -> SqliteStore:
         return self.session.ctx.store
+
+    def saved(self) -> dict:
+        return self.store.idv.get(self.id)
+
+    def audited(self) -> list[tuple]:
+        return [
+            (r["actor"], r["action"], r["target"], r["detail"]) for r in self.store.audit.log() if r["actor"] == "idv"
+        ]
+
+
+def real_store() -> SqliteStore:
+    """The embedded store, with Alice's and Bob's PINs and an agent whose link the call came through."""
+    store = SqliteStore(Path(tempfile.mkdtemp(prefix="idv-flow-")) / "voxgate.db")
+    store.customers.put(ALICE, hash_password("4321"))
+    store.customers.put(BOB, hash_password("2468"))
+    store.customers.put(DAN)
+    store.agents.add("agent-7", "x", "y")
+    return store
 
 
 def start(
     phone: str | None = None, *, down: bool = False, http: SmsGateway | None = None, voice: bool = True, **settings
 ) -> Call:
+    store = real_store()
+    link = store.links.add("hash", 1, customer_ref=None, phone=phone, language="en", reason="r", phrase="p", ttl=600)
     ctx = IdvContext(
         IdvSettings(**settings),
         MemoryDirectory(ALICE, BOB, DAN, down=down),
-        MemoryStore({"C-100": "4321", "C-200": "2468"}),
+        store,
         VoiceIdStandIn(enrolled=("C-100",)),
         http,
         "Acme",
     )
     agent: list[dict] = []
     page: list[dict] = []
-    session = LiveIdv(ctx, "L-1", phone, CallVoiceStandIn() if voice else None, agent.append, page.append)
+    session = LiveIdv(ctx, link.id, phone, CallVoiceStandIn() if voice else None, agent.append, page.append)
     session.begin()
     return Call(session, agent, page)
 
@@ -709,16 +708,16 @@ async def test_the_session_looks_up_the_calling_number_off_the_callers_path_and_
     assert s.record.step == Step.LOOKUP  # begin() returned before the lookup did
     await until(lambda: s.record.step == Step.VOICE)
     assert s.voice.claimed == ["C-100"]
-    assert call.store.idv.saved["L-1"] == s.record.to_dict()
-    assert call.agent[-1] == {"type": "idv", "link_id": "L-1", **s.record.to_dict()}
+    assert call.saved() == s.record.to_dict()
+    assert call.agent[-1] == {"type": "idv", "link_id": call.id, **s.record.to_dict()}
     assert call.page[-1] == s.customer_view()
     s.on_verdict("C-100", Verdict("authenticated", 3.0, 0.8, 0.64))
-    assert s.record.verified_by == "voice" and call.store.idv.saved["L-1"]["verified_by"] == "voice"
+    assert s.record.verified_by == "voice" and call.saved()["verified_by"] == "voice"
     await asyncio.sleep(0.1)  # past the voice wait: verified, so nothing more is asked
     assert s.record.step == Step.DONE and s.record.code_kind is None
-    assert call.store.audit.entries == [
-        ("idv", "idv.identified", "L-1", "C-100: by phone"),
-        ("idv", "idv.verified", "L-1", "C-100: by voice"),
+    assert call.audited() == [
+        ("idv", "idv.identified", call.id, "C-100: by phone"),
+        ("idv", "idv.verified", call.id, "C-100: by voice"),
     ]
     await s.close()
 
@@ -742,7 +741,7 @@ async def test_closing_the_session_stops_the_voice_wait():
     await asyncio.sleep(0.1)
     assert (s.record.step, s.record.code_kind) == (Step.DONE, None)
     assert s.record.reason == "the call ended while verifying the voice"
-    assert call.store.idv.saved["L-1"]["reason"] == s.record.reason
+    assert call.saved()["reason"] == s.record.reason
 
 
 async def test_two_wrong_pins_at_once_count_as_two_attempts():
@@ -768,7 +767,7 @@ async def test_a_directory_that_is_down_is_told_to_both_sides():
     with pytest.raises(Conflict):
         await s.verify_code("1234")
     await s.close()
-    assert call.store.idv.saved["L-1"]["reason"] == "the call ended while waiting for the customer's number"
+    assert call.saved()["reason"] == "the call ended while waiting for the customer's number"
 
 
 async def test_the_session_identifies_by_customer_number_and_asks_for_the_pin():
@@ -805,7 +804,7 @@ async def test_a_one_time_code_goes_out_through_the_webhook():
     code = body.pop("code")
     assert body == {"customer_id": "C-300", "phone": DAN.phones[0], "expires_in": 300}
     assert len(code) == 6 and code.isdigit()
-    assert code not in json.dumps([call.agent, call.page, call.store.idv.saved])
+    assert code not in json.dumps([call.agent, call.page, call.saved(), call.audited()])
     wrong = "000000" if code != "000000" else "111111"
     assert (await s.verify_code(wrong))["attempts_left"] == 2
     assert (await s.verify_code(code))["step"] == "done" and s.record.verified_by == "otp"
@@ -836,9 +835,9 @@ async def test_consent_in_the_session_reaches_voice_id_and_both_screens():
     assert s.ask_consent() == {"state": "asked"} and s.consent_asked
     assert call.page[-2] == s.consent_prompt() == {"type": "enrol_consent", "wording": WORDING}
     assert s.answer_consent(True) == {"state": "collecting"}
-    assert s.ctx.voice_id.consents == [("C-200", "customer, on their page (call L-1)", WORDING)]
+    assert s.ctx.voice_id.consents == [("C-200", f"customer, on their page (call {call.id})", WORDING)]
     assert s.voice.enrolling == [("C-200", 0.0)]
-    assert {"type": "enrolment", "link_id": "L-1", "state": "collecting", "customer_id": "C-200"} in call.agent
+    assert {"type": "enrolment", "link_id": call.id, "state": "collecting", "customer_id": "C-200"} in call.agent
     s.enrolment_finished(Progress("C-200", 20.0, 20.0, True))
     assert {"type": "enrolment", "state": "enrolled"} in call.page
     s.ask_consent()
