@@ -92,20 +92,23 @@ class CallService:
         """Refuse, up front, a call whose subtitles could not be translated one way or the other."""
         if self.engines is None:
             return
+        self._check_speech(customer)
         try:
-            self.engines.check_call(customer, agent)
+            self.engines.check_routes(customer, agent)
         except UnsupportedLanguage as e:
-            message = str(e) if str(e).startswith("speech recognition") else f"no subtitles for this call: {e}"
-            raise Invalid(message) from None
+            raise Invalid(f"no subtitles for this call: {e}") from None
+
+    def _check_speech(self, language: str) -> None:
+        try:
+            self.engines.check_speech(language)
+        except UnsupportedLanguage as e:
+            raise Invalid(str(e)) from None
 
     def set_agent_language(self, agent: Agent, language: object) -> Agent:
         if not is_language_code(language) or language == "detect":
             raise Invalid("language must be a language code such as 'en' or 'pt'")
         if self.engines is not None:
-            try:
-                self.engines.check_speech(language)
-            except UnsupportedLanguage as e:
-                raise Invalid(str(e)) from None
+            self._check_speech(language)
         self.store.agents.set_language(agent.id, language)
         return Agent(agent.id, agent.name, language)
 

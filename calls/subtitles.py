@@ -176,17 +176,19 @@ class TranscriptWriter:
         )
 
     def _append(self, record: dict) -> None:
-        self._transcripts.append(self.link_id, self._vault.seal(json.dumps(record).encode(), self._aad()))
+        self._transcripts.append(self.link_id, self._vault.seal(json.dumps(record).encode(), _sealed_as(self.link_id)))
 
-    def _aad(self) -> str:
-        return f"transcript:{self.link_id}"
+
+def _sealed_as(link_id: str) -> str:
+    """The record name a call's transcript records are sealed under (a record moved to another call won't open)."""
+    return f"transcript:{link_id}"
 
 
 def load_transcript(vault: Vault, transcripts: Transcripts, link_id: str) -> dict | None:
     """The whole transcript, lines in the order spoken with their translations; None if nothing was said."""
     lines: dict[tuple[str, int], dict] = {}
     for _, sealed in transcripts.records(link_id):
-        record = json.loads(vault.open(sealed, f"transcript:{link_id}"))
+        record = json.loads(vault.open(sealed, _sealed_as(link_id)))
         if line := record.get("line"):
             lines[(line["speaker"], line["segment"])] = line
         elif t := record.get("translation"):

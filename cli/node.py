@@ -39,7 +39,7 @@ class Node:
         return create_app(self.calls, self.voice_id, secure_cookies=secure_cookies, on_cleanup=self.close)
 
     async def close(self) -> None:
-        await self.calls.close()
+        """After the app has ended every call (``create_app``'s lifecycle): release what the calls used."""
         await self.http.close()
         self.store.close()
         for pool in self.pools:

@@ -250,12 +250,13 @@ class VoiceId:
         row = self.prints.get(customer_id)
         if row is not None and row.opted_out:
             return Verdict(Decision.OPTED_OUT, seconds)
-        if row is None or not row.usable or not self._print(row):
+        enrolled = self._print(row) if row is not None and row.usable else {}
+        if not enrolled:
             return Verdict(Decision.NOT_ENROLLED, seconds)
         threshold = self.calibration.threshold(seconds)
         if threshold is None:
             return Verdict(Decision.INCONCLUSIVE, seconds)
-        score = raw_score(self._print(row), embedded())
+        score = raw_score(enrolled, embedded())
         decision = Decision.AUTHENTICATED if score >= threshold else Decision.NOT_AUTHENTICATED
         return Verdict(decision, seconds, score, threshold)
 

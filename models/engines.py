@@ -37,12 +37,9 @@ class Engines:
         if language != "detect" and language not in self.asr.languages():
             raise UnsupportedLanguage(f"speech recognition does not know the language {language!r}")
 
-    def check_call(self, customer: str, agent: str) -> None:
+    def check_routes(self, customer: str, agent: str) -> None:
         """Refuse, up front, a call whose subtitles could not be translated one way or the other."""
-        if customer == "detect":
-            return
-        self.check_speech(customer)
-        if self.router is not None:
+        if customer != "detect" and self.router is not None:
             self.router.route(customer, agent)
             self.router.route(agent, customer)
 
