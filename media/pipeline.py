@@ -38,7 +38,7 @@ from media.segmenter import Audio, End, SegmenterConfig, Signal, Start
 from media.tap import SpeechTap
 from models.base import AsrResult, AsrStream, pcm_to_float
 from models.engines import Engines
-from models.errors import EngineError
+from models.errors import EngineError, UnsupportedLanguage
 from models.routing import Route, Router
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,8 @@ class Pipeline:
     ) -> None:
         self.engines, self.config, self.leg = engines, config, leg
         self.language = config.language
-        if self.language is not None:
-            engines.check_speech(self.language)
+        if self.language is not None and self.language not in engines.asr.languages():
+            raise UnsupportedLanguage(f"the {engines.asr.name} engine does not recognise {self.language!r}")
         self._route: Route | None = None
         if config.target_language and self.language:
             self._route = self._plan(self.language)
