@@ -1,8 +1,9 @@
 """One live call: its media, both legs' speech taps, subtitles, live voice ID, ID&V, and the customer's key.
 
-A ``Call`` is made by ``CallService`` once a customer's offer is accepted, and
-owns everything that lives as long as the call: the WebRTC transport
-(``media.webrtc.CallMedia``), one ``SpeechTap`` per leg (resample and VAD once),
+A ``Call`` is made by ``CallService`` once a customer's offer is accepted on a
+video link, or once a contact-centre platform opens a stream of a phone call,
+and owns everything that lives as long as the call: its transport
+(``media.webrtc.CallMedia`` or ``media.phone.PhoneMedia``), one ``SpeechTap`` per leg (resample and VAD once),
 the ``Subtitles`` and ``LiveVoice`` listening to those taps, and the call's
 ``LiveIdv``. Its events go out through the ``Hub``: to the agent's consoles and to
 the customer's page. When the media ends (hang-up, revoke, a vanished peer),
@@ -25,7 +26,7 @@ from identity.live import EnrolmentUpdate, LiveVoice, VoiceEvent, VoiceVerdict, 
 from identity.voiceid import VoiceId
 from media.segmenter import SegmenterConfig
 from media.tap import SpeechTap
-from media.webrtc import CallMedia
+from media.transport import Transport
 from models.engines import Engines
 from store.base import Link, Store
 from store.security import Vault, token_hash
@@ -53,17 +54,17 @@ class Call:
     def __init__(
         self,
         link: Link,
-        media: CallMedia,
+        media: Transport,
         services: Services,
         *,
         agent_language: str,
-        customer_key: str,
+        customer_key: str | None = None,
         partials: bool = True,
         endpoint_ms: int = 300,
     ) -> None:
         self.id, self.link, self.media = link.id, link, media
         self._s = services
-        self._key_hash = token_hash(customer_key)
+        self._key_hash = token_hash(customer_key) if customer_key else None  # None: no customer page (a phone call)
         self._agent_id = link.agent_id
         self.taps: dict[str, SpeechTap] = {}
         self.subtitles: Subtitles | None = None
@@ -91,7 +92,9 @@ class Call:
             partials=partials,
         )
         if services.voice_id is not None:
-            self.voice = LiveVoice(services.voice_id, link.id, self._voice_event, services.voice_executor)
+            self.voice = LiveVoice(
+                services.voice_id, link.id, self._voice_event, services.voice_executor, narrowband=media.narrowband
+            )
             self.taps["customer"].listen(self.voice.hear)
 
     def start_idv(self) -> None:
@@ -102,7 +105,7 @@ class Call:
         self.idv.begin()
 
     def is_customer(self, key: str) -> bool:
-        return token_hash(key or "") == self._key_hash
+        return self._key_hash is not None and token_hash(key or "") == self._key_hash
 
     # -- events ------------------------------------------------------------------------------------------------
 

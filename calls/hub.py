@@ -20,11 +20,15 @@ class Hub:
         return q
 
     def unsubscribe(self, key: Hashable, q: asyncio.Queue) -> None:
-        self._queues[key].discard(q)
+        queues = self._queues.get(key)
+        if queues is not None:
+            queues.discard(q)
+            if not queues:
+                del self._queues[key]
 
     def publish(self, key: Hashable, event: object) -> None:
         """``None`` tells listeners the stream has ended."""
-        for q in list(self._queues[key]):
+        for q in list(self._queues.get(key, ())):
             if q.full():
                 q.get_nowait()
             q.put_nowait(event)

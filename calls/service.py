@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from calls.limits import GuessLimiter
 from calls.settings import Settings
 from calls.subtitles import load_transcript
 from identity.idv import LiveIdv
+from media.phone import PhoneCall, PhoneMedia
+from media.transport import Transport
 from media.webrtc import CallMedia
 from models.engines import is_language_code
 from models.errors import UnsupportedLanguage
@@ -205,9 +208,116 @@ class CallService:
 
     async def agent_offer(self, agent: Agent, link_id: str, offer: RTCSessionDescription) -> dict:
         call = self.live_call(agent, link_id)
+        if not isinstance(call.media, CallMedia):
+            raise Conflict("a phone call has no video to join: the agent hears the caller on the phone")
         desc = await call.media.accept_agent(offer)
         self.store.audit.add(agent.name, "call.agent_join", call.id)
         return {"sdp": desc.sdp, "type": desc.type}
+
+    # -- phone calls, streamed by the contact-centre platform ---------------------------------------------------
+
+    def phone_agent(self, info: PhoneCall) -> Agent:
+        """The agent a platform's stream is for: named by it, or the agent who takes its queue."""
+        name = info.agent or (self.settings.queues.get(info.queue) if info.queue else None)
+        agent = self.store.agents.by_name(name) if name else None
+        if agent is None:
+            if name:
+                raise NotFound(f"no agent {name!r} on this server")
+            raise Invalid("the stream names no agent: pass the agent's name, or a queue the server maps to one")
+        return agent
+
+    def _admit(self, info: PhoneCall) -> tuple[Agent, str]:
+        """The agent and the caller's language for a platform's call, or the refusal (before anything is made)."""
+        agent = self.phone_agent(info)
+        language = _language_code(info.language) or agent.language
+        self.check_languages(language, agent.language)
+        if self.store.links.count_live() >= self.settings.max_calls:
+            raise AtCapacity("the server is at its limit of live calls")
+        if self.store.links.count_live(agent.id) >= self.settings.max_calls_per_agent:
+            raise AtCapacity(f"agent {agent.name} has too many live calls")
+        return agent, language
+
+    def _record(self, info: PhoneCall, agent: Agent, language: str) -> Link:
+        return self.store.links.add_call(
+            agent.id,
+            channel=info.channel,
+            phone=(info.caller or None) and info.caller[:32],
+            language=language,
+            external_id=(info.external_id or None) and info.external_id[:128],
+        )
+
+    def _begin(self, info: PhoneCall, agent: Agent, call: Call) -> None:
+        self.live[call.id] = call
+        self.store.audit.add(info.channel, "call.connect", call.id, f"agent={agent.name}")
+        self._publish(call.link)
+        if self.idv_active():
+            call.start_idv()
+
+    def _call(self, link: Link, media: Transport, agent: Agent) -> Call:
+        return Call(
+            link,
+            media,
+            self.services,
+            agent_language=agent.language,
+            partials=self.settings.partials,
+            endpoint_ms=self.settings.endpoint_ms,
+        )
+
+    async def open_phone_call(
+        self, info: PhoneCall, hangup: Callable[[str], Awaitable[None]] | None = None
+    ) -> tuple[Call, PhoneMedia]:
+        """A phone call the platform began streaming: its record (born connected), its transport and its Call.
+
+        Refusals (no such agent, no route for the language, at capacity) are raised before anything is made.
+        The caller feeds the transport (``PhoneMedia.hear``); ``hangup`` closes the platform's stream when the
+        server ends the call (the agent, a revoke, the watchdog).
+        """
+        agent, language = self._admit(info)
+        link = self._record(info, agent, language)
+        media = PhoneMedia(
+            link.id, partial(self._media_ended, link.id), hangup=hangup, media_timeout=self.settings.media_timeout
+        )
+        call = self._call(link, media, agent)
+        media.start()
+        self._begin(info, agent, call)
+        return call, media
+
+    async def open_whip_call(self, info: PhoneCall, offer: RTCSessionDescription) -> tuple[Call, str]:
+        """A call a WebRTC sender streams over WHIP: the first audio track is the caller, a second the agent.
+
+        Returns the call and the SDP answer; a malformed offer is refused before any record is made.
+        """
+        agent, language = self._admit(info)
+        # The call's id is known once the offer is accepted; the media tells its end by whatever id it has then.
+        media = CallMedia("", self._ice(), lambda reason: self._media_ended(media.call_id, reason), self.settings.media_timeout)
+        try:
+            await media.receive_customer_offer(offer, ingest=True)
+        except Exception:
+            await media.discard()
+            raise
+        link = self._record(info, agent, language)
+        media.call_id = link.id
+        call = self._call(link, media, agent)
+        self._begin(info, agent, call)
+        try:
+            desc = await media.answer_customer()
+        except Exception:
+            await call.end("could not answer the WHIP offer")
+            raise
+        return call, desc.sdp
+
+    def escalate(self, agent: Agent, call_id: str, ttl: float | None = None) -> tuple[Link, str, str]:
+        """A video link for the caller of a live phone call, pre-filled from it (number, customer, language)."""
+        call = self.live_call(agent, call_id)
+        idv = call.idv.record.customer_id if call.idv is not None else None
+        return self.create_link(
+            agent,
+            customer_ref=idv or call.link.customer_ref,
+            phone=call.link.phone,
+            language=(call.subtitles.detected_language if call.subtitles else None) or call.link.language,
+            reason="so they can see what you see",
+            ttl=ttl,
+        )
 
     def live_call(self, agent: Agent, link_id: str) -> Call:
         link = self.link_for_agent(agent, link_id)
@@ -330,6 +440,14 @@ class CallService:
 
     def _ice(self) -> list[RTCIceServer]:
         return [RTCIceServer(**s) for s in self.settings.ice_servers()]
+
+
+def _language_code(tag: str | None) -> str | None:
+    """``es-ES`` or ``es_419`` to ``es``; None for nothing usable."""
+    if not tag or not isinstance(tag, str):
+        return None
+    code = tag.replace("_", "-").split("-")[0].lower()
+    return code if is_language_code(code) else None
 
 
 def snapshot_view(s: Snapshot, agent: Agent) -> dict:

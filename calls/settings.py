@@ -1,4 +1,4 @@
-"""What an operator sets for calls: links, limits, subtitles, media, ICE servers, ID&V. The CLI's defaults."""
+"""What an operator sets for calls: links, limits, subtitles, media, ICE, ID&V, phone ingress. The CLI's defaults."""
 
 from __future__ import annotations
 
@@ -31,6 +31,11 @@ class Settings:
     turn_password: str | None = None  # static credentials, or:
     turn_secret: str | None = None  # coturn's use-auth-secret: short-lived credentials derived per call
     idv: IdvSettings = field(default_factory=IdvSettings)
+    # Phone calls streamed by the contact-centre platform (see README, "Connect your contact centre").
+    audiohook_keys: dict[str, bytes | None] = field(default_factory=dict)  # API key -> client secret (or none)
+    twilio_auth_token: str | None = None  # checks X-Twilio-Signature on /twilio/media
+    whip_tokens: tuple[str, ...] = ()  # bearer tokens for /whip, kept as hashes (store.security.token_hash)
+    queues: dict[str, str] = field(default_factory=dict)  # a platform's queue name -> the agent who takes it
     clock: Callable[[], float] = time.time
 
     def ice_servers(self, ttl: float = 3600.0) -> list[dict]:

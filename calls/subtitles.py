@@ -65,6 +65,7 @@ class Subtitles:
         self._send_agent, self._send_customer = send_agent, send_customer
         self._transcript = TranscriptWriter(link_id, vault, transcripts)
         self._open: dict[tuple[str, int], Line] = {}
+        self._listeners: list[Callable[[str, Event], None]] = []
         self._started: dict[tuple[str, int], float] = {}
         self.detected_language: str | None = None
         languages = {"customer": (customer_language, agent_language), "agent": (agent_language, customer_language)}
@@ -82,6 +83,11 @@ class Subtitles:
         self._readers = [
             asyncio.get_running_loop().create_task(self._read(leg, p)) for leg, p in self.pipelines.items()
         ]
+
+    def listen(self, listener: Callable[[str, Event], None]) -> None:
+        """Also hand the typed subtitle events (partials, finals, translations) with their leg to ``listener``:
+        how a platform's stream gets its transcript back."""
+        self._listeners.append(listener)
 
     # -- audio in ----------------------------------------------------------------------------------------------
 
@@ -145,6 +151,11 @@ class Subtitles:
             if self._open.pop(key, None) is not None:
                 self._transcript.translation(leg, event)
         self._send(message)
+        for listener in self._listeners:
+            try:
+                listener(leg, event)
+            except Exception:
+                log.exception("subtitles of call %s: a listener failed", self.link_id)
 
     def _send(self, message: dict) -> None:
         message.setdefault("timing", {})["sent"] = time.time()

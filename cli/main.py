@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import dataclasses
 import importlib.util
 import json
@@ -28,6 +30,7 @@ from models import registry
 from models.engines import EngineOptions, build_speaker, load_engines
 from models.errors import EngineError
 from store.errors import Refused
+from store.security import token_hash
 
 EXIT_USAGE = 2
 
@@ -117,6 +120,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     i.add_argument(
         "--otp-webhook", metavar="URL", help="POSTed {customer_id, phone, code, expires_in}: your SMS sender"
+    )
+    ph = s.add_argument_group("phone calls streamed by your contact-centre platform (README: Connect your ...)")
+    ph.add_argument(
+        "--audiohook-key",
+        action="append",
+        default=[],
+        metavar="KEY[:BASE64SECRET]",
+        help="a Genesys AudioHook API key, with its client secret to check signatures (repeatable)",
+    )
+    ph.add_argument(
+        "--twilio-auth-token",
+        default=os.environ.get("VOXGATE_TWILIO_AUTH_TOKEN"),
+        help="check X-Twilio-Signature on Media Streams (or set VOXGATE_TWILIO_AUTH_TOKEN)",
+    )
+    ph.add_argument("--whip-token", action="append", default=[], metavar="TOKEN", help="a WHIP bearer token")
+    ph.add_argument(
+        "--queue",
+        action="append",
+        default=[],
+        metavar="QUEUE=AGENT",
+        help="the agent who takes a platform queue's calls when the stream names no agent (repeatable)",
     )
     _engine_flags(s, serving=True)
     s.set_defaults(run=_serve)
@@ -364,6 +388,10 @@ def _serve(args: argparse.Namespace) -> int:
             voice_wait=args.voice_wait,
             otp_webhook=args.otp_webhook,
         ),
+        audiohook_keys=_audiohook_keys(args.audiohook_key),
+        twilio_auth_token=args.twilio_auth_token,
+        whip_tokens=tuple(token_hash(t) for t in args.whip_token),
+        queues=_pairs(args.queue, "--queue", "QUEUE=AGENT"),
     )
     engines = None if args.no_subtitles else load_engines(engine_options(args))
     calibration = Calibration.parse(args.voiceid_thresholds) if args.voiceid_thresholds else None
@@ -382,6 +410,30 @@ def _serve(args: argparse.Namespace) -> int:
         )
     web.run_app(app, host=args.host, port=args.port, ssl_context=context, print=None)
     return 0
+
+
+def _audiohook_keys(values: list[str]) -> dict[str, bytes | None]:
+    """``KEY`` or ``KEY:BASE64SECRET`` (Genesys shows the client secret base64-encoded) to key -> secret."""
+    keys: dict[str, bytes | None] = {}
+    for value in values:
+        key, _, secret = value.partition(":")
+        try:
+            keys[key] = base64.b64decode(secret, validate=True) if secret else None
+        except binascii.Error:
+            raise SystemExit(f"--audiohook-key {key}:...: the client secret is not base64") from None
+        if not key:
+            raise SystemExit("--audiohook-key needs KEY or KEY:BASE64SECRET")
+    return keys
+
+
+def _pairs(values: list[str], flag: str, shape: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        name, sep, target = value.partition("=")
+        if not sep or not name or not target:
+            raise SystemExit(f"{flag} takes {shape}, not {value!r}")
+        pairs[name] = target
+    return pairs
 
 
 def _open_store(data_dir: Path):
@@ -405,7 +457,7 @@ def _first_run_credentials(data_dir: Path) -> tuple[str, str] | None:
 
 def _new_secrets() -> tuple[str, str, str, str]:
     """A password and an API token, and their hashes (only the hashes are stored)."""
-    from store.security import hash_password, new_token, token_hash
+    from store.security import hash_password, new_token
 
     password, api_token = new_token(12), new_token()
     return password, api_token, hash_password(password), token_hash(api_token)

@@ -89,8 +89,11 @@ class LiveVoice:
         link_id: str,
         emit: Callable[[VoiceEvent], None],
         executor: Executor | None = None,
+        *,
+        narrowband: bool = False,
     ) -> None:
         self.voice_id, self.link_id = voice_id, link_id
+        self.narrowband = narrowband  # telephone audio: scored against the telephone calibration
         self._emit, self._executor = emit, executor
         self._checkpoints = voice_id.calibration.checkpoints
         self._net = NetSpeech()

@@ -128,6 +128,8 @@ AudioListener = Callable[[av.AudioFrame], None]
 
 
 class CallMedia:
+    narrowband = False  # Opus in the browser: wideband speech
+
     def __init__(
         self,
         call_id: str,
@@ -158,8 +160,12 @@ class CallMedia:
 
     # -- the customer ------------------------------------------------------------------------------------------
 
-    async def receive_customer_offer(self, offer: RTCSessionDescription) -> None:
-        """Apply the customer's offer (raises SdpError); nothing is answered or started yet."""
+    async def receive_customer_offer(self, offer: RTCSessionDescription, *, ingest: bool = False) -> None:
+        """Apply the customer's offer (raises SdpError); nothing is answered or started yet.
+
+        ``ingest``: a sender that only sends (WHIP): nothing goes back to it, and a second audio track it sends
+        is the agent's side of the call (a gateway streams both legs of a phone call).
+        """
         pc = self.customer_pc
 
         @pc.on("track")
@@ -170,6 +176,8 @@ class CallMedia:
             elif track.kind == "audio" and self.customer_audio is None:
                 self.customer_audio = track
                 self._spawn(self._read_audio(self.relay.subscribe(track), self.customer_listeners, watched=True))
+            elif track.kind == "audio" and ingest:
+                self._spawn(self._read_audio(track, self.agent_listeners))
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -177,7 +185,8 @@ class CallMedia:
                 await self.end(f"customer connection {pc.connectionState}")
 
         await _apply_offer(pc, offer)
-        pc.addTrack(self.voice)
+        if not ingest:
+            pc.addTrack(self.voice)
 
     async def answer_customer(self) -> RTCSessionDescription:
         """Answer with every ICE candidate in it (aiortc does not trickle) and start watching the media."""

@@ -1,7 +1,8 @@
 """The aiohttp application factory: routes, middleware, static files and the server's lifecycle.
 
 Handlers stay thin (one module per resource: ``agents``, ``calls``,
-``customers``, ``voiceprints``, ``sockets``); what they do lives in
+``customers``, ``voiceprints``, ``sockets``, and one per phone ingress:
+``audiohook``, ``twilio``, ``whip``); what they do lives in
 ``calls.CallService`` and ``identity.VoiceId``, built by the composition root
 (the CLI) and handed in here.
 
@@ -19,7 +20,7 @@ from aiohttp import WSCloseCode, web
 
 from calls.service import CallService
 from identity.voiceid import VoiceId
-from signaling import agents, calls, customers, sockets, voiceprints
+from signaling import agents, audiohook, calls, customers, sockets, twilio, voiceprints, whip
 from signaling.middleware import (
     CALLS,
     MAX_BODY,
@@ -47,7 +48,7 @@ def create_app(
     public_https = service.settings.public_url.startswith("https")
     app[SECURE_COOKIES] = public_https if secure_cookies is None else secure_cookies
     app[SOCKETS] = set()
-    for module in (agents, calls, customers, voiceprints, sockets):
+    for module in (agents, calls, customers, voiceprints, sockets, audiohook, twilio, whip):
         app.router.add_routes(module.routes)
     app.router.add_routes(pages)
     app.router.add_static("/static", WEB_DIR, show_index=False)

@@ -54,6 +54,14 @@ async def revoke_link(request: web.Request) -> web.Response:
     return web.json_response({"link": link.to_dict()})
 
 
+@routes.post("/api/calls/{id}/escalate")
+async def escalate(request: web.Request) -> web.Response:
+    """A video link for the caller of a live phone call, pre-filled from the call."""
+    agent = agent_of(request)
+    link, url, qr_svg = request.app[CALLS].escalate(agent, request.match_info["id"])
+    return web.json_response({"link": link.to_dict(), "url": url, "qr_svg": qr_svg}, status=201)
+
+
 @routes.post("/api/calls/{id}/agent-offer")
 async def agent_offer(request: web.Request) -> web.Response:
     agent = agent_of(request)

@@ -40,6 +40,8 @@ VOICE_ID = web.AppKey("voice_id", object)  # VoiceId, or None when no speaker en
 SECURE_COOKIES = web.AppKey("secure_cookies", bool)
 SOCKETS = web.AppKey("sockets", set)
 AGENT = web.RequestKey("agent", object)
+# Where contact-centre platforms stream calls: they authenticate by their own protocol's means, never as an agent.
+INGRESS_PATHS = ("/audiohook", "/twilio/", "/whip")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -112,6 +114,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     """Resolve who the agent is, if anyone; ``agent_of`` enforces it where a handler acts as the agent."""
     agents = request.app[CALLS].store.agents
     request[AGENT] = None
+    if request.path.startswith(INGRESS_PATHS):
+        return await handler(request)
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
         agent = agents.by_api_token(token_hash(header[7:].strip()))

@@ -28,7 +28,12 @@ class Agent:
 
 @dataclass(frozen=True)
 class Link:
-    """A one-time link and the call it carries (one link, at most one call: they share the id)."""
+    """A one-time link and the call it carries (one link, at most one call: they share the id).
+
+    A call the contact-centre platform streams to us (``channel`` audiohook, twilio or whip) has a record of
+    its own, born connected, with no link to open: ``phone`` is the calling number, ``external_id`` the
+    platform's id of the call.
+    """
 
     id: str
     agent_id: int
@@ -44,6 +49,8 @@ class Link:
     connected: float | None
     ended: float | None
     end_reason: str | None
+    channel: str = "link"  # link (a video link), audiohook, twilio, whip
+    external_id: str | None = None
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "agent_id"}
@@ -135,6 +142,8 @@ class Agents(Protocol):
     def login(self, name: str) -> tuple[Agent, str] | None:
         """The agent and its password hash."""
 
+    def by_name(self, name: str) -> Agent | None: ...
+
     def by_api_token(self, token_hash: str) -> Agent | None: ...
     def set_secrets(self, name: str, password_hash: str, api_token_hash: str) -> bool: ...
     def set_language(self, agent_id: int, language: str) -> None: ...
@@ -160,6 +169,18 @@ class Links(Protocol):
         phrase: str,
         ttl: float,
     ) -> Link: ...
+    def add_call(
+        self,
+        agent_id: int,
+        *,
+        channel: str,
+        phone: str | None,
+        language: str,
+        external_id: str | None = None,
+        customer_ref: str | None = None,
+    ) -> Link:
+        """The record of a call a platform streams to us: connected from the start, no token, nothing to open."""
+
     def get(self, link_id: str) -> Link | None: ...
     def by_token(self, token_hash: str) -> Link | None: ...
     def of_agent(self, agent_id: int, limit: int = 50) -> list[Link]: ...

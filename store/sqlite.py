@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS links (
     id TEXT PRIMARY KEY, token_hash TEXT UNIQUE NOT NULL, agent_id INTEGER NOT NULL REFERENCES agents(id),
     customer_ref TEXT, phone TEXT, language TEXT NOT NULL, reason TEXT NOT NULL, phrase TEXT NOT NULL,
     created REAL NOT NULL, expires REAL NOT NULL, state TEXT NOT NULL,
-    opened REAL, connected REAL, ended REAL, end_reason TEXT);
+    opened REAL, connected REAL, ended REAL, end_reason TEXT,
+    channel TEXT NOT NULL DEFAULT 'link', external_id TEXT);
 CREATE INDEX IF NOT EXISTS links_agent ON links(agent_id, created);
 CREATE TABLE IF NOT EXISTS snapshots (
     id TEXT PRIMARY KEY, link_id TEXT NOT NULL REFERENCES links(id), agent_id INTEGER NOT NULL,
@@ -90,6 +91,14 @@ class _Db:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.executescript(SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a database made by an earlier VoxGate up to ``SCHEMA`` (columns added since)."""
+        columns = {r["name"] for r in self._conn.execute("PRAGMA table_info(links)")}
+        for column, decl in (("channel", "TEXT NOT NULL DEFAULT 'link'"), ("external_id", "TEXT")):
+            if column not in columns:
+                self._conn.execute(f"ALTER TABLE links ADD COLUMN {column} {decl}")
 
     def run(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         """One data-changing statement; read ``rowcount``/``lastrowid`` from the result (no rows to fetch)."""
@@ -159,6 +168,10 @@ class _Agents:
         row = self._db.one("SELECT * FROM agents WHERE name = ?", (name,))
         return (_agent(row), row["password_hash"]) if row else None
 
+    def by_name(self, name: str) -> Agent | None:
+        row = self._db.one("SELECT * FROM agents WHERE name = ?", (name,))
+        return _agent(row) if row else None
+
     def by_api_token(self, token_hash: str) -> Agent | None:
         row = self._db.one("SELECT * FROM agents WHERE api_token_hash = ?", (token_hash,))
         return _agent(row) if row else None
@@ -216,6 +229,38 @@ class _Links:
             (link_id, token_hash, agent_id, customer_ref, phone, language, reason, phrase, now, now + ttl),
         )
         return self.get(link_id)  # type: ignore[return-value]  # read back as stored (a ttl <= 0 reads expired)
+
+    def add_call(
+        self,
+        agent_id: int,
+        *,
+        channel: str,
+        phone: str | None,
+        language: str,
+        external_id: str | None = None,
+        customer_ref: str | None = None,
+    ) -> Link:
+        call_id = uuid.uuid4().hex[:12]
+        now = self._db.clock()
+        self._db.run(
+            "INSERT INTO links (id, token_hash, agent_id, customer_ref, phone, language, reason, phrase, created,"
+            " expires, state, connected, channel, external_id) VALUES (?,?,?,?,?,?,'','',?,?, 'connected',?,?,?)",
+            # No token: nobody can open a call that did not start from a link (the hash is of nothing sent).
+            (
+                call_id,
+                f"{channel}:{call_id}",
+                agent_id,
+                customer_ref,
+                phone,
+                language,
+                now,
+                now,
+                now,
+                channel,
+                external_id,
+            ),
+        )
+        return self.get(call_id)  # type: ignore[return-value]
 
     def get(self, link_id: str) -> Link | None:
         return self._one("SELECT * FROM links WHERE id = ?", (link_id,))
