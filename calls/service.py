@@ -289,7 +289,8 @@ class CallService:
         """
         agent, language = self._admit(info)
         # The call's id is known once the offer is accepted; the media tells its end by whatever id it has then.
-        media = CallMedia("", self._ice(), lambda reason: self._media_ended(media.call_id, reason), self.settings.media_timeout)
+        timeout = self.settings.media_timeout
+        media = CallMedia("", self._ice(), lambda reason: self._media_ended(media.call_id, reason), timeout)
         try:
             await media.receive_customer_offer(offer, ingest=True)
         except Exception:
