@@ -101,7 +101,15 @@ class Call:
         """The identity check begins once the customer is answered (its lookups never delay the answer)."""
         if self._s.idv is None:
             return
-        self.idv = LiveIdv(self._s.idv, self.id, self.link.phone, self.voice, self.to_agent, self.to_customer)
+        self.idv = LiveIdv(
+            self._s.idv,
+            self.id,
+            self.link.phone,
+            self.voice,
+            self.to_agent,
+            self.to_customer,
+            page=self._key_hash is not None,
+        )
         self.idv.begin()
 
     def is_customer(self, key: str) -> bool:

@@ -289,10 +289,13 @@ class IdvFlow:
         clock: Callable[[], float],
         company: str,
         voice: bool = True,
+        page: bool = True,
         new_code: Callable[[], str] = six_digits,
     ) -> None:
         self.settings, self.call_id, self.phone, self.facts = settings, call_id, phone, facts
         self.voice, self.company = voice, company  # voice: voice ID listens to this call
+        # page: the caller has a page to type on (a video link); a phone call's caller has only their voice.
+        self.page = page
         self._clock, self._new_code = clock, new_code
         self.record = IdvRecord()
         self.consent_asked = False
@@ -386,6 +389,14 @@ class IdvFlow:
         return [Publish()]
 
     def _ask_identifier(self, why: str) -> list[Effect]:
+        if not self.page:
+            r = self.record
+            r.step, r.reason = (
+                Step.DONE,
+                f"{why or 'not identified'}; a phone caller has no page to type a customer number",
+            )
+            self._note(r.reason)
+            return [self._audit("idv.not_identified", r.reason), Publish()]
         self.record.step = Step.IDENTIFY
         if why:
             self._note(why)
@@ -441,6 +452,8 @@ class IdvFlow:
         """A PIN if the customer has one, else a one-time code texted to their phone, else no factor left."""
         customer = self._customer
         assert customer is not None
+        if not self.page:
+            return self._no_code(f"{why}, and a phone caller has no page to type a PIN or code")
         kind = "pin" if self.facts.has_pin(customer.id) else None
         if kind is None and self.settings.otp_webhook and customer.phones:
             kind = "otp"
@@ -584,6 +597,8 @@ class IdvFlow:
             self._note(f"enrolment continues from {pending['speech_seconds']} s (consent on record)")
             effects: list[Effect] = [CollectEnrolment(r.customer_id, pending["speech_seconds"]), Publish()]
             return {"state": "collecting", **pending}, effects
+        if not self.page:
+            raise Conflict("a phone caller has no page to give consent on: send them a link to enrol")
         self.consent_asked = True
         self._note("asked the customer's consent to a voice print")
         return {"state": "asked"}, [ToCustomer(self.consent_prompt()), Publish()]
@@ -755,6 +770,8 @@ class LiveIdv:
         voice: CallVoice | None,
         to_agent: Callable[[dict], None],
         to_customer: Callable[[dict], None],
+        *,
+        page: bool = True,
     ) -> None:
         self.ctx, self.settings, self.call_id, self.voice = ctx, ctx.settings, call_id, voice
         self._to_agent, self._to_customer = to_agent, to_customer
@@ -766,6 +783,7 @@ class LiveIdv:
             clock=ctx.clock,
             company=ctx.company,
             voice=voice is not None and ctx.voice_id is not None,
+            page=page,
         )
         self._busy = asyncio.Lock()  # one customer action at a time: attempts are counted exactly
         self._first: asyncio.Task | None = None  # the calling-number lookup

@@ -87,7 +87,12 @@ def Verdict(decision: str, *rest: float) -> VoiceVerdict:  # noqa: N802 - reads 
 
 
 def new_flow(
-    phone: str | None = None, facts: Facts | None = None, clock: Clock | None = None, voice: bool = True, **settings
+    phone: str | None = None,
+    facts: Facts | None = None,
+    clock: Clock | None = None,
+    voice: bool = True,
+    page: bool = True,
+    **settings,
 ) -> IdvFlow:
     return IdvFlow(
         IdvSettings(**settings),
@@ -97,6 +102,7 @@ def new_flow(
         clock=clock or Clock(),
         company="Acme",
         voice=voice,
+        page=page,
         new_code=lambda: "123456",
     )
 
@@ -148,6 +154,37 @@ def test_the_calling_number_identifies_and_the_voice_verifies():
     assert flow.wakes_at is None
     assert notes(flow) == ["identified as C-100 by the calling number", "verified by voice on 3.2 s of speech"]
     assert all(h["at"] == 1000.0 for h in r.history)  # the injected clock
+
+
+def test_a_phone_caller_is_identified_by_number_and_verified_by_voice_with_nothing_to_type():
+    flow, effects = identified(ALICE, page=False)
+    assert effects == [Audit("idv.identified", "C-100: by phone"), ClaimVoice("C-100"), Publish()]
+    flow.on_verdict("C-100", Verdict("authenticated", 3.24, 0.8, 0.64))
+    assert flow.record.verified_by == "voice"
+
+
+def test_a_phone_caller_is_never_left_waiting_on_a_page_they_do_not_have():
+    unknown = new_flow(phone="+1 555 0100", page=False)
+    unknown.begin()
+    assert unknown.phone_found([]) == [
+        Audit(
+            "idv.not_identified",
+            "no customer has the calling number; a phone caller has no page to type a customer number",
+        ),
+        Publish(),
+    ]
+    assert unknown.record.step == Step.DONE and unknown.record.status == Status.NOT_IDENTIFIED
+    with pytest.raises(Conflict):
+        unknown.identify("C-200")
+
+    flow, _ = identified(BOB, page=False)  # not enrolled, has a PIN: nowhere to type it
+    r = flow.record
+    assert (r.step, r.status, r.code_kind) == (Step.DONE, Status.IDENTIFIED, None)
+    assert r.reason == "not enrolled for voice ID, and a phone caller has no page to type a PIN or code"
+    voiced, _ = identified(ALICE, page=False)
+    voiced.on_verdict("C-100", Verdict("authenticated", 3.24, 0.8, 0.64))
+    with pytest.raises(Conflict, match="no page to give consent"):
+        voiced.ask_consent()
 
 
 def test_an_unknown_number_then_the_customer_number_on_the_first_try_then_the_pin():
