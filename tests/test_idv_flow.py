@@ -169,7 +169,7 @@ def test_a_phone_caller_is_never_left_waiting_on_a_page_they_do_not_have():
     assert unknown.phone_found([]) == [
         Audit(
             "idv.not_identified",
-            "no customer has the calling number; a phone caller has no page to type a customer number",
+            "None: no customer has the calling number; a phone caller has no page to type a customer number",
         ),
         Publish(),
     ]
