@@ -9,6 +9,14 @@ const DECISIONS = {authenticated: "Authenticated", not_authenticated: "Not authe
   inconclusive: "Inconclusive (not enough speech yet)", not_enrolled: "Not enrolled", opted_out: "Opted out"};
 const FACTORS = {voice: "voice", pin: "PIN", otp: "one-time code"};
 const HOW = {phone: "calling number", identifier: "customer number"};
+// Calls the contact-centre platform streams to us: the caller is on the phone, with no video and no link.
+const CHANNELS = {audiohook: "Genesys", twilio: "Twilio", whip: "WHIP"};
+const TITLE = document.title;
+
+const isPhone = (link) => link.channel in CHANNELS;
+const callName = (link) => isPhone(link)
+  ? `Phone call from ${link.phone || "unknown number"} (${CHANNELS[link.channel]})`
+  : link.customer_ref || link.phone || link.id;
 
 // The call on screen and what showing it holds: the peer connection, the agent's microphone, the level meter's
 // AudioContext and timer, the frame-callback chain. closeView() releases all of it.
@@ -61,17 +69,22 @@ $("logout").addEventListener("click", async () => { await api("/api/logout", {me
 $("new-link").addEventListener("submit", async (e) => {
   e.preventDefault();
   try {
-    const r = await api("/api/links", {method: "POST", body: JSON.stringify({
+    showLink(await api("/api/links", {method: "POST", body: JSON.stringify({
       customer_ref: $("customer-ref").value || null, phone: $("phone").value || null,
       language: $("language").value || null, expires_in: Number($("expires").value) * 60,
-    })});
-    $("new-result").hidden = false;
-    $("link-url").value = r.url;
-    $("qr").replaceChildren(Object.assign(document.createElement("img"), {src: "data:image/svg+xml;base64," + btoa(r.qr_svg), alt: "QR code of the link"}));
-    $("new-phrase").textContent = r.link.phrase;
-    upsert(r.link);
+    })}), "");
   } catch (err) { toast(`Could not create the link: ${err.message}`); }
 });
+
+// A new link's URL, QR code and phrase in the new-link card: made with the form, or escalated from a phone call.
+function showLink(r, note) {
+  $("new-result").hidden = false;
+  $("new-for").textContent = note;
+  $("link-url").value = r.url;
+  $("qr").replaceChildren(Object.assign(document.createElement("img"), {src: "data:image/svg+xml;base64," + btoa(r.qr_svg), alt: "QR code of the link"}));
+  $("new-phrase").textContent = r.link.phrase;
+  upsert(r.link);
+}
 
 $("copy").addEventListener("click", () => navigator.clipboard?.writeText($("link-url").value));
 
@@ -81,7 +94,11 @@ function connectEvents() {
     const ev = JSON.parse(m.data);
     vg.events.push(ev);
     if (ev.type === "hello") { Object.entries(ev.idv || {}).forEach(([id, r]) => vg.idv.set(id, {link_id: id, ...r})); ev.links.forEach(upsert); }
-    if (ev.type === "link") upsert(ev.link);
+    if (ev.type === "link") {
+      const known = vg.links.has(ev.link.id);
+      upsert(ev.link);
+      if (!known) arrived(ev.link);
+    }
     if (ev.type === "snapshot" && vg.live === ev.link_id) addSnapshot(ev.snapshot);
     if (ev.type === "subtitle") subtitle(ev);
     if (ev.type === "voiceid" || ev.type === "voiceid_alert") voiceId(ev);
@@ -102,7 +119,8 @@ function upsert(link) {
   }
   const when = new Date(link.created * 1000).toLocaleTimeString();
   row.innerHTML = "";
-  for (const text of [when, link.customer_ref || link.phone || "—", link.phrase]) row.insertCell().textContent = text;
+  const who = isPhone(link) ? callName(link) : link.customer_ref || link.phone || "—";
+  for (const text of [when, who, link.phrase || "—"]) row.insertCell().textContent = text;
   const state = row.insertCell();
   state.textContent = LABELS[link.state] || link.state;
   state.className = `state ${link.state}`;
@@ -119,9 +137,19 @@ function upsert(link) {
       actions.append(Object.assign(document.createElement("a"), {href: `/api/calls/${link.id}/transcript?format=${format}`, textContent: `Transcript (${format.toUpperCase()})`, className: "download"}));
     }
   }
-  if (["created", "opened", "connected"].includes(link.state)) actions.append(button("Revoke", () => api(`/api/links/${link.id}/revoke`, {method: "POST"}).catch((e) => toast(e.message))));
+  if (isPhone(link) && link.state === "connected") actions.append(button("End call", () => endCall(link.id)));
+  else if (["created", "opened", "connected"].includes(link.state)) actions.append(button("Revoke", () => api(`/api/links/${link.id}/revoke`, {method: "POST"}).catch((e) => toast(e.message))));
   if (vg.live === link.id && link.state !== "connected") stopWatching(`Call ${LABELS[link.state].toLowerCase()}: ${link.end_reason || ""}`);
   if (link.state === "connected" && !vg.live) watch(link.id);
+}
+
+// A phone call the platform has just put through to this agent: shown at once (unless another call is on screen:
+// its view stays, and the new call waits in the table), and named in the tab's title.
+function arrived(link) {
+  if (!isPhone(link) || link.state !== "connected") return;
+  if (!vg.live) watch(link.id);
+  document.title = `${callName(link)} — ${TITLE}`;
+  toast(`Incoming: ${callName(link)}`);
 }
 
 function button(text, onclick) {
@@ -137,13 +165,17 @@ function iceComplete(peer) {
 
 async function watch(linkId) {
   closeView();
-  const v = view = {pc: new RTCPeerConnection({iceServers: vg.iceServers}), mic: null, audio: null, timer: null, frame: null, closed: false};
+  const link = vg.links.get(linkId);
+  const phone = isPhone(link);
+  // A phone call has no video to join: the agent hears the caller on the phone, and sees identity and subtitles.
+  const v = view = {pc: phone ? null : new RTCPeerConnection({iceServers: vg.iceServers}), mic: null, audio: null, timer: null, frame: null, closed: false};
   const pc = v.pc;
   vg.live = linkId;
-  const link = vg.links.get(linkId);
   $("live").hidden = false;
-  $("live-ref").textContent = link.customer_ref || link.phone || link.id;
+  $("live-ref").textContent = callName(link);
   $("live-phrase").textContent = link.phrase;
+  for (const id of ["live-phrase-row", "remote", "snapshot", "stills"]) $(id).hidden = phone;
+  $("escalate").hidden = !phone;
   $("snapshots").replaceChildren();
   $("transcript").replaceChildren();
   showVoiceId(linkId);
@@ -151,6 +183,7 @@ async function watch(linkId) {
   $("enrolment").textContent = "";
   $("detected").textContent = "";
   (vg.subtitleBacklog.get(linkId) || []).forEach(subtitle);
+  if (phone) return;
   pc.addTransceiver("video", {direction: "recvonly"});
   try {
     const mic = await navigator.mediaDevices.getUserMedia({audio: true});
@@ -203,13 +236,15 @@ function measureAudio(v, track) {
   }, 20);
 }
 
-// Releases everything the call on screen holds; safe to call when nothing is shown.
+// Releases everything the call on screen holds (and the new call's note in the tab's title); safe to call when
+// nothing is shown.
 function closeView() {
   const v = view;
   view = null;
+  document.title = TITLE;
   if (!v) return;
   v.closed = true;
-  v.pc.close();
+  v.pc?.close();
   v.mic?.getTracks().forEach((t) => t.stop());
   v.audio?.close();
   clearInterval(v.timer);
@@ -229,7 +264,18 @@ $("snapshot").addEventListener("click", async () => {
   catch (err) { toast(`No still: ${err.message}`); }
 });
 
-$("end").addEventListener("click", () => api(`/api/calls/${vg.live}/end`, {method: "POST"}).catch((e) => toast(e.message)));
+function endCall(linkId) { api(`/api/calls/${linkId}/end`, {method: "POST"}).catch((e) => toast(e.message)); }
+
+$("end").addEventListener("click", () => endCall(vg.live));
+
+// A video link for the caller on the phone, shown in the new-link card for the agent to read out or text.
+$("escalate").addEventListener("click", async () => {
+  const link = vg.links.get(vg.live);
+  try {
+    showLink(await api(`/api/calls/${link.id}/escalate`, {method: "POST"}), `${callName(link)}: read the link out to the caller, or text it.`);
+    $("new-result").scrollIntoView({block: "nearest"});
+  } catch (err) { toast(`Could not escalate to video: ${err.message}`); }
+});
 
 // Subtitles: one list item per utterance; grey partial text, then the final line with its translation below.
 function subtitle(ev) {
