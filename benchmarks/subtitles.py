@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,7 +182,9 @@ async def run(
         "--no-idv",  # latency of subtitles alone: no directory lookups beside them
     ] + (["--no-partials"] if baseline else [])
     server = subprocess.Popen(cli + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    sessions: dict[str, Session] = {}  # by link id, or by the platform's call id until the call shows
+    sessions: dict[str, Session] = {}  # by link id, or by the platform's call id
+    received: dict[str, list[tuple[float, dict]]] = defaultdict(list)  # subtitles by call id, as they arrive
+    call_of: dict[str, str] = {}  # the platform's call id -> our call's id
     try:
         await wait_ready(base)
         async with aiohttp.ClientSession() as http:
@@ -193,10 +196,10 @@ async def run(
             async def listen(ws) -> None:
                 async for msg in ws:
                     m = json.loads(msg.data)
-                    if m.get("type") == "link" and m["link"].get("external_id") in sessions:  # a phone call shows
-                        sessions[m["link"]["id"]] = sessions.pop(m["link"]["external_id"])
-                    if m.get("type") == "subtitle" and m["speaker"] == "customer" and m["link_id"] in sessions:
-                        sessions[m["link_id"]].received.append((time.time(), m))
+                    if m.get("type") == "link" and m["link"].get("external_id"):  # a phone call shows
+                        call_of[m["link"]["external_id"]] = m["link"]["id"]
+                    if m.get("type") == "subtitle" and m["speaker"] == "customer":
+                        received[m["link_id"]].append((time.time(), m))
 
             listeners = [asyncio.create_task(listen(ws)) for ws in sockets.values()]
             hangups: list[Callable[[], Awaitable[None]]] = []
@@ -224,6 +227,8 @@ async def run(
         except subprocess.TimeoutExpired:  # still draining a backlog of finals: the measurement is done
             server.kill()
             server.wait()
+    for key, session in sessions.items():
+        session.received = received[call_of.get(key, key)]
     rows = [row | {"session": key, "language": s.language} for key, s in sessions.items() for row in s.measure()]
     translated = [r["translated_s"] for r in rows if "translated_s" in r]
     finals = [r["final_s"] for r in rows if "final_s" in r]
