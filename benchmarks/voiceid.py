@@ -1,6 +1,7 @@
 """Voice ID: accuracy at 1.5 s, 3 s and full length, and how fast a live call's decision reaches the console.
 
     python -m benchmarks.voiceid [--calls 10] [--no-live] [--out results/voiceid.json]
+    python -m benchmarks.voiceid --channel phone [--out results/voiceid-phone.json]
 
 Accuracy: ``voxgate voiceid eval``'s evaluation (20 s prints, cosine) on
 * voiceid/librispeech-test-other (10 speakers x 10 utterances, 16 kHz);
@@ -18,6 +19,17 @@ real time, first one call at a time, then all genuine calls at once. For each,
 the time from the moment the caller had sent 1.5 s and 3 s of net speech (the
 same VAD run on the audio it sent) to the decision arriving on the agent's
 WebSocket. Writes JSON, a DET plot per dataset and ``voiceid.png``.
+
+``--channel phone``: accuracy only, every recording heard as a phone call
+reaches VoxGate (``identity.voiceid.telephone``: 8 kHz, μ-law, back to
+16 kHz), at 1.5, 3 and 6 s, the checkpoints live calls decide at: prints in
+the phone space (enrolled on the phone, or a wideband enrolment's phone
+space: the same speech through the same channel), against phone tests; on
+LibriSpeech also wideband prints against phone tests (what scoring without a
+phone space would give). False accepts and rejects at the shipped phone
+thresholds and at the wideband ones, and print against print in the phone
+space (``Calibration.phone_print_match``). FSDD is cut into 16-digit
+utterances here, so that 6 s tests exist.
 """
 
 from __future__ import annotations
@@ -40,8 +52,9 @@ import numpy as np
 
 from benchmarks.escalation import free_port, wait_ready
 from benchmarks.subtitles import pct
-from identity.evaluation import evaluate, plot_det
-from media.audio_io import read_pcm
+from identity.evaluation import evaluate, load_speech, plot_det, rates_at, run_trials
+from identity.voiceid import Calibration, Channel
+from media.audio_io import AudioFormatError, read_pcm
 from media.speech import NetSpeech, net_speech
 from models import registry
 from models.base import SAMPLE_RATE, pcm_to_float
@@ -95,12 +108,13 @@ def accuracy(out: Path, datasets: dict[str, Path]) -> list[dict]:
     return rows
 
 
-def print_against_print(root: Path) -> dict:
+def print_against_print(root: Path, channel: Channel = Channel.WIDEBAND) -> dict:
     """Two 20 s prints per speaker, from the two halves of their recordings: same-speaker and other-speaker scores."""
     vad, encoder = registry.build("vad", "webrtc"), registry.build("speaker", "dvector")
     halves = {}
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        speech = np.concatenate([pcm_to_float(net_speech(read_pcm(f), vad)) for f in sorted(d.iterdir())])
+        heard = [channel.hear(read_pcm(f)) for f in sorted(d.iterdir())]
+        speech = np.concatenate([pcm_to_float(net_speech(pcm, vad)) for pcm in heard])
         mid = len(speech) // 2
         n = min(mid, 20 * SAMPLE_RATE)
         halves[d.name] = [enrol([encoder], s).vectors["dvector"] for s in (speech[:n], speech[mid : mid + n])]
@@ -113,6 +127,73 @@ def print_against_print(root: Path) -> dict:
         "impostor_max": round(max(impostor), 3),
         "impostor_median": round(float(np.median(impostor)), 3),
     }
+
+
+def phone_accuracy(out: Path, datasets: dict[str, Path], mismatch: set[str]) -> list[dict]:
+    """Trials heard on the phone at each phone checkpoint; for the datasets in ``mismatch``, also against prints
+    of the recordings as they are (wideband). Rates at the shipped phone and wideband thresholds."""
+    vad, encoder = registry.build("vad", "webrtc"), [registry.build("speaker", "dvector")]
+    shipped = Calibration()
+    rows = []
+    for label, root in datasets.items():
+        phone = load_speech(root, vad, Channel.PHONE)
+        prints = {"phone": phone} | ({"wideband": load_speech(root, vad)} if label in mismatch else {})
+        for seconds in shipped.for_channel(Channel.PHONE).checkpoints:
+            for kind, enrolments in prints.items():
+                t0 = time.time()
+                try:
+                    summary, trials = run_trials(enrolments, phone, encoder, 20.0, seconds, "cosine")
+                except AudioFormatError:
+                    continue  # recordings too short for this duration
+                row = {
+                    "dataset": label,
+                    "prints": kind,
+                    **summary,
+                    "at_phone_threshold": rates_at(trials, shipped.for_channel(Channel.PHONE).threshold(seconds)),
+                    "at_wideband_threshold": rates_at(trials, shipped.threshold(seconds)),
+                    "seconds": round(time.time() - t0, 1),
+                }
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+                if seconds == 3.0 and kind == "phone":
+                    stem = re.sub(r"[^a-z0-9]+", "-", f"{label} phone".lower()).strip("-")
+                    title = f"{label}, phone channel, 3 s: EER {row['eer_percent']}%"
+                    plot_det(trials, out.with_name(f"det-{stem}.png"), title)
+    return rows
+
+
+def plot_phone(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for dataset, prints in sorted({(r["dataset"], r["prints"]) for r in result["accuracy"]}):
+        rows = [r for r in result["accuracy"] if (r["dataset"], r["prints"]) == (dataset, prints)]
+        style = "o-" if prints == "phone" else "s--"
+        label = f"{dataset}, {prints} prints" + ("" if prints == "phone" else " (scored without a phone space)")
+        a.plot([r["test_seconds"] for r in rows], [r["eer_percent"] for r in rows], style, label=label)
+    a.set_xticks([1.5, 3.0, 6.0], ["1.5 s", "3 s", "6 s"])
+    a.set_xlabel("net speech heard on the phone")
+    a.set_ylabel("EER (%)")
+    a.set_title("Phone channel (8 kHz G.711), 20 s prints")
+    a.set_ylim(0, 14)
+    a.legend(fontsize=7, loc="upper right")
+    rows = [r for r in result["accuracy"] if r["prints"] == "phone" and r["dataset"].startswith("librispeech")]
+    x = np.arange(len(rows))
+    thresholds = (("at_phone_threshold", "phone thresholds"), ("at_wideband_threshold", "wideband thresholds"))
+    for k, (key, label) in enumerate(thresholds):
+        b.bar(x + k * 0.4 - 0.3, [r[key]["far_percent"] for r in rows], 0.2, label=f"false accepts, {label}")
+        b.bar(x + k * 0.4 - 0.1, [r[key]["frr_percent"] for r in rows], 0.2, label=f"false rejects, {label}")
+    b.set_xticks(x, [f"{r['test_seconds']:g} s" for r in rows])
+    b.set_ylabel("%")
+    b.set_ylim(0, 50)
+    b.set_title("LibriSpeech on the phone: rates at each channel's thresholds")
+    b.legend(fontsize=7, loc="upper right")
+    fig.suptitle(f"VoxGate voice ID on the phone, bundled d-vector encoder, {result['machine']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 # -- live ------------------------------------------------------------------------------------------------------
@@ -283,12 +364,18 @@ def plot(result: dict, path: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--out", type=Path, default=Path("results/voiceid.json"))
+    p.add_argument("--out", type=Path, help="JSON to write (default results/voiceid.json, or voiceid-phone.json)")
     p.add_argument("--calls", type=int, default=10, help="live calls per run (one per LibriSpeech speaker)")
     p.add_argument("--no-live", action="store_true", help="accuracy only")
+    p.add_argument("--channel", choices=[c.value for c in Channel], default="wideband",
+                   help="phone: accuracy heard through the phone channel (no live calls)")  # fmt: skip
     args = p.parse_args()
+    args.out = args.out or Path("results/voiceid-phone.json" if args.channel == "phone" else "results/voiceid.json")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="voxgate-voiceid-"))
+    if args.channel == "phone":
+        phone_run(args.out, work)
+        return
     datasets = {"librispeech-test-other": LIBRI, "fsdd-8k (8-digit utterances)": fsdd_layout(work / "fsdd")}
     result: dict = {"machine": f"{os.uname().machine}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}
     result["accuracy"] = accuracy(args.out, datasets)
@@ -299,6 +386,31 @@ def main() -> None:
         result["live"] = asyncio.run(live(args.calls, work))
         args.out.write_text(json.dumps(result, indent=2, default=str))
     plot(result, args.out.with_suffix(".png"))
+
+
+def phone_run(out: Path, work: Path) -> None:
+    libri, fsdd = "librispeech-test-other", "fsdd-8k (16-digit utterances)"
+    datasets = {libri: LIBRI, fsdd: fsdd_layout(work / "fsdd", digits_per_utterance=16)}
+    shipped = Calibration()
+    result: dict = {
+        "machine": f"{os.uname().machine}, {os.cpu_count()} cores",
+        "date": time.strftime("%Y-%m-%d"),
+        "channel": "phone",
+        "shipped": {"phone": shipped.phone, "wideband": shipped.thresholds},
+    }
+    rows = result["accuracy"] = phone_accuracy(out, datasets, mismatch={libri})
+    result["calibrated"] = {
+        label: ",".join(
+            f"{r['test_seconds']:g}:{r['threshold_at_far1']}"
+            for r in rows
+            if r["dataset"] == label and r["prints"] == "phone"
+        )
+        for label in datasets
+    }
+    result["print_against_print"] = {name: print_against_print(root, Channel.PHONE) for name, root in datasets.items()}
+    print(json.dumps({k: result[k] for k in ("calibrated", "print_against_print")}), flush=True)
+    out.write_text(json.dumps(result, indent=2))
+    plot_phone(result, out.with_suffix(".png"))
 
 
 if __name__ == "__main__":

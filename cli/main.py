@@ -21,7 +21,7 @@ from pathlib import Path
 
 from calls.settings import Settings
 from identity.idv import IdvSettings
-from identity.voiceid import Calibration
+from identity.voiceid import Calibration, Channel
 from media.audio_io import AudioFormatError
 from media.events import Event, FinalTranscript, PartialTranscript, PipelineError, Translation
 from media.pipeline import Pipeline, PipelineConfig, run_file
@@ -191,14 +191,20 @@ def _parser() -> argparse.ArgumentParser:
         help="cosine against the averaged print, or S-norm against the other speakers",
     )
     ev.add_argument("--plot", type=Path, metavar="DET.png", help="write a DET curve")
+    _channel_flag(ev)
     ev.set_defaults(run=_voiceid_eval)
 
-    cal = vsub.add_parser("calibrate", help="thresholds for a target false-accept rate, for serve --voiceid-thresholds")
+    cal = vsub.add_parser(
+        "calibrate",
+        help="thresholds for a target false-accept rate, for serve --voiceid-thresholds (--channel phone: "
+        "--voiceid-phone-thresholds)",
+    )
     cal.add_argument("dir", type=Path)
     cal.add_argument("--far", type=float, default=0.01, help="target false-accept rate (default 0.01: 1%%)")
     cal.add_argument("--enrol-seconds", type=float, default=default(Calibration, "enrol_seconds"))
     cal.add_argument("--encoder", action="append", choices=sorted(registry.SPECS["speaker"]))
     cal.add_argument("--ecapa-dir", type=Path, metavar="DIR")
+    _channel_flag(cal)
     cal.set_defaults(run=_voiceid_calibrate)
 
     en = vsub.add_parser(
@@ -233,8 +239,14 @@ def _engine_flags(p: argparse.ArgumentParser, serving: bool = False) -> None:
         g.add_argument(
             "--voiceid-thresholds",
             metavar="S:T,...",
-            help="voice ID thresholds by seconds of speech, from `voxgate voiceid calibrate` on your channel "
-            "(default: wideband, 1%% false accepts)",
+            help="voice ID thresholds by seconds of speech for video-link calls, from `voxgate voiceid calibrate` "
+            "on your recordings (default: measured on wideband speech, 1%% false accepts)",
+        )
+        g.add_argument(
+            "--voiceid-phone-thresholds",
+            metavar="S:T,...",
+            help="the same for phone calls (G.711 through a contact-centre platform), from `voxgate voiceid "
+            "calibrate --channel phone` (default: measured through the phone channel, 1%% false accepts)",
         )
     g.add_argument("--asr", default=default(EngineOptions, "asr"), choices=sorted(registry.SPECS["asr"]))
     g.add_argument("--whisper-model", type=Path, metavar="DIR", help="a CTranslate2 Whisper model directory")
@@ -394,7 +406,7 @@ def _serve(args: argparse.Namespace) -> int:
         queues=_pairs(args.queue, "--queue", "QUEUE=AGENT"),
     )
     engines = None if args.no_subtitles else load_engines(engine_options(args))
-    calibration = Calibration.parse(args.voiceid_thresholds) if args.voiceid_thresholds else None
+    calibration = Calibration.parse(args.voiceid_thresholds, args.voiceid_phone_thresholds)
     first = _first_run_credentials(args.data_dir)
     app = build_node(settings, engines, calibration).app()
     context = None
@@ -496,6 +508,16 @@ def _encoders(args: argparse.Namespace) -> list:
     return [build_speaker(name, args.ecapa_dir) for name in (args.encoder or [DEFAULT_SPEAKER])]
 
 
+def _channel_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--channel",
+        choices=[c.value for c in Channel],
+        default=Channel.WIDEBAND.value,
+        help="hear the recordings as this channel delivers them: phone passes them through 8 kHz G.711, as "
+        "phone calls reach VoxGate (default wideband: as recorded)",
+    )
+
+
 def _voiceid_eval(args: argparse.Namespace) -> int:
     from identity.evaluation import PLOT_NEEDS, evaluate, plot_det
 
@@ -503,11 +525,13 @@ def _voiceid_eval(args: argparse.Namespace) -> int:
         print(f"voxgate: error: --plot needs {PLOT_NEEDS}: pip install 'voxgate[bench]'", file=sys.stderr)
         return EXIT_USAGE
     test_seconds = None if args.test_seconds == "full" else float(args.test_seconds)
+    vad, channel = registry.build("vad", "webrtc"), Channel(args.channel)
     summary, trials = evaluate(
-        args.dir, _encoders(args), registry.build("vad", "webrtc"), args.enrol_seconds, test_seconds, args.scoring
+        args.dir, _encoders(args), vad, args.enrol_seconds, test_seconds, args.scoring, channel=channel
     )
     if args.plot:
-        plot_det(trials, args.plot, f"{args.dir.name}: EER {summary['eer_percent']}% at {args.test_seconds} s")
+        title = f"{args.dir.name}, {channel}: EER {summary['eer_percent']}% at {args.test_seconds} s"
+        plot_det(trials, args.plot, title)
     print(json.dumps(summary))
     return 0
 
@@ -519,7 +543,12 @@ def _voiceid_calibrate(args: argparse.Namespace) -> int:
         print("voxgate: error: --far is a rate such as 0.01 (1%)", file=sys.stderr)
         return EXIT_USAGE
     result = calibrate(
-        args.dir, _encoders(args), registry.build("vad", "webrtc"), args.far, enrol_seconds=args.enrol_seconds
+        args.dir,
+        _encoders(args),
+        registry.build("vad", "webrtc"),
+        args.far,
+        enrol_seconds=args.enrol_seconds,
+        channel=Channel(args.channel),
     )
     print(json.dumps(result))
     return 0

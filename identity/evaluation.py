@@ -11,6 +11,12 @@ the print (or, with ``scoring="snorm"``, S-norm'ed against a cohort of the
 ``voxgate voiceid calibrate DIR`` runs the same trials at each duration live
 calls decide at (``Calibration.checkpoints``: 1.5, 3 and 6 s of net speech) and gives the thresholds that
 hold false accepts to a target rate: the server's ``--voiceid-thresholds``.
+
+``--channel phone`` hears every recording, prints and tests alike, as a phone
+call reaches VoxGate (``identity.voiceid.telephone``: 8 kHz, μ-law, back to
+16 kHz): the phone space VoxGate scores phone calls in, whichever channel a
+print was enrolled on (a wideband enrolment's phone space is its speech heard
+through the same channel). Its thresholds are ``--voiceid-phone-thresholds``.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from identity.voiceid import Calibration
+from identity.voiceid import Calibration, Channel
 from media.audio_io import AudioFormatError, read_pcm
 from media.speech import net_speech
 from models.base import SAMPLE_RATE, SpeakerEncoder, VadEngine, pcm_to_float
@@ -57,6 +63,17 @@ def load_speakers(root: Path) -> dict[str, list[Path]]:
     return speakers
 
 
+Speech = dict[str, list[np.ndarray]]  # per speaker, each recording's net speech (float32, 16 kHz), in file order
+
+
+def load_speech(root: Path, vad: VadEngine, channel: Channel = Channel.WIDEBAND) -> Speech:
+    """Every speaker's recordings as heard on ``channel``, cut to net speech by the VAD calls use."""
+    return {
+        speaker: [pcm_to_float(net_speech(channel.hear(read_pcm(f)), vad)) for f in files]
+        for speaker, files in load_speakers(root).items()
+    }
+
+
 def evaluate(
     root: Path,
     encoders: Sequence[SpeakerEncoder],
@@ -64,22 +81,54 @@ def evaluate(
     enrol_seconds: float = Calibration().enrol_seconds,
     test_seconds: float | None = 3.0,
     scoring: str = "cosine",
+    channel: Channel = Channel.WIDEBAND,
+    calibration: Calibration = Calibration(),
 ) -> tuple[dict, list[Trial]]:
     """Run every trial; returns (summary, trials). ``test_seconds=None`` tests on whole utterances.
 
     ``scoring``: ``cosine`` (default: measured best with the bundled encoders and 20 s prints) or
     ``snorm``, which pays off only with a cohort of many voices (an operator's own recordings).
+    ``channel``: how every recording is heard. The summary gives the rates at ``calibration``'s threshold for
+    the channel and duration: what a live call would decide.
     """
+    speech = load_speech(root, vad, channel)
+    summary, trials = run_trials(speech, speech, encoders, enrol_seconds, test_seconds, scoring)
+    threshold = calibration.for_channel(channel).threshold(test_seconds) if test_seconds is not None else None
+    summary["channel"] = channel.value
+    if threshold is not None:
+        summary["at_threshold"] = rates_at(trials, threshold)
+    return summary, trials
+
+
+def rates_at(trials: list[Trial], threshold: float) -> dict:
+    """False accepts and false rejects at one threshold, as a live call would decide."""
+    genuine = np.array([t.score for t in trials if t.genuine])
+    impostor = np.array([t.score for t in trials if not t.genuine])
+    return {
+        "threshold": threshold,
+        "far_percent": round(float(np.mean(impostor >= threshold)) * 100, 2),
+        "frr_percent": round(float(np.mean(genuine < threshold)) * 100, 2),
+    }
+
+
+def run_trials(
+    enrolments: Speech,
+    recordings: Speech,
+    encoders: Sequence[SpeakerEncoder],
+    enrol_seconds: float,
+    test_seconds: float | None,
+    scoring: str,
+) -> tuple[dict, list[Trial]]:
+    """Each speaker enrols from the first of ``enrolments``' recordings; the rest of ``recordings`` are tests."""
     prints, tests = {}, []
-    for speaker, files in load_speakers(root).items():
-        speech = [pcm_to_float(net_speech(read_pcm(f), vad)) for f in files]
+    for speaker, speech in enrolments.items():
         enrolment, used = [], 0
         while used < len(speech) - 1 and sum(len(s) for s in enrolment) < enrol_seconds * SAMPLE_RATE:
             enrolment.append(speech[used])
             used += 1
         joined = np.concatenate(enrolment)[: int(enrol_seconds * SAMPLE_RATE)]
         prints[speaker] = enrol(encoders, joined)
-        for s in speech[used:]:
+        for s in recordings[speaker][used:]:
             if test_seconds is not None:
                 if len(s) < 0.9 * test_seconds * SAMPLE_RATE:
                     continue  # too little speech in this file for a test of that length
@@ -180,16 +229,19 @@ def calibrate(
     target_far: float = 0.01,
     durations: Sequence[float] = Calibration().checkpoints,
     enrol_seconds: float = Calibration().enrol_seconds,
+    channel: Channel = Channel.WIDEBAND,
 ) -> dict:
-    """Thresholds by duration for ``target_far`` false accepts, as ``voxgate serve --voiceid-thresholds`` takes them.
+    """Thresholds by duration for ``target_far`` false accepts, as ``voxgate serve --voiceid-thresholds`` (or,
+    for ``channel`` phone, ``--voiceid-phone-thresholds``) takes them.
 
     A duration with no trials (recordings too short for it) is left out: live calls then keep the threshold
     of the longest shorter duration, which is stricter on more speech only if the data says so.
     """
+    speech = load_speech(root, vad, channel)
     rows = []
     for seconds in durations:
         try:
-            _, trials = evaluate(root, encoders, vad, enrol_seconds, seconds)
+            _, trials = run_trials(speech, speech, encoders, enrol_seconds, seconds, "cosine")
         except AudioFormatError:
             continue
         genuine = [t.score for t in trials if t.genuine]
@@ -207,11 +259,13 @@ def calibrate(
         )
     if not rows:
         raise AudioFormatError(f"{root}: no speaker has a test recording long enough for {min(durations)} s")
+    flag = "--voiceid-phone-thresholds" if channel is Channel.PHONE else "--voiceid-thresholds"
     return {
         "target_far_percent": round(target_far * 100, 3),
+        "channel": channel.value,
         "thresholds": ",".join(f"{r['test_seconds']:g}:{r['threshold']}" for r in rows),
         "durations": rows,
         "encoders": [e.name for e in encoders],
-        "note": "pass thresholds to `voxgate serve --voiceid-thresholds`; a target of 1% needs >= 100 impostor "
+        "note": f"pass thresholds to `voxgate serve {flag}`; a target of 1% needs >= 100 impostor "
         "trials per duration to mean anything (the more the better)",
     }

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from identity.voiceid import Progress, Verdict, VoiceId
+from identity.voiceid import Channel, Progress, Verdict, VoiceId
 from media.segmenter import Signal
 from media.speech import NetSpeech
 from models.base import SAMPLE_RATE, pcm_to_float
@@ -80,7 +80,8 @@ class LiveVoice:
     against the watch list and, once the caller's identity is claimed (``claim``), verified against that
     customer's print; a claim made later is verified at once on the speech already heard. During an
     enrolment (``enrol``, after consent) the speech from then on goes to the customer's enrolment. Model
-    work runs in ``executor``.
+    work runs in ``executor``. ``narrowband``: the call came through the telephone network, so its voice is
+    scored in the prints' phone space, against the phone thresholds, and enrols the phone space only.
     """
 
     def __init__(
@@ -93,9 +94,9 @@ class LiveVoice:
         narrowband: bool = False,
     ) -> None:
         self.voice_id, self.link_id = voice_id, link_id
-        self.narrowband = narrowband  # telephone audio: scored against the telephone calibration
+        self.channel = Channel.PHONE if narrowband else Channel.WIDEBAND
         self._emit, self._executor = emit, executor
-        self._checkpoints = voice_id.calibration.checkpoints
+        self._checkpoints = voice_id.calibration.for_channel(self.channel).checkpoints
         self._net = NetSpeech()
         self._speech: list[np.ndarray] = []  # up to the last checkpoint
         self._samples = 0
@@ -161,7 +162,8 @@ class LiveVoice:
 
         async def save() -> None:
             loop = asyncio.get_running_loop()
-            progress = await loop.run_in_executor(self._executor, self.voice_id.add_speech, customer, speech)
+            add = self.voice_id.add_speech
+            progress = await loop.run_in_executor(self._executor, add, customer, speech, self.channel)
             self._emit(EnrolmentUpdate(self.link_id, progress))
 
         self._spawn(save())
@@ -172,7 +174,9 @@ class LiveVoice:
             return
         loop = asyncio.get_running_loop()
         async with self._in_order:
-            verdict, hits = await loop.run_in_executor(self._executor, self.voice_id.check, claimed, speech, screen)
+            verdict, hits = await loop.run_in_executor(
+                self._executor, self.voice_id.check, claimed, speech, screen, self.channel
+            )
         if verdict is not None:
             timing = {"speech_reached": reached, "decided": time.time()}
             early = verdict.speech_seconds < self.voice_id.calibration.decide_seconds - 1e-6

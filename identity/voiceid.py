@@ -7,24 +7,91 @@ are sealed with AES-GCM under the server key, never logged and never returned
 by the API. Prints are kept per encoder: one made with another encoder than
 the server's does not verify (it is "not enrolled" for this server), it never
 breaks a call. In a call, ``identity.live.LiveVoice`` uses this service.
+
+Voices heard through the telephone network (8 kHz, G.711) score on another
+scale, and a phone voice scored against a print made from wideband speech
+hardly tells speakers apart. So a print holds two spaces per encoder: the
+wideband one (from wideband speech) and the phone one (from phone speech, or
+from wideband speech passed through ``telephone``, the channel simulated).
+Phone calls are compared in the phone space with the phone thresholds; so is
+a wideband call against a print enrolled on the phone only.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 
 import numpy as np
 
-from models.base import SAMPLE_RATE, SpeakerEncoder, unit
-from models.voiceprint import ENROL_WINDOW_S, embed, enrol, raw_score, windows
+from media.frames import AudioFrame
+from media.phone import RATE as PHONE_RATE
+from media.phone import ulaw_decode, ulaw_encode
+from media.resample import Resampler
+from models.base import SAMPLE_RATE, SpeakerEncoder, pcm_to_float, unit
+from models.voiceprint import ENROL_WINDOW_S, embed, raw_score, windows
 from store.base import Consent, EnrolmentChange, EnrolmentRecord, Store, VoicePrintRecord
 from store.errors import Invalid
 from store.security import Vault
 
 WATCH_MIN_SECONDS = 3.0  # fraud recordings are what they are; below this a print says too little
+HISS = 0.05  # the share of a frame's energy above 4.2 kHz that only wideband audio reaches
+
+Thresholds = tuple[tuple[float, float], ...]  # (seconds of net speech, cosine threshold from then on)
+
+
+class Channel(StrEnum):
+    """How a voice reached VoxGate: ``wideband`` (the video link: Opus, 16 kHz and up, or a wideband recording) or
+    ``phone`` (the telephone network: 8 kHz, G.711 μ-law)."""
+
+    WIDEBAND = "wideband"
+    PHONE = "phone"
+
+    def hear(self, pcm16k: np.ndarray) -> np.ndarray:
+        """16 kHz int16 as this channel delivers it."""
+        return telephone(pcm16k) if self is Channel.PHONE else pcm16k
+
+    @classmethod
+    def of(cls, speech: np.ndarray) -> Channel:
+        """A recording's channel, from its spectrum: wideband speech hisses (s, f, sh put much of a 32 ms frame's
+        energy above 4 kHz), phone audio cannot. Counting frames, not energy, ignores the clicks where net speech
+        was joined."""
+        n = 512
+        frames = speech[: len(speech) // n * n].astype(np.float64).reshape(-1, n) * np.hanning(n)
+        power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+        total, high = power.sum(axis=1), power[:, np.fft.rfftfreq(n, 1 / SAMPLE_RATE) > 4200].sum(axis=1)
+        sounding, hissing = np.count_nonzero(total), np.count_nonzero(high > HISS * total)
+        return cls.PHONE if sounding and hissing < 0.01 * sounding else cls.WIDEBAND
+
+
+def telephone(pcm16k: np.ndarray) -> np.ndarray:
+    """16 kHz int16 as VoxGate hears it from a phone platform: band-limited to 8 kHz and μ-law coded by the
+    network, decoded and resampled back to 16 kHz by the call leg's tap (FFmpeg's resampler both ways)."""
+
+    def resample(pcm: np.ndarray, rate: int, to: int) -> np.ndarray:
+        r = Resampler(to)
+        return np.concatenate([r(AudioFrame.mono(pcm, rate)), r.flush()])
+
+    narrow = resample(pcm16k, SAMPLE_RATE, PHONE_RATE)
+    return resample(ulaw_decode(ulaw_encode(narrow)), PHONE_RATE, SAMPLE_RATE)
+
+
+Spaces = dict[Channel, dict[str, np.ndarray]]  # a print's vectors: per channel's space, per encoder
+
+
+def _on_the_phone(speech: np.ndarray) -> np.ndarray:
+    """Float32 net speech through ``telephone``."""
+    return pcm_to_float(telephone((np.clip(speech, -1, 1) * 32767).astype(np.int16)))
+
+
+def parse_thresholds(text: str) -> Thresholds:
+    """``"1.5:0.61,3:0.64,6:0.65"`` as ((1.5, 0.61), (3.0, 0.64), (6.0, 0.65))."""
+    try:
+        return tuple(sorted((float(a), float(b)) for a, b in (p.split(":") for p in text.split(","))))
+    except ValueError:
+        raise ValueError(f"thresholds look like 1.5:0.61,3:0.64,6:0.65, not {text!r}") from None
 
 
 class Decision(StrEnum):
@@ -53,35 +120,47 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Cosine thresholds by net speech duration, set for a target false-accept rate.
+    """Cosine thresholds by net speech duration, per channel, set for a target false-accept rate.
 
-    The defaults are ``voxgate voiceid calibrate`` on LibriSpeech test-other (wideband, VoxGate's own WebRTC
-    channel) for the bundled d-vector encoder and 20 s prints, at 1% false accepts. Scores live on another
-    scale on 8 kHz telephony (the same rate needs 0.77 / 0.80 / 0.82 there, which would reject 14-60% of
-    genuine wideband callers): calibrate per channel, on your own calls, and set ``--voiceid-thresholds``.
+    The defaults are ``voxgate voiceid calibrate`` on LibriSpeech test-other for the bundled d-vector encoder
+    and 20 s prints, at 1% false accepts: ``thresholds`` as recorded (wideband, VoxGate's WebRTC channel) and
+    ``phone`` with prints and calls passed through the telephone channel (``--channel phone``), where voices
+    score closer together. Calibrate on your own calls and set ``--voiceid-thresholds`` and
+    ``--voiceid-phone-thresholds``.
 
     ``print_match``: two prints of the same voice (an enrolment against the watch list). Measured with
     ``python -m benchmarks.voiceid`` (20 s prints from the two halves of each speaker's recordings): same
     speaker at least 0.87 (LibriSpeech) / 0.94 (8 kHz FSDD), another speaker at most 0.69 / 0.795; 0.83
-    lies in the middle of the gap on both.
+    lies in the middle of the gap on both. ``phone_print_match``: the same in the phone space (``--channel
+    phone``), where other speakers' prints come too close for 0.83.
     """
 
-    thresholds: tuple[tuple[float, float], ...] = ((1.5, 0.61), (3.0, 0.64), (6.0, 0.65))  # (seconds, cosine)
+    thresholds: Thresholds = ((1.5, 0.61), (3.0, 0.64), (6.0, 0.65))
+    phone: Thresholds = ((1.5, 0.80), (3.0, 0.83), (6.0, 0.85))
     target_far: float = 0.01
     enrol_seconds: float = 20.0
     print_match: float = 0.83
+    phone_print_match: float = 0.89
     # ID&V acts on a voice decision from this much speech; earlier ones are shown as early indications.
     # Live (python -m benchmarks.voiceid), 1 of 10 impostors passed at 1.5 s and none at 3 s.
     decide_seconds: float = 3.0
 
     @classmethod
-    def parse(cls, text: str) -> Calibration:
-        """``"1.5:0.61,3:0.64,6:0.65"``: seconds of net speech, and the threshold from then on."""
-        try:
-            pairs = sorted((float(a), float(b)) for a, b in (p.split(":") for p in text.split(",")))
-        except ValueError:
-            raise ValueError(f"thresholds look like 1.5:0.61,3:0.64,6:0.65, not {text!r}") from None
-        return cls(tuple(pairs))
+    def parse(cls, wideband: str | None, phone: str | None = None) -> Calibration:
+        """The defaults with either channel's thresholds replaced (``"1.5:0.61,3:0.64,6:0.65"``: seconds of net
+        speech, and the threshold from then on)."""
+        default = cls()
+        return replace(
+            default,
+            thresholds=parse_thresholds(wideband) if wideband else default.thresholds,
+            phone=parse_thresholds(phone) if phone else default.phone,
+        )
+
+    def for_channel(self, channel: Channel) -> Calibration:
+        """This calibration as a voice heard on ``channel`` is scored: that channel's thresholds and print match."""
+        if channel is Channel.WIDEBAND:
+            return self
+        return replace(self, thresholds=self.phone, print_match=self.phone_print_match)
 
     @property
     def checkpoints(self) -> tuple[float, ...]:
@@ -131,8 +210,9 @@ class VoiceId:
         self.store.audit.add(by, "voiceprint.consent", customer_id)
         return Progress(customer_id, 0.0, self.calibration.enrol_seconds, False)
 
-    def add_speech(self, customer_id: str, speech: np.ndarray) -> Progress:
-        """Add float32 16 kHz net speech to the customer's enrolment; at enough speech, store the print.
+    def add_speech(self, customer_id: str, speech: np.ndarray, channel: Channel | None = None) -> Progress:
+        """Add float32 16 kHz net speech heard on ``channel`` (None: a recording, judged by its spectrum) to the
+        customer's enrolment; at enough speech, store the print.
 
         The embeddings are computed first, then added to the stored sums in one transaction, so concurrent
         recordings for one customer all count. The enrolment is refused (and dropped) when its voice matches
@@ -140,14 +220,7 @@ class VoiceId:
         """
         if self.prints.enrolment(customer_id) is None:
             raise EnrolmentError(f"no consent on record for {customer_id}: record the customer's consent first")
-        added: dict[str, np.ndarray] = {}
-        weight = 0.0
-        for chunk in windows(speech) if len(speech) else []:
-            # Each window counts by its length: the last second of a call says less than a full window.
-            w = min(1.0, len(chunk) / (ENROL_WINDOW_S * SAMPLE_RATE))
-            for e in self.encoders:
-                added[e.name] = added.get(e.name, 0) + w * e.embed(chunk)
-            weight += w
+        added, weight = self._sums(speech, channel)
         outcome: list[tuple[Progress, str]] = []  # the decision, and who/why for the audit
         watchlist = self.prints.watchlist()  # read before the transaction: screening may take a while
 
@@ -163,7 +236,7 @@ class VoiceId:
                 sealed = self.vault.seal(_dump({"weight": total, "sums": sums}), f"enrolment:{customer_id}")
                 return EnrolmentChange(sealed, seconds)
             vectors = {k: unit(v) for k, v in sums.items()}
-            if hits := self._hits(watchlist, vectors, self.calibration.print_match):
+            if hits := self._hits(watchlist, self._matching(_spaces(vectors))):
                 refused = "the voice matches the fraud watch list"
                 outcome.append(
                     (Progress(customer_id, seconds, needed, False, refused), f"matches the watch list: {hits}")
@@ -182,19 +255,23 @@ class VoiceId:
             self.store.audit.add(note, "voiceprint.enrol", customer_id, f"{progress.speech_seconds:.1f} s of speech")
         return progress
 
-    def enrol(self, customer_id: str, speech: np.ndarray, *, by: str, wording: str) -> Progress:
+    def enrol(
+        self, customer_id: str, speech: np.ndarray, *, by: str, wording: str, channel: Channel | None = None
+    ) -> Progress:
         """Consent and speech at once (recordings the customer agreed to, say): a fresh enrolment."""
         self.consent(customer_id, by=by, wording=wording)
-        return self.add_speech(customer_id, speech)
+        return self.add_speech(customer_id, speech, channel)
 
-    def watch(self, customer_id: str, speech: np.ndarray, *, reason: str, by: str) -> Progress:
+    def watch(
+        self, customer_id: str, speech: np.ndarray, *, reason: str, by: str, channel: Channel | None = None
+    ) -> Progress:
         """Put a voice on the fraud watch list from recordings (no consent: the basis is the stated reason)."""
         seconds = len(speech) / SAMPLE_RATE
         if not reason.strip():
             raise EnrolmentError("a watch-list entry needs its reason (a case number, say)")
         if seconds < WATCH_MIN_SECONDS:
             return Progress(customer_id, seconds, WATCH_MIN_SECONDS, False)
-        vectors = enrol(self.encoders, speech).vectors
+        vectors = {k: unit(v) for k, v in self._sums(speech, channel)[0].items()}
         self.prints.put(self._record(customer_id, vectors, seconds, by, reason, watch=reason))
         self.store.audit.add(by, "voiceprint.watchlist", customer_id, f"{seconds:.1f} s of speech")
         return Progress(customer_id, seconds, WATCH_MIN_SECONDS, True)
@@ -205,6 +282,25 @@ class VoiceId:
             return False
         self.store.audit.add(by, "voiceprint.watchlist", customer_id, reason)
         return True
+
+    def _sums(self, speech: np.ndarray, channel: Channel | None) -> tuple[dict[str, np.ndarray], float]:
+        """Per stored key, the weighted sum of the speech's window embeddings, in its channel's space and, for
+        wideband speech, in the phone space too (heard through ``telephone``); and the windows' total weight."""
+        channel = channel or Channel.of(speech)
+        heard = {channel: speech}
+        if channel is Channel.WIDEBAND and len(speech):
+            heard[Channel.PHONE] = _on_the_phone(speech)
+        sums: dict[str, np.ndarray] = {}
+        weight = 0.0
+        for space, audio in heard.items():
+            for chunk in windows(audio) if len(audio) else []:
+                # Each window counts by its length: the last second of a call says less than a full window.
+                w = min(1.0, len(chunk) / (ENROL_WINDOW_S * SAMPLE_RATE))
+                for e in self.encoders:
+                    key = _key(e.name, space)
+                    sums[key] = sums.get(key, 0) + w * e.embed(chunk)
+                weight += w if space is channel else 0.0
+        return sums, weight
 
     def _record(self, customer_id, vectors, seconds, by, wording, watch: str | None = None) -> VoicePrintRecord:
         sealed = self.vault.seal(_dump(vectors), f"voiceprint:{customer_id}")
@@ -217,65 +313,78 @@ class VoiceId:
         data = json.loads(self.vault.open(row.sealed, f"enrolment:{row.customer_id}"))
         return {k: np.asarray(v, np.float32) for k, v in data["sums"].items()}, data["weight"]
 
-    def _print(self, row: VoicePrintRecord) -> dict[str, np.ndarray]:
+    def _print(self, row: VoicePrintRecord) -> Spaces:
         """The print's vectors for this server's encoders only (a print may hold others, or lack ours)."""
         assert row.sealed is not None
         data = json.loads(self.vault.open(row.sealed, f"voiceprint:{row.customer_id}"))
-        return {e.name: np.asarray(data[e.name], np.float32) for e in self.encoders if e.name in data}
+        names = {e.name for e in self.encoders}
+        return _spaces({k: np.asarray(v, np.float32) for k, v in data.items() if k.partition("@")[0] in names})
 
     # -- verification and screening ----------------------------------------------------------------------------
 
-    def check(self, claimed: str | None, speech: np.ndarray, screen: bool = True) -> tuple[Verdict | None, list[dict]]:
-        """Verify ``claimed`` (if any) and screen the watch list, embedding the speech once."""
+    def check(
+        self, claimed: str | None, speech: np.ndarray, screen: bool = True, channel: Channel = Channel.WIDEBAND
+    ) -> tuple[Verdict | None, list[dict]]:
+        """Verify ``claimed`` (if any) and screen the watch list, embedding the speech once per space it is
+        compared in. ``channel``: how the speech was heard (a phone call's is compared in the phone space)."""
         seconds = len(speech) / SAMPLE_RATE
-        test: dict[str, np.ndarray] | None = None
+        tests: dict[Channel, dict[str, np.ndarray]] = {}
 
-        def embedded() -> dict[str, np.ndarray]:
-            nonlocal test
-            if test is None:
-                test = embed(self.encoders, speech)
-            return test
+        def embedded(space: Channel) -> dict[str, np.ndarray]:
+            if space not in tests:
+                tests[space] = embed(self.encoders, speech if space is channel else _on_the_phone(speech))
+            return tests[space]
 
-        verdict = self._verify(claimed, seconds, embedded) if claimed else None
-        return verdict, (self._screen(seconds, embedded) if screen else [])
+        def against(print_: Spaces) -> tuple[float, float] | None:
+            space = _space(print_, channel)
+            threshold = None if space is None else self.calibration.for_channel(space).threshold(seconds)
+            return None if threshold is None else (raw_score(print_[space], embedded(space)), threshold)
 
-    def verify(self, customer_id: str, speech: np.ndarray) -> Verdict:
-        return self.check(customer_id, speech, screen=False)[0]  # type: ignore[return-value]
+        verdict = self._verify(claimed, seconds, channel, embedded) if claimed else None
+        return verdict, (self._hits(self.prints.watchlist(), against) if screen else [])
 
-    def screen(self, speech: np.ndarray) -> list[dict]:
+    def verify(self, customer_id: str, speech: np.ndarray, channel: Channel = Channel.WIDEBAND) -> Verdict:
+        return self.check(customer_id, speech, screen=False, channel=channel)[0]  # type: ignore[return-value]
+
+    def screen(self, speech: np.ndarray, channel: Channel = Channel.WIDEBAND) -> list[dict]:
         """Watch-list hits for this speech, whoever the caller claims to be."""
-        return self.check(None, speech)[1]
+        return self.check(None, speech, channel=channel)[1]
 
-    def _verify(self, customer_id: str, seconds: float, embedded: Callable[[], dict]) -> Verdict:
+    def _verify(
+        self, customer_id: str, seconds: float, channel: Channel, embedded: Callable[[Channel], dict]
+    ) -> Verdict:
         row = self.prints.get(customer_id)
         if row is not None and row.opted_out:
             return Verdict(Decision.OPTED_OUT, seconds)
         enrolled = self._print(row) if row is not None and row.usable else {}
-        if not enrolled:
+        space = _space(enrolled, channel)
+        if space is None:  # no print, another encoder's, or one made before prints had a phone space
             return Verdict(Decision.NOT_ENROLLED, seconds)
-        threshold = self.calibration.threshold(seconds)
+        threshold = self.calibration.for_channel(space).threshold(seconds)
         if threshold is None:
             return Verdict(Decision.INCONCLUSIVE, seconds)
-        score = raw_score(enrolled, embedded())
+        score = raw_score(enrolled[space], embedded(space))
         decision = Decision.AUTHENTICATED if score >= threshold else Decision.NOT_AUTHENTICATED
         return Verdict(decision, seconds, score, threshold)
 
-    def _screen(self, seconds: float, embedded: Callable[[], dict]) -> list[dict]:
-        threshold = self.calibration.threshold(seconds)
-        rows = self.prints.watchlist()
-        if threshold is None or not rows:
-            return []
-        return self._hits(rows, embedded(), threshold)
+    def _matching(self, vectors: Spaces) -> Callable[[Spaces], tuple[float, float] | None]:
+        """Print against print: in the wideband space if both have it, else the phone space."""
 
-    def _hits(self, rows: list[VoicePrintRecord], test: dict[str, np.ndarray], threshold: float) -> list[dict]:
+        def against(print_: Spaces) -> tuple[float, float] | None:
+            space = next((c for c in Channel if c in print_ and c in vectors), None)
+            if space is None:
+                return None
+            return raw_score(print_[space], vectors[space]), self.calibration.for_channel(space).print_match
+
+        return against
+
+    def _hits(self, rows: list[VoicePrintRecord], against: Callable[[Spaces], tuple | None]) -> list[dict]:
         hits = []
         for row in rows:
             vectors = self._print(row)
-            if not vectors:
-                continue  # a print made with other encoders than this server's says nothing here
-            score = raw_score(vectors, test)
-            if score >= threshold:
-                hits.append({"watchlist_id": row.customer_id, "reason": row.watch_reason, "score": round(score, 4)})
+            scored = against(vectors) if vectors else None  # a print of other encoders says nothing here
+            if scored is not None and scored[0] >= scored[1]:
+                hits.append({"watchlist_id": row.customer_id, "reason": row.watch_reason, "score": round(scored[0], 4)})
         return hits
 
     # -- status, deletion, opt-out -----------------------------------------------------------------------------
@@ -316,6 +425,28 @@ class VoiceId:
     def opt_out(self, customer_id: str, actor: str) -> None:
         self.prints.opt_out(customer_id)
         self.store.audit.add(actor, "voiceprint.opt_out", customer_id)
+
+
+def _key(encoder: str, space: Channel) -> str:
+    """Where a print keeps an encoder's vector in a space (wideband under the encoder's name, as prints began)."""
+    return encoder if space is Channel.WIDEBAND else f"{encoder}@{space}"
+
+
+def _spaces(data: dict[str, np.ndarray]) -> Spaces:
+    """Stored keys (``dvector``, ``dvector@phone``) to vectors by space and encoder."""
+    out: Spaces = {}
+    for key, v in data.items():
+        name, _, space = key.partition("@")
+        out.setdefault(Channel(space or Channel.WIDEBAND), {})[name] = v
+    return out
+
+
+def _space(print_: Spaces, heard: Channel) -> Channel | None:
+    """Where a print and a voice heard on ``heard`` are compared: the wideband space only if both are wideband.
+    A phone voice is never scored against wideband vectors: measured, those scores hardly tell voices apart."""
+    if heard is Channel.WIDEBAND and Channel.WIDEBAND in print_:
+        return Channel.WIDEBAND
+    return Channel.PHONE if Channel.PHONE in print_ else None
 
 
 def _consent(c: Consent | None) -> dict:
