@@ -116,6 +116,10 @@ class Session:
                 # The server's view of the same words, in its stream time: a check on the time base.
                 row["server_speech"] = [final["audio_start"], final["audio_end"]]
                 row["server_speech_end_lag_s"] = round(final["timing"]["speech_end"] - (t0 + end), 3)
+                # Where the rest goes: from the end of speech to the ASR's final (the endpoint pause, any decode
+                # in flight, the decode itself), then to the agent's socket.
+                row["server_asr_s"] = round(final["timing"]["asr"] - final["timing"]["speech_end"], 3)
+                row["server_sent_after_asr_s"] = round(final["timing"]["sent"] - final["timing"]["asr"], 3)
             if "translation" in first:
                 row["translated_s"] = round(first["translation"] - (t0 + end), 3)
             if "partial" in first:
