@@ -45,6 +45,7 @@ MAX_TEXT = 65535  # the protocol's limit on a text message
 MAX_AUDIO = 64 * 1024  # one binary frame: 2 s of stereo μ-law (the platform sends 100-200 ms)
 MAX_FILL = 1.0  # seconds of silence fed for a gap in the stream; the rest of a longer gap is skipped
 POSITION_SLACK = 0.02  # seconds a client's position may trail the audio it sent (rounding)
+PROBE = "00000000-0000-0000-0000-000000000000"  # the conversation id of a connection probe
 LEGS = {"external": "customer", "internal": "agent"}  # AudioHook's channel -> VoxGate's leg
 PREFERRED = (("external", "internal"), ("internal", "external"), ("external",), ("internal",))
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -121,6 +122,11 @@ class Open:
     input_variables: dict[str, Any] = field(default_factory=dict)
     agent: str | None = None
     queue: str | None = None
+
+    @property
+    def probe(self) -> bool:
+        """A connection probe (the nil conversation id): Genesys checks an integration can connect; no call."""
+        return self.conversation_id == PROBE
 
     def phone_call(self) -> PhoneCall:
         return PhoneCall(

@@ -22,6 +22,7 @@ from calls.service import CallService
 from media.audiohook import MAX_TEXT, AudioHookSession, Open, ProtocolError, State, Step
 from media.events import Event
 from media.httpsig import SignatureError, SignedRequest, Verifier
+from media.phone import PhoneMedia
 from signaling.middleware import CALLS, SOCKETS
 from store.errors import Invalid, Refused, Unauthenticated
 
@@ -71,6 +72,10 @@ def _authenticate(request: web.Request, calls: CallService) -> None:
         session = request.headers.get("audiohook-session-id", "")[:64]
         calls.store.audit.add("audiohook", "ingress.refused", None, f"{e} (session {session}, {request.remote})")
         raise Unauthenticated("AudioHook request not authorised") from None
+
+
+async def _nothing(reason: str) -> None:
+    """A connection probe's media ends with nothing to close."""
 
 
 def _verifier(app: web.Application, calls: CallService) -> Verifier:
@@ -126,6 +131,10 @@ class AudioHookStream:
             self._close_soon()
 
     async def _admit(self, opening: Open) -> None:
+        if opening.probe:  # answered as a call would be, but nobody hears it and nothing is recorded
+            self.calls.store.audit.add("audiohook", "probe", None, f"organization {opening.organization_id}")
+            self._send(self.session.accept(PhoneMedia(opening.conversation_id, _nothing)))
+            return
         try:
             self.call, media = await self.calls.open_phone_call(opening.phone_call(), hangup=self._hang_up)
         except Refused as e:

@@ -299,6 +299,17 @@ async def test_an_unknown_agent_is_refused_with_a_clear_reason_and_no_record(ser
     assert [a["action"] for a in server.store.audit.log()] == ["call.refused", "call.refused"]
 
 
+async def test_a_connection_probe_is_answered_and_makes_no_call(server, http):
+    """Genesys probes an integration (the nil conversation id, no caller) before sending calls."""
+    hook = await client(http, server).connect()
+    opened = await hook.open(conversation_id="00000000-0000-0000-0000-000000000000")  # names no agent either
+    assert opened["type"] == "opened" and opened["parameters"]["media"]
+    await hook.stream(silence(0.5), speed=10)
+    assert (await hook.close())["type"] == "closed"
+    assert calls_of(server) == [] and not server.calls.live
+    assert [a["action"] for a in server.store.audit.log()] == ["probe"]
+
+
 # -- pauses and silence -------------------------------------------------------------------------------------------
 
 
