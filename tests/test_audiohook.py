@@ -30,10 +30,7 @@ from media.httpsig import (
     sign,
 )
 from media.phone import PhoneMedia
-from models.engines import Engines
 from models.metrics import normalise_words
-from models.routing import Router
-from models.vad import WebRtcVad
 from peers.audiohook import STEREO, AudioHookClient
 from peers.phone import phone_audio, silence
 from store.base import Customer
@@ -44,11 +41,6 @@ KEY, SECRET = "vg-audiohook-key-1", b"a client secret of 32 bytes......"
 UNSIGNED_KEY = "vg-audiohook-unsigned"
 PT = "asr/multilingual/test_pt.wav"  # "Uma raposa velha não consegue aprender nenhum ofício."
 EN = "asr/speechbrain-en/spk1_snt1.wav"  # "the child almost hurt the small dog"
-
-
-@pytest.fixture(scope="module")
-def engines(whisper, fast_mt):
-    return Engines(vad=WebRtcVad, asr=whisper, router=Router([fast_mt], whisper.languages()))
 
 
 async def start(tmp_path, engines=None, **settings) -> TestServer:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
 import time
 import wave
 from dataclasses import replace
@@ -27,16 +25,6 @@ from peers.webrtc import customer_connect
 from tests.server import TestServer
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    if not CHROMIUM.exists() or shutil.which("chromium") is None:
-        if os.environ.get("CI"):
-            pytest.fail("Debian chromium is not installed: .ci/run installs it with apt-get")
-        pytest.skip("Debian chromium is not installed: apt-get install -y chromium")
-    playwright = pytest.importorskip("playwright.async_api")
-    return playwright
 
 
 def write_wav(path: Path, pcm: np.ndarray) -> Path:
@@ -210,15 +198,6 @@ async def wait_until(predicate, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-def engines(whisper, fast_mt):
-    from models.engines import Engines
-    from models.routing import Router
-    from models.vad import WebRtcVad
-
-    return Engines(vad=WebRtcVad, asr=whisper, router=Router([fast_mt], whisper.languages()))
 
 
 async def test_live_translated_subtitles_in_real_browsers(tmp_path, data, chromium, customer_wav, engines):

@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
 import time
 
 import numpy as np
 import pytest
 
 from media.phone import PhoneCall, PhoneMedia, ulaw_decode
-from models.engines import Engines
 from models.metrics import normalise_words
-from models.routing import Router
-from models.vad import WebRtcVad
 from peers.browser import CHROMIUM, chromium_args
 from peers.phone import phone_audio
 from store.base import Customer
@@ -31,20 +26,6 @@ pytestmark = pytest.mark.browser
 
 CALLER = "+44 7700 900100"
 CHUNK = 160  # 20 ms at 8 kHz, as the platforms send it
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    if not CHROMIUM.exists() or shutil.which("chromium") is None:
-        if os.environ.get("CI"):
-            pytest.fail("Debian chromium is not installed: .ci/run installs it with apt-get")
-        pytest.skip("Debian chromium is not installed: apt-get install -y chromium")
-    return pytest.importorskip("playwright.async_api")
-
-
-@pytest.fixture(scope="module")
-def engines(whisper, fast_mt):
-    return Engines(vad=WebRtcVad, asr=whisper, router=Router([fast_mt], whisper.languages()))
 
 
 async def speak(media: PhoneMedia, pcm: np.ndarray) -> None:

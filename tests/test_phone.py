@@ -14,9 +14,6 @@ import pytest
 from calls.hub import Hub
 from media.audio_io import read_pcm
 from media.phone import PhoneCall, ulaw_decode, ulaw_encode
-from models.engines import Engines
-from models.routing import Router
-from models.vad import WebRtcVad
 from peers.phone import narrowband, phone_audio
 from store.errors import AtCapacity, Invalid, NotFound
 from store.sqlite import SqliteStore
@@ -75,11 +72,6 @@ def test_hub_keeps_nothing_for_topics_nobody_reads():
 
 
 # -- the service ------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def engines(whisper, fast_mt):
-    return Engines(vad=WebRtcVad, asr=whisper, router=Router([fast_mt], whisper.languages()))
 
 
 @pytest.fixture

@@ -27,11 +27,6 @@ from models.vad import WebRtcVad
 from tests.conftest import pcm
 
 
-@pytest.fixture(scope="module")
-def engines(whisper, fast_mt):
-    return Engines(vad=WebRtcVad, asr=whisper, router=Router([fast_mt], whisper.languages()))
-
-
 async def collect(pipeline, frames, realtime: bool = False) -> list:
     """Push frames (at their real pace when asked, as a call delivers them), close, return every event."""
     events = []

@@ -9,18 +9,10 @@ import time
 import aiohttp
 import pytest
 
-from models.engines import Engines
 from models.metrics import normalise_words
-from models.routing import Router
-from models.vad import WebRtcVad
 from peers.webrtc import SpeechTrack, agent_connect, customer_connect
 from tests.server import TestServer
 from tests.test_server import login, new_link, wait_for
-
-
-@pytest.fixture(scope="module")
-def engines(whisper, fast_mt):
-    return Engines(vad=WebRtcVad, asr=whisper, router=Router([fast_mt], whisper.languages()))
 
 
 @pytest.fixture

@@ -18,10 +18,7 @@ import pytest
 
 from media.phone import PhoneMedia, ulaw_decode, ulaw_encode
 from media.twilio import Playback, TwilioStream, stream_url
-from models.engines import Engines
 from models.metrics import normalise_words
-from models.routing import Router
-from models.vad import WebRtcVad
 from peers.phone import phone_audio, silence
 from peers.twilio import TwilioPeer, sign
 from store.base import Customer
@@ -33,11 +30,6 @@ CALLER = "+351 912 345 678"
 CUSTOMER = "+44 7700 900100"
 PORTUGUESE = "asr/multilingual/test_pt.wav"  # "Uma raposa velha não consegue aprender nenhum ofício."
 ENGLISH = "asr/speechbrain-en/spk1_snt1.wav"  # "The child almost hurt the small dog."
-
-
-@pytest.fixture(scope="module")
-def engines(whisper, fast_mt):
-    return Engines(vad=WebRtcVad, asr=whisper, router=Router([fast_mt], whisper.languages()))
 
 
 async def start_server(tmp_path, engines=None, **settings) -> TestServer:

@@ -10,10 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from models.engines import Engines
 from models.metrics import normalise_words
-from models.routing import Router
-from models.vad import WebRtcVad
 from peers.webrtc import SpeechTrack
 from peers.whip import WhipRefused, bearer, publish, sendonly_offer
 from store.security import token_hash
@@ -24,11 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "gateway-token-0123456789abcdefghijklmnop"
 OTHER_TOKEN = "second-gateway-9876543210zyxwvutsrqpo"
 CALLER = "+351912345678"
-
-
-@pytest.fixture(scope="module")
-def engines(whisper, fast_mt):
-    return Engines(vad=WebRtcVad, asr=whisper, router=Router([fast_mt], whisper.languages()))
 
 
 async def start(tmp_path: Path, engines=None, **settings) -> TestServer:
