@@ -26,10 +26,9 @@ from enum import StrEnum
 
 import numpy as np
 
-from media.frames import AudioFrame
 from media.phone import RATE as PHONE_RATE
 from media.phone import ulaw_decode, ulaw_encode
-from media.resample import Resampler
+from media.resample import resample
 from models.base import SAMPLE_RATE, SpeakerEncoder, pcm_to_float, unit
 from models.voiceprint import ENROL_WINDOW_S, embed, raw_score, windows
 from store.base import Consent, EnrolmentChange, EnrolmentRecord, Store, VoicePrintRecord
@@ -69,11 +68,6 @@ class Channel(StrEnum):
 def telephone(pcm16k: np.ndarray) -> np.ndarray:
     """16 kHz int16 as VoxGate hears it from a phone platform: band-limited to 8 kHz and μ-law coded by the
     network, decoded and resampled back to 16 kHz by the call leg's tap (FFmpeg's resampler both ways)."""
-
-    def resample(pcm: np.ndarray, rate: int, to: int) -> np.ndarray:
-        r = Resampler(to)
-        return np.concatenate([r(AudioFrame.mono(pcm, rate)), r.flush()])
-
     narrow = resample(pcm16k, SAMPLE_RATE, PHONE_RATE)
     return resample(ulaw_decode(ulaw_encode(narrow)), PHONE_RATE, SAMPLE_RATE)
 

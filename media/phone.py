@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from media.frames import AudioFrame
-from media.transport import AudioListener
+from media.transport import AudioListener, watchdog
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,11 @@ class PhoneMedia:
         self._watchdog: asyncio.Task | None = None
 
     def start(self) -> None:
-        self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+        """Watch the stream: one that stops sending ends the call (a paused one needs only its pings)."""
+        stopped = "the platform's stream stopped sending"
+        self._watchdog = asyncio.get_running_loop().create_task(
+            watchdog(lambda: self._last, self.media_timeout, self.end, stopped)
+        )
 
     def alive(self) -> None:
         """Any sign of life from the platform (a ping, a pause)."""
@@ -123,14 +127,6 @@ class PhoneMedia:
                 listener(frame)
             except Exception:  # a failing listener must not stop the call's audio
                 log.exception("call %s: a %s audio listener failed", self.call_id, leg)
-
-    async def _watch(self) -> None:
-        """A stream that stops sending ends the call; a paused one needs only its pings."""
-        while not self._ended:
-            await asyncio.sleep(min(1.0, self.media_timeout / 4))
-            if time.monotonic() - self._last > self.media_timeout:
-                await self.end("the platform's stream stopped sending")
-                return
 
     @property
     def ended(self) -> bool:

@@ -33,6 +33,12 @@ class Resampler:
         return _collect(self._resampler.resample(None)) if self._resampler else np.zeros(0, np.int16)
 
 
+def resample(pcm: np.ndarray, rate: int, to: int = SAMPLE_RATE) -> np.ndarray:
+    """A whole mono int16 recording from ``rate`` to ``to`` Hz, the filter's tail included."""
+    r = Resampler(to)
+    return np.concatenate([r(AudioFrame.mono(pcm, rate)), r.flush()])
+
+
 def _to_av(frame: AudioFrame) -> av.AudioFrame:
     layout = _LAYOUTS.get(frame.channels)
     if layout is None:

@@ -8,7 +8,9 @@ loop, and end once, whoever ends them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 AudioListener = Callable[[Any], None]  # called with an av.AudioFrame or a media.frames.AudioFrame
@@ -25,3 +27,15 @@ class Transport(Protocol):
 
     async def end(self, reason: str) -> None:
         """Hang up (idempotent); the transport's end callback runs once."""
+
+
+async def watchdog(
+    last_heard: Callable[[], float], timeout: float, end: Callable[[str], Awaitable[None]], reason: str
+) -> None:
+    """End a call whose media stopped (``last_heard``: monotonic time of the last sign of life): a killed tab, a
+    lost network or a vanished platform sends no goodbye. Cancelled by the transport when the call ends."""
+    while True:
+        await asyncio.sleep(min(1.0, timeout / 4))
+        if time.monotonic() - last_heard() > timeout:
+            await end(reason)
+            return

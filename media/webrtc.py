@@ -26,6 +26,8 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConn
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
 
+from media.transport import watchdog
+
 log = logging.getLogger(__name__)
 
 MAX_SDP_BYTES = 32 * 1024
@@ -191,7 +193,7 @@ class CallMedia:
     async def answer_customer(self) -> RTCSessionDescription:
         """Answer with every ICE candidate in it (aiortc does not trickle) and start watching the media."""
         await self.customer_pc.setLocalDescription(await self.customer_pc.createAnswer())
-        self._spawn(self._watchdog())
+        self._spawn(watchdog(lambda: self._last_media, self.media_timeout, self.end, "customer media stopped"))
         return self.customer_pc.localDescription
 
     async def _watch_video(self, track: MediaStreamTrack) -> None:
@@ -223,14 +225,6 @@ class CallMedia:
         self._last_media = time.monotonic()
         if self.media_started is None:
             self.media_started = self._last_media
-
-    async def _watchdog(self) -> None:
-        """The customer vanished when their media stops: no RTCP BYE arrives from a killed tab or a lost network."""
-        while not self._ended:
-            await asyncio.sleep(min(1.0, self.media_timeout / 4))
-            if time.monotonic() - self._last_media > self.media_timeout:
-                await self.end("customer media stopped")
-                return
 
     # -- the agent ---------------------------------------------------------------------------------------------
 

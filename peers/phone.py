@@ -8,25 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 
 from media.audio_io import read_pcm
 from media.phone import ulaw_encode
+from media.resample import resample
 
 RATE = 8000
 
 
 def narrowband(pcm16k: np.ndarray) -> np.ndarray:
     """16 kHz int16 to 8 kHz int16 through FFmpeg's resampler (its low-pass filter is the phone's band limit)."""
-    frame = av.AudioFrame.from_ndarray(
-        np.ascontiguousarray(pcm16k, np.int16).reshape(1, -1), format="s16", layout="mono"
-    )
-    frame.sample_rate = 16000
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
-    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-    out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
-    return np.concatenate(out).astype(np.int16)
+    return resample(pcm16k, 16000, RATE)
 
 
 def phone_audio(source: Path | np.ndarray, pad_seconds: float = 0.0) -> bytes:
