@@ -276,6 +276,21 @@ async def _video_link(http, base: str, token: str, language: str, audio, spans) 
     return Session(link["link"]["id"], language, spans, lambda: track.started), pc.close
 
 
+def _on_the_line(
+    play: Callable[[bytes], Awaitable[None]], audio: np.ndarray
+) -> tuple[asyncio.Task, Callable[[], float | None]]:
+    """Stream a caller's audio as the network delivers it, then silence until hung up (a phone line carries it);
+    and the wall time of its first sample."""
+    line = phone_audio(audio) + silence(60)
+    started: list[float] = []
+
+    async def stream() -> None:
+        started.append(time.time())
+        await play(line)
+
+    return asyncio.create_task(stream()), lambda: started[0] if started else None
+
+
 async def _audiohook(http, base: str, token: str, language: str, audio, spans) -> tuple[Session, Hangup]:
     """A phone call streamed by Genesys Cloud over AudioHook: the caller on the external channel."""
     agent = "agent-en" if language == "pt" else "agent-pt"
@@ -285,19 +300,13 @@ async def _audiohook(http, base: str, token: str, language: str, audio, spans) -
     await client.connect()
     opened = await client.open(ani="+441632960000", language=language, custom_config={"agent": agent})
     assert opened["type"] == "opened", opened
-    started: list[float] = []
-
-    async def stream() -> None:
-        started.append(time.time())
-        await client.stream(phone_audio(audio) + silence(60))  # a phone line carries silence until hung up
-
-    streaming = asyncio.create_task(stream())
+    streaming, started = _on_the_line(client.stream, audio)
 
     async def hangup() -> None:
         streaming.cancel()
         await client.close()
 
-    session = Session(client.conversation_id, language, spans, lambda: started[0] if started else None)
+    session = Session(client.conversation_id, language, spans, started)
     session.transcript_events = client.transcripts
     return session, hangup
 
@@ -307,20 +316,14 @@ async def _twilio(http, base: str, token: str, language: str, audio, spans) -> t
     agent = "agent-en" if language == "pt" else "agent-pt"
     peer = await TwilioPeer.connect(http, f"{base.replace('http', 'ws')}/twilio/media", TWILIO_TOKEN)
     await peer.start({"agent": agent, "caller": "+441632960000", "language": language})
-    started: list[float] = []
-
-    async def stream() -> None:
-        started.append(time.time())
-        await peer.play(phone_audio(audio) + silence(60))
-
-    streaming = asyncio.create_task(stream())
+    streaming, started = _on_the_line(peer.play, audio)
 
     async def hangup() -> None:
         streaming.cancel()
         await peer.stop()
         await peer.closed(30)
 
-    return Session(peer.call_sid, language, spans, lambda: started[0] if started else None), hangup
+    return Session(peer.call_sid, language, spans, started), hangup
 
 
 def plot(result: dict, path: Path) -> None:
