@@ -75,11 +75,9 @@ async def two_browsers(playwright, agent_file: Path, customer_file: Path):
             await customer.close()
 
 
-async def create_link_in_console(
-    browser, base: str, fields: dict[str, str], init_script: str | None = None, errors: list | None = None
-) -> tuple[object, str, str]:
-    """Agent alice signs in to the console and creates a link: (console page, link URL, security phrase).
-    An init_script runs in the page before the console's own script; errors collects the page's uncaught errors."""
+async def signed_in_console(browser, base: str, init_script: str | None = None, errors: list | None = None):
+    """Agent alice signs in to the console: its page. An init_script runs in the page before the console's own
+    script; errors collects the page's uncaught errors."""
     console = await (await browser.new_context(bypass_csp=True)).new_page()
     if init_script:
         await console.add_init_script(init_script)
@@ -90,6 +88,14 @@ async def create_link_in_console(
     await console.fill("#login-password", "correct horse")
     await console.click("#login button[type=submit]")
     await console.wait_for_selector("#app:not([hidden])")
+    return console
+
+
+async def create_link_in_console(
+    browser, base: str, fields: dict[str, str], init_script: str | None = None, errors: list | None = None
+) -> tuple[object, str, str]:
+    """Agent alice signs in to the console and creates a link: (console page, link URL, security phrase)."""
+    console = await signed_in_console(browser, base, init_script, errors)
     for selector, value in fields.items():
         await console.fill(selector, value)
     await console.click("#new-link button[type=submit]")

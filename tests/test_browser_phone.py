@@ -21,6 +21,7 @@ from peers.browser import CHROMIUM, chromium_args
 from peers.phone import phone_audio
 from store.base import Customer
 from tests.server import TestServer
+from tests.test_browser import signed_in_console
 
 pytestmark = pytest.mark.browser
 
@@ -53,15 +54,9 @@ async def test_phone_call_in_the_console(tmp_path, data, chromium, engines):
     try:
         async with chromium.async_playwright() as p:
             browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args(agent_mic))
-            console = await (await browser.new_context(bypass_csp=True)).new_page()
             requests, errors = [], []
+            console = await signed_in_console(browser, server.base, errors=errors)
             console.on("request", lambda r: requests.append(r.url))
-            console.on("pageerror", lambda e: errors.append(e))
-            await console.goto(f"{server.base}/console")
-            await console.fill("#login-name", "alice")
-            await console.fill("#login-password", "correct horse")
-            await console.click("#login button[type=submit]")
-            await console.wait_for_selector("#app:not([hidden])")
             await console.wait_for_function("window.vg.events.some(e => e.type === 'hello')")
             assert await console.is_hidden("#live")
 
