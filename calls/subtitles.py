@@ -23,6 +23,7 @@ from media.events import Event, FinalTranscript, PartialTranscript, PipelineErro
 from media.pipeline import Pipeline, PipelineConfig
 from media.tap import SpeechTap
 from models.engines import Engines
+from models.errors import UnsupportedLanguage
 from store.base import Transcripts
 from store.security import Vault
 
@@ -68,6 +69,7 @@ class Subtitles:
         self._listeners: list[Callable[[str, Event], None]] = []
         self._started: dict[tuple[str, int], float] = {}
         self.detected_language: str | None = None
+        self._router = engines.router
         languages = {"customer": (customer_language, agent_language), "agent": (agent_language, customer_language)}
         # The agent's language is known, so only its translation target can be undecided ("detect").
         self.pipelines = {
@@ -111,7 +113,7 @@ class Subtitles:
             self._started[key] = event.wall
             return
         if isinstance(event, PipelineError):
-            self._send({"type": "subtitle_error", "speaker": leg, "message": event.message})
+            self._send({"type": "subtitle_error", "link_id": self.link_id, "speaker": leg, "message": event.message})
             return
         if not isinstance(event, PartialTranscript | FinalTranscript | Translation):
             return
@@ -132,7 +134,7 @@ class Subtitles:
                 self.detected_language = event.language
                 message["detected_language"] = event.language
                 if self.pipelines["agent"].config.target_language is None:  # the link said "detect"
-                    self.pipelines["agent"].retarget(event.language)
+                    self._retarget_agent(event.language)
             line = Line(
                 leg,
                 event.segment,
@@ -156,6 +158,18 @@ class Subtitles:
                 listener(leg, event)
             except Exception:
                 log.exception("subtitles of call %s: a listener failed", self.link_id)
+
+    def _retarget_agent(self, language: str) -> None:
+        """Translate the agent for the customer in the language just detected, if anything can; else say so once,
+        and the agent's lines go out untranslated (rather than an error on every line)."""
+        agent = self.pipelines["agent"]
+        try:
+            if self._router is not None and agent.language is not None:
+                self._router.route(agent.language, language)
+        except UnsupportedLanguage as e:
+            self._send({"type": "subtitle_error", "link_id": self.link_id, "speaker": "agent", "message": str(e)})
+            return
+        agent.retarget(language)
 
     def _send(self, message: dict) -> None:
         message.setdefault("timing", {})["sent"] = time.time()

@@ -253,16 +253,35 @@ def _engine_flags(p: argparse.ArgumentParser, serving: bool = False) -> None:
     g.add_argument("--beam-size", type=int, default=1 if serving else 5, help="Whisper beam size (1 = greedy)")
     g.add_argument(
         "--final-window",
-        type=int,
-        choices=(30, 10),
+        choices=("fit", "30", "10"),
         default=default(EngineOptions, "whisper_final_window"),
-        help="Whisper encoder window for finals: 30 s (accurate) or 10 s (about 3x faster)",
+        help="Whisper encoder window for finals: fit (the smallest of 15, 20 or 30 s that holds the utterance with "
+        "5 s to spare: a third of the cost, WER within about a point), 30 (Whisper's own) or 10 (cheaper, worse)",
     )
     g.add_argument(
         "--whisper-workers",
         type=int,
         default=default(EngineOptions, "whisper_workers"),
-        help="Whisper decodes at once (1: lowest latency; 2: more throughput with many calls)",
+        help="Whisper finals decoded at once (default: 2, or a quarter of the cores on a bigger machine)",
+    )
+    g.add_argument(
+        "--whisper-threads",
+        type=int,
+        default=default(EngineOptions, "whisper_threads"),
+        help="threads per Whisper decode (default: every core, up to 4)",
+    )
+    g.add_argument(
+        "--english-model",
+        default=default(EngineOptions, "whisper_english"),
+        metavar="tiny.en|off|DIR",
+        help="the Whisper model for English speech: the bundled tiny.en (as accurate as base on English, about "
+        "half the cost), off (the multilingual model does English too), or a CTranslate2 directory",
+    )
+    g.add_argument(
+        "--device",
+        default=default(EngineOptions, "device"),
+        choices=("auto", "cpu", "cuda"),
+        help="where Whisper runs: auto takes a CUDA GPU when CTranslate2 sees one",
     )
     g.add_argument("--vosk-model", type=Path, metavar="DIR", help="a Vosk model directory (default: bundled Korean)")
     g.add_argument("--vad", default=default(EngineOptions, "vad"), choices=sorted(registry.SPECS["vad"]))
@@ -311,6 +330,9 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
         whisper_beam_size=args.beam_size,
         whisper_final_window=args.final_window,
         whisper_workers=args.whisper_workers,
+        whisper_threads=args.whisper_threads,
+        whisper_english=args.english_model,
+        device=args.device,
         vosk_model=args.vosk_model,
         language=args.language,
         mt=tuple(args.mt or default(EngineOptions, "mt")),
@@ -406,6 +428,8 @@ def _serve(args: argparse.Namespace) -> int:
         queues=_pairs(args.queue, "--queue", "QUEUE=AGENT"),
     )
     engines = None if args.no_subtitles else load_engines(engine_options(args))
+    if engines is not None:
+        engines.warm_up()
     calibration = Calibration.parse(args.voiceid_thresholds, args.voiceid_phone_thresholds)
     first = _first_run_credentials(args.data_dir)
     app = build_node(settings, engines, calibration).app()

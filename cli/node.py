@@ -56,8 +56,10 @@ def build_node(settings: Settings, engines: Engines | None = None, calibration: 
     pools: list[ThreadPoolExecutor] = []
     executor = voice_executor = voice_id = None
     if engines is not None:
-        # Model work runs in these threads; CTranslate2 and onnxruntime release the GIL while they compute.
-        executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="speech")
+        # Model work runs in these threads; CTranslate2 and onnxruntime release the GIL while they compute. A thread
+        # may only wait here for the decode scheduler (which bounds the decodes at once), so every leg of every
+        # call can have its final and a guess waiting without queueing translations behind them.
+        executor = ThreadPoolExecutor(max_workers=4 * settings.max_calls + 4, thread_name_prefix="speech")
         pools.append(executor)
         if engines.speaker is not None:
             voice_id = VoiceId(store, vault, [engines.speaker], calibration or Calibration())

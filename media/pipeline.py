@@ -5,6 +5,10 @@ with voice ID). Hearing runs on the event loop and only queues segment audio
 for a worker task that runs the engines in an executor thread, one segment at
 a time and in order. When ASR falls behind, queued audio is coalesced into one
 ``accept`` call, so a busy machine shows fewer partials rather than late finals.
+
+At the first short pause the final is guessed (decoded speculatively) beside
+that work; if the pause lasts to the endpoint, the guess is the final and the
+endpoint wait has been spent decoding; if speech resumes, it is withdrawn.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
@@ -34,7 +38,7 @@ from media.events import (
     Translation,
 )
 from media.frames import AudioFrame
-from media.segmenter import Audio, End, SegmenterConfig, Signal, Start
+from media.segmenter import Audio, End, Pause, SegmenterConfig, Signal, Start
 from media.tap import SpeechTap
 from models.base import AsrResult, AsrStream, pcm_to_float
 from models.engines import Engines
@@ -60,6 +64,7 @@ class _Segment:
     audio_start: float
     stream: AsrStream
     chunks: list[np.ndarray]
+    guess: asyncio.Future[list[AsrResult] | None] | None = None  # the final, decoding since the last pause
 
 
 class Pipeline:
@@ -83,13 +88,14 @@ class Pipeline:
         # Its own ear, or the leg's, shared with voice ID (then the segmenter settings are the tap's).
         self.tap = tap or SpeechTap(engines.vad(), config.segmenter, leg)
         self.tap.listen(self.hear)
-        self._jobs: deque[tuple[int, Start | Audio | End] | None] = deque()
+        self._jobs: deque[tuple[int, Signal] | None] = deque()
         self._wake = asyncio.Event()
         self._events: asyncio.Queue[Event | None] = asyncio.Queue()
         self._segment_id = 0
         self._open: _Segment | None = None
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
+        self.guesses: Counter[str] = Counter()  # speculative finals "started", "kept" (the final), "withdrawn"
 
     # -- input ---------------------------------------------------------------------------------------------------
 
@@ -136,7 +142,7 @@ class Pipeline:
                 )
             self._put((self._segment_id, s))
 
-    def _put(self, job: tuple[int, Start | Audio | End] | None) -> None:
+    def _put(self, job: tuple[int, Signal] | None) -> None:
         self._jobs.append(job)
         self._wake.set()
 
@@ -172,6 +178,8 @@ class Pipeline:
                     await self._start(seg_id, signal)
                 elif isinstance(signal, Audio):
                     await self._audio([signal, *self._drain_audio()])
+                elif isinstance(signal, Pause):
+                    self._guess()
                 else:
                     await self._end(signal)
             except EngineError as e:
@@ -189,7 +197,7 @@ class Pipeline:
 
     async def _start(self, seg_id: int, s: Start) -> None:
         self._open = None  # set only once the stream exists: a failed start drops this segment's audio cleanly
-        stream = self.engines.asr.stream(self.language, partials=self.config.partials)
+        stream = self.engines.asr.stream(self.language, partials=self.config.partials, translate=self._speech_route())
         self._open = _Segment(seg_id, s.speech_start, s.audio_start, stream, [])
         await self._audio([Audio(s.audio)])
 
@@ -199,22 +207,55 @@ class Pipeline:
         seg = self._open
         if seg is None:
             return
-        end_waiting = bool(self._jobs)  # after the drain, only the segment's End (or the close) can be next
-        worth_a_partial = any(c.voiced for c in chunks) and not end_waiting
+        voiced = any(c.voiced for c in chunks)
+        if voiced and seg.guess is not None:  # speech resumed: the utterance did not end at that pause
+            seg.stream.withdraw_guess()
+            seg.guess = None
+            self.guesses["withdrawn"] += 1
+        end_waiting = bool(self._jobs)  # after the drain, only a pause, the segment's End or the close can be next
+        worth_a_partial = voiced and not end_waiting
         pcm = np.concatenate([c.audio for c in chunks]) if len(chunks) > 1 else chunks[0].audio
         seg.chunks.append(pcm)
         for r in await self._run(functools.partial(seg.stream.accept, partial=worth_a_partial), pcm):
             self._result(seg, r, None)
 
+    def _speech_route(self) -> bool:
+        """Whisper translates this leg's speech: ask for it in the same decode as the transcript."""
+        if not (self.language and self.config.target_language and self.engines.asr.name == "whisper"):
+            return False
+        try:
+            route = self._route if self._route and self._route.source == self.language else self._plan(self.language)
+        except UnsupportedLanguage:
+            return False
+        return route.kind == "speech"
+
+    def _guess(self) -> None:
+        """Start decoding the final now, beside the rest of the work: the pause may be the endpoint."""
+        seg = self._open
+        if seg is not None and seg.guess is None:
+            self.guesses["started"] += 1
+            seg.guess = asyncio.ensure_future(self._run(seg.stream.guess_final))
+            seg.guess.add_done_callback(lambda f: f.cancelled() or f.exception())  # a withdrawn guess's error is moot
+
     async def _end(self, e: End) -> None:
         seg, self._open = self._open, None
         if seg is None:
             return
-        results = await self._run(seg.stream.finish)
+        results = None
+        if seg.guess is not None:  # nothing was said since the guess began: it is the final
+            try:
+                results = await seg.guess
+            except EngineError:
+                results = None
+        if results is None:
+            results = await self._run(seg.stream.finish)
+        else:
+            self.guesses["kept"] += 1
         finals = [f for r in results if r.final and (f := self._result(seg, r, e)) is not None]
         text = " ".join(f.text for f in finals)
         if text and self.config.target_language:
-            await self._translate(seg, e, text, finals[-1])
+            english = [r.translation for r in results if r.final and r.translation is not None]
+            await self._translate(seg, e, text, finals[-1], " ".join(english) if english else None)
         if self.config.embed_speaker and self.engines.speaker is not None:
             audio = pcm_to_float(np.concatenate(seg.chunks))
             vector = await self._run(self.engines.speaker.embed, audio)
@@ -231,8 +272,8 @@ class Pipeline:
             )
 
     def _result(self, seg: _Segment, r: AsrResult, end: End | None) -> FinalTranscript | None:
-        if self.language is None and r.language:
-            self.language = r.language  # detected once, then kept for the rest of the leg
+        if self.language is None and r.language and r.final:
+            self.language = r.language  # detected on the first final (not a partial's guess), then kept
         start, stop = seg.audio_start + r.start, seg.audio_start + r.end
         if r.final and not r.text.strip():
             return None  # a cough or a click: nothing was said, so no subtitle and no transcript line
@@ -257,7 +298,10 @@ class Pipeline:
         self._emit(event)
         return event
 
-    async def _translate(self, seg: _Segment, end: End, text: str, final: FinalTranscript) -> None:
+    async def _translate(
+        self, seg: _Segment, end: End, text: str, final: FinalTranscript, english: str | None = None
+    ) -> None:
+        """``english``: Whisper's translation from the final's own decode, when the route is speech."""
         target = self.config.target_language
         assert target is not None
         source = final.language
@@ -268,6 +312,8 @@ class Pipeline:
             assert route.engine is not None
             translated = await self._run(route.engine.translate, text, source, target)
             engine = route.engine.name
+        elif english is not None and target == "en":
+            translated, engine = english, f"{self.engines.asr.name}-translate"
         else:  # Whisper decodes the segment again, asked for English
             stream = self.engines.asr.stream(source, task="translate", partials=False)
             await self._run(stream.accept, np.concatenate(seg.chunks))

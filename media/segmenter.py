@@ -1,8 +1,9 @@
 """VAD-driven segmentation: cut a frame stream into speech segments with pre-roll and hang-over.
 
 Speech starts when ``start_ms`` of the last ``window_ms`` are voiced (a lone
-voiced frame in noise is not speech); it ends after ``hangover_ms`` of
-unbroken silence (the endpoint), or is cut at ``max_segment_s`` so a speaker
+voiced frame in noise is not speech); after ``pause_ms`` of silence a ``Pause``
+says the speaker may have finished (the moment to start a speculative final);
+it ends after ``hangover_ms`` of unbroken silence (the endpoint), or is cut at ``max_segment_s`` so a speaker
 who never pauses still gets results. Segments carry ``preroll_ms`` of audio
 from before the detected start, because VADs trigger a little late and the
 recogniser needs the onset of the first word.
@@ -23,6 +24,7 @@ class SegmenterConfig:
     window_ms: int = 200
     start_ms: int = 120
     hangover_ms: int = 400
+    pause_ms: int = 120
     preroll_ms: int = 300
     max_segment_s: float = 20.0
 
@@ -45,6 +47,14 @@ class Audio:
 
 
 @dataclass(frozen=True, slots=True)
+class Pause:
+    """``pause_ms`` of silence since ``speech_end`` inside a segment: it may end here (if the silence lasts to the
+    endpoint), or speech may resume and the segment go on."""
+
+    speech_end: float
+
+
+@dataclass(frozen=True, slots=True)
 class End:
     """Speech ended at ``speech_end`` (the last voiced frame); ``forced`` when cut at the length limit.
 
@@ -57,7 +67,7 @@ class End:
     end_wall: float = 0.0
 
 
-Signal = Start | Audio | End
+Signal = Start | Audio | Pause | End
 
 
 @dataclass
@@ -72,6 +82,7 @@ class Segmenter:
         self._window = deque(maxlen=max(1, round(c.window_ms / 1000 / self._frame_s)))
         self._start_frames = max(1, round(c.start_ms / 1000 / self._frame_s))
         self._hang_frames = max(1, round(c.hangover_ms / 1000 / self._frame_s))
+        self._pause_frames = max(1, round(c.pause_ms / 1000 / self._frame_s))
         self._preroll = deque(maxlen=max(1, round(c.preroll_ms / 1000 / self._frame_s)) + self._window.maxlen)
         self._buf = np.zeros(0, np.int16)
         self._samples = 0  # samples classified so far: audio time kept exact, not summed in floats
@@ -132,6 +143,8 @@ class Segmenter:
         if self._silent >= self._hang_frames:
             self._in_speech = False
             out.append(End(self._speech_start, self._last_voiced_end))
+        elif self._silent == self._pause_frames:
+            out.append(Pause(self._last_voiced_end))
         elif self.time - self._speech_start >= self.config.max_segment_s - 1e-9:
             # Cut without losing audio: the next segment starts straight away if speech continues.
             self._in_speech = False

@@ -45,12 +45,14 @@ class VoskEngine(AsrEngine):
     def languages(self) -> frozenset[str]:
         return frozenset({self.language})
 
-    def stream(self, language: str | None = None, *, task: str = "transcribe", partials: bool = True) -> AsrStream:
+    def stream(
+        self, language: str | None = None, *, task: str = "transcribe", partials: bool = True, translate: bool = False
+    ) -> AsrStream:
         if language not in (None, self.language):
             raise UnsupportedLanguage(
                 f"the Vosk model in {self.model_dir} recognises {self.language!r}, not {language!r}"
             )
-        if task != "transcribe":
+        if task != "transcribe" or translate:
             raise UnsupportedLanguage("Vosk only transcribes; speech translation needs the Whisper engine")
         recognizer = self._vosk.KaldiRecognizer(self._model, SAMPLE_RATE)
         recognizer.SetWords(True)

@@ -1,38 +1,62 @@
-"""Whisper (faster-whisper / CTranslate2) as a streaming recogniser.
+"""Whisper (CTranslate2) as a streaming recogniser.
 
 Whisper is not a streaming model: its encoder always reads a 30 s window, so a
-decode costs about the same whatever the audio length (about 0.7 s for Whisper
-base on two cores). Streams therefore buffer the utterance and decode:
+decode costs about the same whatever the audio length. Streams therefore
+buffer the utterance, and every decode goes through the engine's one
+``Scheduler`` (models/decoding.py), where finals come first:
 
 * partials: every ``partial_interval`` seconds of new speech until the first
-  words show, then every ``partial_refresh`` seconds, the growing buffer
-  is re-decoded (on a cheaper 10 s encoder window) and only the words that two
-  consecutive hypotheses agree on are shown (LocalAgreement-2), so partial
-  text does not flicker; a partial is skipped while the model is busy, and
-  streams take turns, so partials follow the CPU and never delay finals;
-* final: once, at the end of the utterance (the VAD endpoint), on the full 30 s
-  window; ``final_window=10`` trades accuracy for latency (measured on 19 real
-  sentences: WER 19.0% -> 26.8%, decode 0.99 s -> 0.31 s on 2 cores).
+  words show, then every ``partial_refresh`` seconds, the growing buffer is
+  re-decoded on a cheaper 10 s window, only when a worker is idle, and only
+  the words that two consecutive hypotheses agree on are shown
+  (LocalAgreement-2), so text does not flicker;
+* a speculative final (``guess_final``): the full decode of what was said,
+  started at the first short pause, before the endpoint is sure; the pipeline
+  keeps it when the utterance does end there;
+* final: at the endpoint, unless a guess covered it. The encoder's cost grows
+  faster than its window (attention is quadratic), so ``final_window="fit"``
+  (the default) gives an utterance the smallest of 15, 20 or 30 s that holds
+  it with 5 s to spare: a third of the encoder's cost for most utterances,
+  for a WER measured within about a point of the full window
+  (benchmarks/README.md). ``30`` always uses Whisper's own window; ``10`` is
+  cheaper and worse.
+
+English can go to a second, English-only model (``english_model_dir``: the
+bundled Whisper tiny.en), as accurate as base on English and about half the
+cost, which is what decides how many calls a machine holds.
 """
 
 from __future__ import annotations
 
+import os
 import threading
-import time
+from concurrent.futures import CancelledError, Future
 from pathlib import Path
 
 import numpy as np
 
 from models.base import SAMPLE_RATE, AsrEngine, AsrResult, AsrStream, pcm_to_float
+from models.decoding import (
+    FINAL,
+    FULL_WINDOW,
+    PARTIAL,
+    QUICK_WINDOW,
+    Decoded,
+    Job,
+    Scheduler,
+    WhisperRunner,
+    resolve_device,
+)
 from models.errors import ModelUnavailable, UnsupportedLanguage
 from models.locate import whisper_base_dir
 
-QUICK_WINDOW_SECONDS = 10
-QUICK_MAX_SECONDS = 8.0
+QUICK_MAX_SECONDS = 8.0  # longer audio than this does not fit the quick window: partials use the full one
+FIT_WINDOWS = (1500, 2000)  # 15 and 20 s, in 10 ms feature frames: the "fit" finals' windows below the full one
+FIT_MARGIN_SECONDS = 5.0
 
 
 class WhisperEngine(AsrEngine):
-    """One loaded model serving many streams; decodes are serialised by CTranslate2's worker."""
+    """Loaded models serving every stream of the server through one scheduler."""
 
     name = "whisper"
 
@@ -40,175 +64,181 @@ class WhisperEngine(AsrEngine):
         self,
         model_dir: str | Path | None = None,
         *,
+        english_model_dir: str | Path | None = None,
+        device: str = "cpu",
         cpu_threads: int = 0,
-        compute_type: str = "int8",
+        compute_type: str | None = None,
         beam_size: int = 1,
-        partial_interval: float = 0.5,
+        partial_interval: float = 0.2,
         partial_refresh: float = 1.0,
-        final_window: int = 30,
-        workers: int = 1,
+        final_window: str | int = "fit",
+        workers: int = 0,
+        max_batch: int = 4,
     ) -> None:
         try:
-            from faster_whisper import WhisperModel
+            import faster_whisper  # noqa: F401
         except ImportError as e:  # pragma: no cover - part of the default install
             raise ModelUnavailable("faster-whisper is not installed: pip install faster-whisper") from e
         path = Path(model_dir) if model_dir else whisper_base_dir()
-        if not (path / "model.bin").is_file():
-            raise ModelUnavailable(
-                f"{path} is not a CTranslate2 Whisper model directory (no model.bin): "
-                "point --whisper-model at one, or leave it unset to use the bundled Whisper base"
-            )
-        self.model_dir = path
-        self.beam_size = beam_size
-        if final_window not in (10, 30):
-            raise ValueError("final_window is 30 (Whisper's own, most accurate) or 10 seconds (about 3x faster)")
-        self.final_window = final_window
+        _check_model_dir(path, "--whisper-model", "the bundled Whisper base")
+        final_window = final_window if final_window == "fit" else int(final_window)
+        if final_window not in ("fit", 10, 30):
+            raise ValueError("final_window is fit (the smallest of 15/20/30 s that holds the utterance), 30 or 10")
+        self.model_dir, self.final_window = path, final_window
+        self.device = resolve_device(device)
         # A partial decode costs most of a final's CPU: decode often until the first words show (they matter
         # most), then refresh at a calmer pace.
         self.partial_interval, self.partial_refresh = partial_interval, partial_refresh
-        # ``workers`` decodes run at once, sharing the cores between them: one decode uses them all (lowest
-        # latency); two single-threaded ones finish more decodes per second when many calls talk at once.
-        self.workers = max(1, workers)
-        self._model = WhisperModel(
-            str(path),
-            device="cpu",
-            compute_type=compute_type,
-            num_workers=self.workers,
-            cpu_threads=cpu_threads or max(1, min(4, _cores()) // self.workers),
-        )
-        self._languages = frozenset(self._model.supported_languages)
-        self._lock = threading.BoundedSemaphore(self.workers)
-        self._turns_lock = threading.Lock()
-        self._waiting: dict[object, tuple[float, float]] = {}  # stream -> (waiting since, last asked)
+        # Up to ``workers`` finals decode at once, each on up to 4 threads: alone, a final has every core (the
+        # lowest latency); when calls talk at once, two decodes share the cores and finish more per second.
+        self.workers = workers or max(2, _cores() // 4)
+        threads = cpu_threads or min(4, _cores())
+        options = dict(device=self.device, compute_type=compute_type, cpu_threads=threads, workers=self.workers)
+        self.runner = WhisperRunner(path, beam_size=beam_size, **options)
+        self.english: WhisperRunner | None = None
+        if english_model_dir:
+            english = Path(english_model_dir)
+            _check_model_dir(english, "--english-model", "the bundled Whisper tiny.en")
+            self.english = WhisperRunner(english, beam_size=beam_size, **options)
+        self.scheduler = Scheduler(self.workers, max_batch, partials_below=max(1, _cores() // threads))
+        self._languages = self.runner.languages
 
     def languages(self) -> frozenset[str]:
         return self._languages
 
-    def stream(self, language: str | None = None, *, task: str = "transcribe", partials: bool = True) -> AsrStream:
+    def stream(
+        self, language: str | None = None, *, task: str = "transcribe", partials: bool = True, translate: bool = False
+    ) -> AsrStream:
         if language is not None and language not in self._languages:
             raise UnsupportedLanguage(f"Whisper does not know the language {language!r}")
         if task not in ("transcribe", "translate"):
             raise ValueError(f"unknown task {task!r}")
         intervals = (self.partial_interval, self.partial_refresh) if partials else None
-        return WhisperStream(self, language, task, intervals)
+        tasks = (task, "translate") if translate and task == "transcribe" else (task,)
+        return WhisperStream(self, language, tasks, intervals)
 
-    def _my_turn(self, requester: object) -> bool:
-        """Partials take turns: the stream that has waited longest goes first, so no call starves another.
+    def runner_for(self, language: str | None, task: str) -> WhisperRunner:
+        """English transcription goes to the English model when there is one; the rest to the multilingual."""
+        return self.english if self.english and language == "en" and task == "transcribe" else self.runner
 
-        A waiter that stopped asking (its utterance ended) is forgotten after a second.
-        """
-        now = time.monotonic()
-        with self._turns_lock:
-            first, _ = self._waiting.get(requester, (now, now))
-            self._waiting[requester] = (first, now)
-            for key, (_, last) in list(self._waiting.items()):
-                if now - last > 1.0:
-                    del self._waiting[key]
-            return min(self._waiting, key=lambda k: self._waiting[k][0]) is requester
+    def final_job(self, audio: np.ndarray, language: str | None, tasks: tuple[str, ...] = ("transcribe",)) -> Job:
+        window = self.window_for(len(audio))
+        runner = self.runner_for(language, tasks[0]) if len(tasks) == 1 else self.runner
+        return Job(runner, audio, language, tasks, window, FINAL)
 
-    def decode(
-        self, audio: np.ndarray, language: str | None, task: str, *, wait: bool = True, requester: object = None
-    ) -> tuple[str, str] | None:
-        """Decode float32 audio at once; returns (text, language).
+    def window_for(self, samples: int) -> int:
+        """The encoder window (10 ms frames) a final of ``samples`` gets."""
+        if self.final_window == 10 and samples <= QUICK_MAX_SECONDS * SAMPLE_RATE:
+            return QUICK_WINDOW
+        if self.final_window == "fit":
+            frames = (samples / SAMPLE_RATE + FIT_MARGIN_SECONDS) * 100
+            return next((w for w in FIT_WINDOWS if frames <= w), FULL_WINDOW)
+        return FULL_WINDOW
 
-        ``workers`` decodes run at a time per model (more would only fight for the same cores). A final
-        waits its turn; a partial (``wait=False``) is skipped, returning None, when the model is busy: partials then
-        come as often as the CPU allows and never delay a final by more than the one decode in flight.
-        """
-        if not wait and not self._my_turn(requester):
-            return None
-        if not self._lock.acquire(blocking=wait):
-            return None
-        if not wait:
-            with self._turns_lock:
-                self._waiting.pop(requester, None)
-        try:
-            quick = not wait or self.final_window == QUICK_WINDOW_SECONDS
-            if quick and language is not None and len(audio) <= QUICK_MAX_SECONDS * SAMPLE_RATE:
-                return self._quick(audio, language, task), language
-            segments, info = self._model.transcribe(
-                audio,
-                language=language,
-                task=task,
-                beam_size=self.beam_size,
-                condition_on_previous_text=False,
-                vad_filter=False,
-                without_timestamps=True,
-            )
-            text = " ".join(s.text.strip() for s in segments).strip()
-        finally:
-            self._lock.release()
-        return text, info.language
+    def decode(self, audio: np.ndarray, language: str | None, task: str = "transcribe") -> tuple[str, str]:
+        """Decode float32 audio as a final, waiting its turn; returns (text, language)."""
+        decoded = self.scheduler.submit(self.final_job(audio, language, (task,))).result()
+        return decoded.texts[task], decoded.language
 
-    def _quick(self, audio: np.ndarray, language: str, task: str) -> str:
-        """A decode with the encoder on a 10 s window instead of 30 s, about 3 times cheaper.
-
-        Accuracy drops (19.0% -> 26.8% WER over 19 real sentences, some finals cut short), which suits
-        tentative partials; finals take it only with ``final_window=10``. Shorter windows hallucinate loops.
-        """
-        import ctranslate2
-        from faster_whisper.tokenizer import Tokenizer
-
-        frames = QUICK_WINDOW_SECONDS * 100  # 10 ms feature frames
-        features = self._model.feature_extractor(audio)[:, :frames]
-        features = np.pad(features, ((0, 0), (0, frames - features.shape[1])))
-        tokenizer = Tokenizer(self._model.hf_tokenizer, True, task=task, language=language)
-        result = self._model.model.generate(
-            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None], dtype=np.float32)),
-            [[*tokenizer.sot_sequence, tokenizer.no_timestamps]],
-            beam_size=1,
-            max_length=16 + int(len(audio) / SAMPLE_RATE * 8),  # bounds a runaway hypothesis
-        )
-        return tokenizer.decode(result[0].sequences_ids[0]).strip()
+    def close(self) -> None:
+        self.scheduler.close()
 
 
 class WhisperStream(AsrStream):
     def __init__(
-        self, engine: WhisperEngine, language: str | None, task: str, intervals: tuple[float, float] | None
+        self, engine: WhisperEngine, language: str | None, tasks: tuple[str, ...], intervals: tuple[float, float] | None
     ) -> None:
         self._engine = engine
         self._language = language
-        self._task = task
+        self._tasks = tasks  # the first is what the stream shows; a second ("translate") comes with each final
+        self._task = tasks[0]
         self._intervals = intervals  # (until the first words show, then); None: no partials
         self._chunks: list[np.ndarray] = []
         self._samples = 0
         self._decoded_at = 0
         self._previous: list[str] = []
         self._shown = ""
+        self._guess: Future | None = None
+        self._lock = threading.Lock()  # a guess reads the buffer in one thread while audio arrives in another
 
     def accept(self, pcm: np.ndarray, *, partial: bool = True) -> list[AsrResult]:
-        self._chunks.append(pcm)
-        self._samples += len(pcm)
+        with self._lock:
+            if not self._samples:  # the pre-roll and the frames that began the speech: too little to decode alone
+                self._decoded_at = len(pcm)
+            self._chunks.append(pcm)
+            self._samples += len(pcm)
         if not partial or self._intervals is None:
             return []
         interval = self._intervals[1] if self._shown else self._intervals[0]
         if self._samples - self._decoded_at < interval * SAMPLE_RATE:
             return []
-        decoded = self._engine.decode(self._audio(), self._language, self._task, wait=False, requester=self)
-        if decoded is None:
-            return []  # the model is busy with another stream: try again with more audio
+        audio = self._snapshot()[1]
+        short = len(audio) <= QUICK_MAX_SECONDS * SAMPLE_RATE and self._language is not None
+        job = Job(
+            self._engine.runner_for(self._language, self._task),
+            audio,
+            self._language,
+            (self._task,),
+            QUICK_WINDOW if short else FULL_WINDOW,
+            PARTIAL,
+        )
+        future = self._engine.scheduler.offer(job, self)
+        if future is None:
+            return []  # no worker to spare: try again with more audio
+        decoded = future.result()
         self._decoded_at = self._samples
-        text, language = decoded
-        self._language = self._language or language
-        words = text.split()
+        # A language detected on a partial's first half-second is a guess: only the final's decides.
+        words = decoded.texts[self._task].split()
         stable = _common_prefix(self._previous, words)
         self._previous = words
         if not stable or " ".join(stable) == self._shown:
             return []
         self._shown = " ".join(stable)
-        return [AsrResult(self._shown, 0.0, self._samples / SAMPLE_RATE, False, self._language)]
+        return [AsrResult(self._shown, 0.0, self._samples / SAMPLE_RATE, False, self._language or decoded.language)]
+
+    def guess_final(self) -> list[AsrResult] | None:
+        samples, audio = self._snapshot()
+        if not samples:
+            return []
+        self._guess = self._engine.scheduler.submit(self._engine.final_job(audio, self._language, self._tasks))
+        try:
+            decoded = self._guess.result()
+        except CancelledError:
+            return None
+        return [self._final(decoded, samples)]
+
+    def withdraw_guess(self) -> None:
+        if self._guess is not None:
+            self._guess.cancel()  # no effect once it runs: its result is then ignored
+            self._guess = None
 
     def finish(self) -> list[AsrResult]:
-        if not self._samples:
+        samples, audio = self._snapshot()
+        if not samples:
             return []
-        text, language = self._engine.decode(self._audio(), self._language, self._task)  # type: ignore[misc]
-        self._language = self._language or language
-        return [AsrResult(text, 0.0, self._samples / SAMPLE_RATE, True, self._language)]
+        decoded = self._engine.scheduler.submit(self._engine.final_job(audio, self._language, self._tasks)).result()
+        return [self._final(decoded, samples)]
 
-    def _audio(self) -> np.ndarray:
-        if len(self._chunks) > 1:
-            self._chunks = [np.concatenate(self._chunks)]
-        return pcm_to_float(self._chunks[0])
+    def _final(self, decoded: Decoded, samples: int) -> AsrResult:
+        self._language = self._language or decoded.language
+        translation = decoded.texts.get("translate") if len(self._tasks) > 1 else None
+        return AsrResult(decoded.texts[self._task], 0.0, samples / SAMPLE_RATE, True, self._language, translation)
+
+    def _snapshot(self) -> tuple[int, np.ndarray]:
+        """The samples so far, as float32 (empty before any audio)."""
+        with self._lock:
+            if len(self._chunks) > 1:
+                self._chunks = [np.concatenate(self._chunks)]
+            samples, pcm = self._samples, (self._chunks[0] if self._chunks else np.zeros(0, np.int16))
+        return samples, pcm_to_float(pcm)
+
+
+def _check_model_dir(path: Path, flag: str, default: str) -> None:
+    if not (path / "model.bin").is_file():
+        raise ModelUnavailable(
+            f"{path} is not a CTranslate2 Whisper model directory (no model.bin): "
+            f"point {flag} at one, or leave it unset to use {default}"
+        )
 
 
 def _common_prefix(a: list[str], b: list[str]) -> list[str]:
@@ -226,6 +256,4 @@ def _norm(word: str) -> str:
 
 
 def _cores() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -39,6 +39,7 @@ class AsrResult:
     end: float
     final: bool
     language: str
+    translation: str | None = None  # English, from the same decode, when the stream was opened with translate=True
 
 
 class AsrStream(ABC):
@@ -55,6 +56,15 @@ class AsrStream(ABC):
     def finish(self) -> list[AsrResult]:
         """End of audio: return the final result(s) for whatever is still pending."""
 
+    def guess_final(self) -> list[AsrResult] | None:
+        """The final as if the utterance ended now, without ending the stream: a speculative final, started at
+        the first short pause so that it is ready when the endpoint confirms the pause. None: this engine does
+        not guess (its final needs the end), or the guess was withdrawn."""
+        return None
+
+    def withdraw_guess(self) -> None:
+        """Speech resumed after the pause: a guess not yet started is not worth its decode."""
+
 
 class AsrEngine(ABC):
     """A speech recogniser that opens streams; one engine serves many streams."""
@@ -66,11 +76,15 @@ class AsrEngine(ABC):
         """ISO 639-1 codes this engine can transcribe."""
 
     @abstractmethod
-    def stream(self, language: str | None = None, *, task: str = "transcribe", partials: bool = True) -> AsrStream:
+    def stream(
+        self, language: str | None = None, *, task: str = "transcribe", partials: bool = True, translate: bool = False
+    ) -> AsrStream:
         """Open a stream. ``language=None`` asks the engine to detect it (if it can).
 
         ``task="translate"`` asks for English text from speech in another language
-        (Whisper's own speech translation); engines that cannot raise UnsupportedLanguage.
+        (Whisper's own speech translation); ``translate=True`` asks for both, each
+        final carrying its English ``translation`` from the same decode. Engines
+        that cannot raise UnsupportedLanguage.
         """
 
 

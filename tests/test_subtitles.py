@@ -144,3 +144,36 @@ async def test_a_language_pair_with_no_route_is_refused_at_link_creation(server,
         assert r.status == 200 and (await r.json())["agent"]["language"] == "pt"
     async with http.put(f"{server.base}/api/me", json={"language": "zz"}, headers=headers) as r:
         assert r.status == 400
+
+
+async def test_a_detected_language_with_no_route_back_is_said_once_and_the_customer_still_reaches_the_agent(
+    server, http, data
+):
+    """A Spanish speaker on a 'detect' link: the language comes from a final (not a partial's first guess), the
+    agent reads Whisper's English, and learns once that their own English cannot reach the customer in Spanish."""
+    headers = await login(http, server)
+    agent_ws = await http.ws_connect(f"{server.base}/api/ws")
+    link = await new_link(http, server, headers, language="detect")
+    customer, _, _ = await customer_connect(
+        http, link["url"], SpeechTrack(data / "asr/multilingual/test_es.wav", pad_seconds=1.0)
+    )
+    messages, stop = [], asyncio.Event()
+    reader = asyncio.create_task(collect(agent_ws, messages, stop))
+
+    def of(kind):
+        return [m for m in messages if m.get("type") == "subtitle" and m["kind"] == kind]
+
+    await wait_for(lambda: of("translation"), timeout=60)
+    await asyncio.sleep(3.0)
+    final = of("final")[0]
+    assert final["language"] == "es" and final.get("detected_language") == "es"
+    await wait_for(lambda: len(of("translation")) == len(of("final")), timeout=30)  # the sentence may come in two
+    assert {"las", "son"} <= {w for f in of("final") for w in normalise_words(f["text"])}, of("final")
+    english = " ".join(t["text"] for t in of("translation")).lower()
+    assert {t["engine"] for t in of("translation")} == {"whisper-translate"} and "white" in english
+    stop.set()
+    await reader
+    errors = [m for m in messages if m.get("type") == "subtitle_error"]
+    assert len(errors) == 1 and errors[0]["link_id"] == link["link"]["id"] and errors[0]["speaker"] == "agent"
+    assert "no translation route from 'en' to 'es'" in errors[0]["message"]
+    await customer.close()
