@@ -79,7 +79,7 @@ class Utterance:
         return _trimmed(self.file)
 
 
-def _tsv(path: Path) -> list[dict[str, str]]:
+def read_tsv(path: Path) -> list[dict[str, str]]:
     header, *rows = (line.split("\t") for line in path.read_text().splitlines() if line.strip())
     return [dict(zip(header, row, strict=True)) for row in rows]
 
@@ -88,9 +88,9 @@ def catalogue(data: Path = DATA) -> list[Utterance]:
     """Every utterance a call may say (see the module's docstring)."""
     out = [
         Utterance(data / "asr/speechbrain-en" / r["wav"], "en", r["speaker"], r["transcript"])
-        for r in _tsv(data / "asr/speechbrain-en/transcripts.tsv")
+        for r in read_tsv(data / "asr/speechbrain-en/transcripts.tsv")
     ]
-    for r in _tsv(data / "asr/multilingual/transcripts.tsv"):
+    for r in read_tsv(data / "asr/multilingual/transcripts.tsv"):
         if r["language"] in ("en", "pt", *FOREIGN):
             speaker = f"multilingual-{r['language']}"
             out.append(Utterance(data / "asr/multilingual" / r["file"], r["language"], speaker, r["transcript"]))
