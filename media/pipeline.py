@@ -224,10 +224,9 @@ class Pipeline:
         if not (self.language and self.config.target_language and self.engines.asr.name == "whisper"):
             return False
         try:
-            route = self._route if self._route and self._route.source == self.language else self._plan(self.language)
+            return self._route_for(self.language).kind == "speech"
         except UnsupportedLanguage:
             return False
-        return route.kind == "speech"
 
     def _guess(self) -> None:
         """Start decoding the final now, beside the rest of the work: the pause may be the endpoint."""
@@ -305,14 +304,14 @@ class Pipeline:
         target = self.config.target_language
         assert target is not None
         source = final.language
-        route = self._route if self._route and self._route.source == source else self._plan(source)
+        route = self._route_for(source)
         if route.kind == "none":
             return
         if route.kind == "text":
             assert route.engine is not None
             translated = await self._run(route.engine.translate, text, source, target)
             engine = route.engine.name
-        elif english is not None and target == "en":
+        elif english is not None:  # a speech route: into English
             translated, engine = english, f"{self.engines.asr.name}-translate"
         else:  # Whisper decodes the segment again, asked for English
             stream = self.engines.asr.stream(source, task="translate", partials=False)
@@ -334,6 +333,10 @@ class Pipeline:
                 asr_wall=final.wall,
             )
         )
+
+    def _route_for(self, source: str) -> Route:
+        """The route from ``source`` to the target, planned once and kept while the source stays the same."""
+        return self._route if self._route and self._route.source == source else self._plan(source)
 
     def _plan(self, source: str) -> Route:
         router = self.engines.router or Router([])

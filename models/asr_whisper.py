@@ -41,7 +41,6 @@ from models.decoding import (
     FULL_WINDOW,
     PARTIAL,
     QUICK_WINDOW,
-    Decoded,
     Job,
     Scheduler,
     WhisperRunner,
@@ -135,11 +134,6 @@ class WhisperEngine(AsrEngine):
             return next((w for w in FIT_WINDOWS if frames <= w), FULL_WINDOW)
         return FULL_WINDOW
 
-    def decode(self, audio: np.ndarray, language: str | None, task: str = "transcribe") -> tuple[str, str]:
-        """Decode float32 audio as a final, waiting its turn; returns (text, language)."""
-        decoded = self.scheduler.submit(self.final_job(audio, language, (task,))).result()
-        return decoded.texts[task], decoded.language
-
     def close(self) -> None:
         self.scheduler.close()
 
@@ -197,15 +191,7 @@ class WhisperStream(AsrStream):
         return [AsrResult(self._shown, 0.0, self._samples / SAMPLE_RATE, False, self._language or decoded.language)]
 
     def guess_final(self) -> list[AsrResult] | None:
-        samples, audio = self._snapshot()
-        if not samples:
-            return []
-        self._guess = self._engine.scheduler.submit(self._engine.final_job(audio, self._language, self._tasks))
-        try:
-            decoded = self._guess.result()
-        except CancelledError:
-            return None
-        return [self._final(decoded, samples)]
+        return self._final_now(guess=True)
 
     def withdraw_guess(self) -> None:
         if self._guess is not None:
@@ -213,16 +199,23 @@ class WhisperStream(AsrStream):
             self._guess = None
 
     def finish(self) -> list[AsrResult]:
+        return self._final_now() or []
+
+    def _final_now(self, guess: bool = False) -> list[AsrResult] | None:
+        """The final of everything heard so far, decoded in its turn; None if it was withdrawn as a guess."""
         samples, audio = self._snapshot()
         if not samples:
             return []
-        decoded = self._engine.scheduler.submit(self._engine.final_job(audio, self._language, self._tasks)).result()
-        return [self._final(decoded, samples)]
-
-    def _final(self, decoded: Decoded, samples: int) -> AsrResult:
+        future = self._engine.scheduler.submit(self._engine.final_job(audio, self._language, self._tasks))
+        if guess:
+            self._guess = future
+        try:
+            decoded = future.result()
+        except CancelledError:
+            return None
         self._language = self._language or decoded.language
         translation = decoded.texts.get("translate") if len(self._tasks) > 1 else None
-        return AsrResult(decoded.texts[self._task], 0.0, samples / SAMPLE_RATE, True, self._language, translation)
+        return [AsrResult(decoded.texts[self._task], 0.0, samples / SAMPLE_RATE, True, self._language, translation)]
 
     def _snapshot(self) -> tuple[int, np.ndarray]:
         """The samples so far, as float32 (empty before any audio)."""

@@ -19,13 +19,11 @@ loop (or, transcribing, an unlikely one) is decoded once more by sampling.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 import threading
 import time
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,9 +72,8 @@ class Scheduler:
     def __init__(self, workers: int = 1, max_batch: int = 4, partials_below: int = 1) -> None:
         self.workers, self.max_batch = max(1, workers), max(1, max_batch)
         self.partials_below = max(1, partials_below)  # finals decoding at once that still leave a core spare
-        self._queue: list[tuple[int, Job]] = []  # finals, by arrival
+        self._queue: deque[Job] = deque()  # finals, by arrival
         self._partial: Job | None = None  # the partial offered and not yet finished
-        self._order = itertools.count()
         self._cond = threading.Condition()
         self._busy = 0  # final workers decoding
         self._closed = False
@@ -91,7 +88,7 @@ class Scheduler:
         with self._cond:
             if self._closed:
                 raise RuntimeError("the decoder is closed")
-            heapq.heappush(self._queue, (next(self._order), job))
+            self._queue.append(job)
             self._cond.notify_all()
         return job.future
 
@@ -132,11 +129,11 @@ class Scheduler:
                     self._cond.wait()
                 if not self._queue:
                     return
-                _, job = heapq.heappop(self._queue)
+                job = self._queue.popleft()
                 batch = [job, *self._take_batch(job)]
                 self._busy += 1
             try:
-                self._run(batch, FINAL)
+                self._run(batch)
             finally:
                 with self._cond:
                     self._busy -= 1
@@ -150,24 +147,23 @@ class Scheduler:
                     return
                 job = self._partial
             try:
-                self._run([job], PARTIAL)
+                self._run([job])
             finally:
                 with self._cond:
                     self._partial = None
 
     def _take_batch(self, first: Job) -> list[Job]:
         """Queued finals that can share ``first``'s encoder call (the lock is held)."""
-        taken = [entry for entry in self._queue if first.batches_with(entry[1])][: self.max_batch - 1]
-        if taken:
-            self._queue = [entry for entry in self._queue if entry not in taken]
-            heapq.heapify(self._queue)
-        return [entry[1] for entry in taken]
+        taken = [job for job in self._queue if first.batches_with(job)][: self.max_batch - 1]
+        for job in taken:
+            self._queue.remove(job)
+        return taken
 
-    def _run(self, batch: list[Job], lane: int) -> None:
+    def _run(self, batch: list[Job]) -> None:
         running = [j for j in batch if j.future.set_running_or_notify_cancel()]
         with self._cond:
             self.counts["cancelled"] += len(batch) - len(running)
-            self.counts["final" if lane == FINAL else "partial"] += len(running)
+            self.counts["final" if batch[0].priority == FINAL else "partial"] += len(running)
             self.counts["batches"] += bool(running)
         if not running:
             return

@@ -38,11 +38,12 @@ class Engines:
         """Run each model once before the first call, so that the first caller does not wait for lazy loading
         (allocations, the translator's first load) on top of their subtitle."""
         quiet = (np.random.default_rng(0).standard_normal(SAMPLE_RATE // 2) * 30).astype(np.int16)
-        for language in {"en", next(iter(sorted(self.asr.languages() - {"en"})), "en")}:
-            if language in self.asr.languages():
-                stream = self.asr.stream(language, partials=False)
-                stream.accept(quiet, partial=False)
-                stream.finish()
+        known = self.asr.languages()
+        # English (which may have a model of its own) and one other language: each model the recogniser holds.
+        for language in ({"en"} & known) | set(sorted(known - {"en"})[:1]):
+            stream = self.asr.stream(language, partials=False)
+            stream.accept(quiet, partial=False)
+            stream.finish()
         for translator in self.router.translators if self.router else []:
             for source, target in sorted(translator.pairs()):
                 translator.translate("Hello.", source, target)
