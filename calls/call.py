@@ -29,7 +29,7 @@ from media.tap import SpeechTap
 from media.transport import Transport
 from models.engines import Engines
 from store.base import Link, Store
-from store.security import Vault, token_hash
+from store.security import SecretChecks, Vault, token_hash
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class Services:
     store: Store
     vault: Vault
     hub: Hub
+    secrets: SecretChecks  # password and PIN checks, on threads of their own
     engines: Engines | None = None  # None: video only, no subtitles
     executor: Executor | None = None  # ASR and MT
     voice_id: VoiceId | None = None

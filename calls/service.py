@@ -8,8 +8,10 @@ web edge maps to statuses in one place. One ``Call`` per live call, by id.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -17,9 +19,10 @@ from pathlib import Path
 import segno
 from aiortc import RTCIceServer, RTCSessionDescription
 
+from calls.access import Access
 from calls.call import Call, Services
 from calls.hub import customer_topic
-from calls.limits import GuessLimiter
+from calls.limits import CallSlots, Slot, Throttle
 from calls.settings import Settings
 from calls.subtitles import load_transcript
 from identity.idv import LiveIdv
@@ -29,7 +32,7 @@ from media.webrtc import CallMedia
 from models.engines import is_language_code
 from models.errors import UnsupportedLanguage
 from store.base import Agent, Link, Snapshot
-from store.errors import AtCapacity, Conflict, Forbidden, Gone, Invalid, NotFound, Throttled
+from store.errors import Conflict, Forbidden, Gone, Invalid, NotFound, Throttled
 from store.security import new_token, security_phrase, token_hash
 
 log = logging.getLogger(__name__)
@@ -41,9 +44,22 @@ class CallService:
     def __init__(self, settings: Settings, services: Services) -> None:
         self.settings, self.services = settings, services
         self.store, self.hub, self.engines = services.store, services.hub, services.engines
-        self.guesses = GuessLimiter()
+        self.access = Access(self.store, services.secrets)
+        self.unknown_links = Throttle(limit=20, window=60.0, lockout=60.0)  # per address
+        self.slots = CallSlots(settings.max_calls, settings.max_calls_per_agent)
         self.live: dict[str, Call] = {}
+        self._slots: dict[str, Slot] = {}  # each live call's place under the limits
+        self._tasks: set[asyncio.Task] = set()  # fire-and-forget work, held until done
         (settings.data_dir / "snapshots").mkdir(parents=True, exist_ok=True)
+        self._recover()
+
+    def _recover(self) -> None:
+        """Calls the store still has live were left by a process that stopped without ending them (a crash, a
+        lost machine): none of them can still have media here. Each is marked interrupted and audited; consoles
+        read that state on connecting, and the calls no longer count against any limit."""
+        for link in self.store.links.interrupt_live("interrupted: the server stopped during the call"):
+            self.store.audit.add("server", "call.interrupted", link.id, link.channel)
+            log.warning("call %s was live when the server last stopped: marked interrupted", link.id)
 
     def idv_active(self) -> bool:
         """ID&V runs when there is a directory to identify callers in: the operator's, or customers loaded here."""
@@ -52,7 +68,7 @@ class CallService:
 
     # -- links -------------------------------------------------------------------------------------------------
 
-    def create_link(
+    async def create_link(
         self,
         agent: Agent,
         *,
@@ -67,8 +83,8 @@ class CallService:
         if not 30 <= ttl <= self.settings.max_link_ttl:
             raise Invalid(f"expiry must be between 30 and {int(self.settings.max_link_ttl)} seconds")
         for name, value, limit in (("customer_ref", customer_ref, 64), ("phone", phone, 32), ("reason", reason, 200)):
-            if value is not None and (not isinstance(value, str) or len(value) > limit):
-                raise Invalid(f"{name} must be text of at most {limit} characters")
+            if value is not None and (not isinstance(value, str) or len(value) > limit or not value.isprintable()):
+                raise Invalid(f"{name} must be printable text of at most {limit} characters")
         language = language or agent.language
         if not is_language_code(language):
             raise Invalid("language must be a language code such as 'en' or 'pt', or 'detect'")
@@ -87,9 +103,7 @@ class CallService:
         self.store.audit.add(agent.name, "link.create", link.id, f"ttl={int(ttl)}s")
         url = f"{self.settings.public_url.rstrip('/')}/j/{token}"
         self._publish(link)
-        buf = io.BytesIO()
-        segno.make(url, error="m").save(buf, kind="svg", scale=4, border=2)
-        return link, url, buf.getvalue().decode()
+        return link, url, await asyncio.to_thread(_qr_svg, url)  # milliseconds of CPU: not on the event loop
 
     def check_languages(self, customer: str, agent: str) -> None:
         """Refuse, up front, a call whose subtitles could not be translated one way or the other."""
@@ -113,7 +127,7 @@ class CallService:
         if self.engines is not None:
             self._check_speech(language)
         self.store.agents.set_language(agent.id, language)
-        return Agent(agent.id, agent.name, language)
+        return dataclasses.replace(agent, language=language)
 
     def link_for_agent(self, agent: Agent, link_id: str) -> Link:
         link = self.store.links.get(link_id)
@@ -122,12 +136,15 @@ class CallService:
         return link
 
     def customer_link(self, token: str, who: str) -> Link:
-        """The link behind a customer's token, or the refusal they should see (unknown, used or expired)."""
-        if self.guesses.blocked(who):
-            raise Throttled("too many unknown links from this address; try again in a minute")
+        """The link behind a customer's token, or the refusal they should see (unknown, used or expired).
+
+        Only unknown tokens count against an address: a real link always opens, so customers sharing an address
+        with a guesser (a carrier's NAT) are never locked out; a guesser is held to the limit, and each guess
+        has 256 bits to find."""
         link = self.store.links.by_token(token_hash(token)) if 20 <= len(token) <= 64 else None
         if link is None:
-            self.guesses.fail(who)
+            if not self.unknown_links.take(who):
+                raise Throttled("too many unknown links from this address; try again in a minute")
             raise NotFound("this link does not exist; check it, or ask the agent for a new one")
         if link.state == "expired":
             raise Gone("this link has expired; ask the agent for a new one")
@@ -161,7 +178,7 @@ class CallService:
         self.store.links.finish(link.id, "revoked", f"revoked by {agent.name}")
         self.store.audit.add(agent.name, "link.revoke", link.id)
         if (call := self.live.get(link.id)) is not None:
-            asyncio.get_running_loop().create_task(call.end("revoked"))
+            self._background(call.end("revoked"))
         link = self.store.links.get(link.id)
         self._publish(link)
         return link
@@ -170,19 +187,19 @@ class CallService:
 
     async def customer_offer(self, token: str, offer: RTCSessionDescription, who: str) -> dict:
         link = self.customer_link(token, who)
-        if self.store.links.count_live() >= self.settings.max_calls:
-            raise AtCapacity("the server is at its limit of live calls; please try again shortly")
-        if self.store.links.count_live(link.agent_id) >= self.settings.max_calls_per_agent:
-            raise AtCapacity("your agent has too many live calls; please try again shortly")
+        slot = self.slots.take(link.agent_id)  # before the negotiation: concurrent offers cannot all pass
         media = CallMedia(link.id, self._ice(), partial(self._media_ended, link.id), self.settings.media_timeout)
         try:
             await media.receive_customer_offer(offer)  # a malformed offer must not use the link up
         except Exception:
+            slot.release()
             await media.discard()
             raise
         if not self.store.links.consume(link.id):  # a second device lost the race
+            slot.release()
             await media.discard()
             raise Gone(USED)
+        self._slots[link.id] = slot
         agent = self.store.agents.get(link.agent_id)
         key = new_token(16)
         call = Call(
@@ -226,16 +243,13 @@ class CallService:
             raise Invalid("the stream names no agent: pass the agent's name, or a queue the server maps to one")
         return agent
 
-    def _admit(self, info: PhoneCall) -> tuple[Agent, str]:
-        """The agent and the caller's language for a platform's call, or the refusal (before anything is made)."""
+    def _admit(self, info: PhoneCall) -> tuple[Agent, str, Slot]:
+        """The agent, the caller's language and the call's place under the limits for a platform's call, or the
+        refusal (before anything is made)."""
         agent = self.phone_agent(info)
         language = _language_code(info.language) or agent.language
         self.check_languages(language, agent.language)
-        if self.store.links.count_live() >= self.settings.max_calls:
-            raise AtCapacity("the server is at its limit of live calls")
-        if self.store.links.count_live(agent.id) >= self.settings.max_calls_per_agent:
-            raise AtCapacity(f"agent {agent.name} has too many live calls")
-        return agent, language
+        return agent, language, self.slots.take(agent.id, f"agent {agent.name}")
 
     def _record(self, info: PhoneCall, agent: Agent, language: str) -> Link:
         return self.store.links.add_call(
@@ -272,8 +286,9 @@ class CallService:
         The caller feeds the transport (``PhoneMedia.hear``); ``hangup`` closes the platform's stream when the
         server ends the call (the agent, a revoke, the watchdog).
         """
-        agent, language = self._admit(info)
+        agent, language, slot = self._admit(info)
         link = self._record(info, agent, language)
+        self._slots[link.id] = slot
         media = PhoneMedia(
             link.id, partial(self._media_ended, link.id), hangup=hangup, media_timeout=self.settings.media_timeout
         )
@@ -287,16 +302,18 @@ class CallService:
 
         Returns the call and the SDP answer; a malformed offer is refused before any record is made.
         """
-        agent, language = self._admit(info)
+        agent, language, slot = self._admit(info)
         # The call's id is known once the offer is accepted; the media tells its end by whatever id it has then.
         timeout = self.settings.media_timeout
         media = CallMedia("", self._ice(), lambda reason: self._media_ended(media.call_id, reason), timeout)
         try:
             await media.receive_customer_offer(offer, ingest=True)
         except Exception:
+            slot.release()
             await media.discard()
             raise
         link = self._record(info, agent, language)
+        self._slots[link.id] = slot
         media.call_id = link.id
         call = self._call(link, media, agent)
         self._begin(info, agent, call)
@@ -307,11 +324,11 @@ class CallService:
             raise
         return call, desc.sdp
 
-    def escalate(self, agent: Agent, call_id: str, ttl: float | None = None) -> tuple[Link, str, str]:
+    async def escalate(self, agent: Agent, call_id: str, ttl: float | None = None) -> tuple[Link, str, str]:
         """A video link for the caller of a live phone call, pre-filled from it (number, customer, language)."""
         call = self.live_call(agent, call_id)
         idv = call.idv.record.customer_id if call.idv is not None else None
-        return self.create_link(
+        return await self.create_link(
             agent,
             customer_ref=idv or call.link.customer_ref,
             phone=call.link.phone,
@@ -354,6 +371,8 @@ class CallService:
 
     async def _call_closed(self, call: Call, reason: str) -> None:
         self.live.pop(call.id, None)
+        if (slot := self._slots.pop(call.id, None)) is not None:
+            slot.release()
         state = "revoked" if reason == "revoked" else "ended"
         self.store.links.finish(call.id, state, reason)
         self.store.audit.add("server", "call.end", call.id, reason)
@@ -399,7 +418,7 @@ class CallService:
             raise Conflict("no live video to take a still from")
         jpeg = await asyncio.to_thread(_jpeg, frame)  # tens of ms of CPU at 720p: not on the event loop
         snap = self.store.links.add_snapshot(call.id, agent.id, frame.width, frame.height, len(jpeg))
-        self._snapshot_path(snap.id).write_bytes(self.services.vault.seal(jpeg, f"snapshot:{snap.id}"))
+        _write_private(self._snapshot_path(snap.id), self.services.vault.seal(jpeg, f"snapshot:{snap.id}"))
         self.store.audit.add(agent.name, "snapshot.take", call.id, snap.id)
         self.hub.publish(agent.id, {"type": "snapshot", "link_id": call.id, "snapshot": snapshot_view(snap, agent)})
         return snap
@@ -439,6 +458,13 @@ class CallService:
                 self._publish(link)
             since = now
 
+    def _background(self, work: Awaitable[None]) -> None:
+        """Run ``work`` without waiting for it, holding the task until it is done (the loop keeps only a weak
+        reference: an unheld task can be collected mid-flight)."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _ice(self) -> list[RTCIceServer]:
         return [RTCIceServer(**s) for s in self.settings.ice_servers()]
 
@@ -462,6 +488,18 @@ def snapshot_view(s: Snapshot, agent: Agent) -> dict:
         "agent": agent.name,
         "url": f"/api/snapshots/{s.id}",
     }
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """A new file only its owner may read, whatever the process's umask."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+        f.write(data)
+
+
+def _qr_svg(url: str) -> str:
+    buf = io.BytesIO()
+    segno.make(url, error="m").save(buf, kind="svg", scale=4, border=2)
+    return buf.getvalue().decode()
 
 
 def _jpeg(frame) -> bytes:

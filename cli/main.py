@@ -29,10 +29,12 @@ from media.segmenter import SegmenterConfig
 from models import registry
 from models.engines import EngineOptions, build_speaker, load_engines
 from models.errors import EngineError
+from store.base import ROLES
 from store.errors import Refused
 from store.security import token_hash
 
 EXIT_USAGE = 2
+AGENT_ACTIONS = ("add", "reset", "disable", "enable", "remove", "role")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,9 +148,20 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(run=_serve)
 
     a = sub.add_parser("agent", help="manage agents")
-    a.add_argument("action", choices=("add", "reset"), help="add an agent, or reset its password and API token")
+    a.add_argument(
+        "action",
+        choices=AGENT_ACTIONS,
+        help="add an agent; reset its password and API token (ending its sessions); disable or enable it; "
+        "remove it for good (its history stays); role: change its role",
+    )
     a.add_argument("name")
     a.add_argument("--language", default="en", help="the agent's language (subtitles are translated into it)")
+    a.add_argument(
+        "--role",
+        choices=ROLES,
+        help="agent (own calls), supervisor (any customer's voice print, deletion, the audit log), fraud (the "
+        "watch list, the audit log) or admin (everything); for add (default agent) and role",
+    )
     a.add_argument("--data-dir", type=Path, default=_default_data_dir())
     a.set_defaults(run=_agent)
 
@@ -394,6 +407,7 @@ def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from cli.node import build_node
+    from signaling.middleware import BACKLOG, AccessLogger
 
     scheme = "https" if args.tls_cert else "http"
     shown_host = "localhost" if args.host in ("127.0.0.1", "0.0.0.0", "::") else args.host
@@ -444,7 +458,17 @@ def _serve(args: argparse.Namespace) -> int:
             f"`voxgate agent reset {first[0]}` sets a new one.",
             flush=True,
         )
-    web.run_app(app, host=args.host, port=args.port, ssl_context=context, print=None)
+    # A burst of connections (a sign-in flood) must not overflow the accept queue: a dropped SYN costs a customer
+    # a one-second retransmit. The kernel caps it at net.core.somaxconn.
+    web.run_app(
+        app,
+        host=args.host,
+        port=args.port,
+        ssl_context=context,
+        print=None,
+        access_log_class=AccessLogger,
+        backlog=BACKLOG,
+    )
     return 0
 
 
@@ -473,10 +497,18 @@ def _pairs(values: list[str], flag: str, shape: str) -> dict[str, str]:
 
 
 def _open_store(data_dir: Path):
+    from store.security import private_dir
     from store.sqlite import SqliteStore
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return SqliteStore(data_dir / "voxgate.db")
+    os.umask(0o077)  # the store, keys and stills are the owner's alone
+    return SqliteStore(private_dir(data_dir) / "voxgate.db")
+
+
+def _pepper(data_dir: Path) -> bytes:
+    """The key PIN hashes are made with (derived from the server's at-rest key)."""
+    from store.security import Vault
+
+    return Vault.from_file(data_dir / "secret.key").derive("pin")
 
 
 def _first_run_credentials(data_dir: Path) -> tuple[str, str] | None:
@@ -485,7 +517,7 @@ def _first_run_credentials(data_dir: Path) -> tuple[str, str] | None:
     try:
         if store.agents.count():
             return None
-        password, _ = _create_agent(store, "admin", "en")
+        password, _ = _create_agent(store, "admin", "en", "admin")
         return "admin", password
     finally:
         store.close()
@@ -499,33 +531,45 @@ def _new_secrets() -> tuple[str, str, str, str]:
     return password, api_token, hash_password(password), token_hash(api_token)
 
 
-def _create_agent(store, name: str, language: str) -> tuple[str, str]:
+def _create_agent(store, name: str, language: str, role: str = "agent") -> tuple[str, str]:
+    from calls.access import check_agent_name
+
     password, api_token, password_hash, token = _new_secrets()
-    store.agents.add(name, password_hash, token, language)
-    store.audit.add("cli", "agent.add", name)
+    store.agents.add(check_agent_name(name), password_hash, token, language, role)
+    store.audit.add("cli", "agent.add", name, f"role {role}")
     return password, api_token
 
 
 def _agent(args: argparse.Namespace) -> int:
+    """Credentials are printed once (only hashes are stored); every other change ends the agent's sessions."""
     store = _open_store(args.data_dir)
     try:
         if args.action == "add":
-            try:
-                password, api_token = _create_agent(store, args.name, args.language)
-            except ValueError as e:
-                print(f"voxgate: error: {e}", file=sys.stderr)
-                return EXIT_USAGE
-        else:
+            password, api_token = _create_agent(store, args.name, args.language, args.role or "agent")
+            print(f"agent:     {args.name}\npassword:  {password}\napi token: {api_token}")
+            return 0
+        if store.agents.state(args.name) in (None, "removed"):
+            raise ValueError(f"no agent named {args.name!r}")
+        if args.action == "reset":
             password, api_token, password_hash, token = _new_secrets()
-            if not store.agents.set_secrets(args.name, password_hash, token):
-                print(f"voxgate: error: no agent named {args.name!r}", file=sys.stderr)
-                return EXIT_USAGE
-            store.audit.add("cli", "agent.reset", args.name)
+            store.agents.set_secrets(args.name, password_hash, token)
+            print(f"agent:     {args.name}\npassword:  {password}\napi token: {api_token}")
+        elif args.action == "role":
+            if args.role is None:
+                raise ValueError("role needs --role")
+            store.agents.set_role(args.name, args.role)
+            print(f"agent {args.name}: role {args.role}")
+        else:
+            state = {"disable": "disabled", "enable": "active", "remove": "removed"}[args.action]
+            store.agents.set_state(args.name, state)
+            print(f"agent {args.name}: {state}")
+        store.audit.add("cli", f"agent.{args.action}", args.name, args.role if args.action == "role" else None)
+        return 0
+    except ValueError as e:
+        print(f"voxgate: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         store.close()
-    # Shown once: only hashes are stored.
-    print(f"agent:     {args.name}\npassword:  {password}\napi token: {api_token}")
-    return 0
 
 
 def _encoders(args: argparse.Namespace) -> list:
@@ -632,6 +676,16 @@ def _pin_problem(pin: str) -> str | None:
     return None if pin.isdigit() and 4 <= len(pin) <= 8 else "a PIN is 4 to 8 digits"
 
 
+def _id_problem(cid: str) -> str | None:
+    from calls.access import customer_id
+
+    try:
+        customer_id(cid)
+    except Refused as e:
+        return e.message
+    return None
+
+
 def _ask_pin() -> str:
     import getpass
 
@@ -642,16 +696,18 @@ def _ask_pin() -> str:
 
 
 def _customer_add(args: argparse.Namespace) -> int:
+    from calls.access import customer_id
     from store.base import Customer
-    from store.security import hash_password
+    from store.security import hash_pin
 
     store = _open_store(args.data_dir)
     try:
-        pin_hash = hash_password(_ask_pin()) if args.pin else None
+        customer_id(args.customer)
+        pin_hash = hash_pin(_ask_pin(), _pepper(args.data_dir)) if args.pin else None
         store.customers.put(Customer(args.customer, args.name, tuple(args.phone)), pin_hash)
         store.audit.add("cli", "customer.put", args.customer)
         print(json.dumps({"customer_id": args.customer, "phones": store.customers.get(args.customer).phones}))
-    except ValueError as e:
+    except (ValueError, Refused) as e:
         print(f"voxgate: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     finally:
@@ -664,7 +720,7 @@ def _customer_import(args: argparse.Namespace) -> int:
     import csv
 
     from store.base import Customer
-    from store.security import hash_password
+    from store.security import hash_pin
 
     if not args.file.is_file():
         print(f"voxgate: error: {args.file}: no such file", file=sys.stderr)
@@ -678,15 +734,15 @@ def _customer_import(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         for n, row in enumerate(reader, 2):
             cid, pin = (row.get("customer_id") or "").strip(), (row.get("pin") or "").strip()
-            if problem := ("no customer_id" if not cid else pin and _pin_problem(pin)):
+            if problem := ("no customer_id" if not cid else _id_problem(cid) or (pin and _pin_problem(pin))):
                 print(f"voxgate: error: {args.file}:{n}: {problem}; nothing imported", file=sys.stderr)
                 return EXIT_USAGE
             phones = tuple(p.strip() for p in (row.get("phones") or "").split(";") if p.strip())
             rows.append((Customer(cid, (row.get("name") or "").strip() or None, phones), pin))
-    store = _open_store(args.data_dir)
+    store, pepper = _open_store(args.data_dir), _pepper(args.data_dir)
     try:
         for customer, pin in rows:
-            store.customers.put(customer, hash_password(pin) if pin else None)
+            store.customers.put(customer, hash_pin(pin, pepper) if pin else None)
         store.audit.add("cli", "customer.import", str(args.file), f"{len(rows)} customers")
     finally:
         store.close()

@@ -17,7 +17,7 @@ from identity.voiceid import Calibration, VoiceId
 from media.webrtc import use_fast_audio_level
 from models.engines import Engines
 from signaling.app import create_app
-from store.security import Vault
+from store.security import SecretChecks, Vault, private_dir
 from store.sqlite import SqliteStore
 
 
@@ -30,6 +30,7 @@ class Node:
     voice_id: VoiceId | None
     http: HttpClient
     pools: list[ThreadPoolExecutor]
+    secrets: SecretChecks
 
     @property
     def store(self):
@@ -44,15 +45,17 @@ class Node:
         self.store.close()
         for pool in self.pools:
             pool.shutdown(wait=False)
+        self.secrets.close()
 
 
 def build_node(settings: Settings, engines: Engines | None = None, calibration: Calibration | None = None) -> Node:
     """``engines`` (loaded once, shared by every call) turn on subtitles, and voice ID when they hold a speaker
     encoder; without them, video only."""
     use_fast_audio_level()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     store = SqliteStore(settings.data_dir / "voxgate.db", clock=settings.clock)
     vault = Vault.from_file(settings.data_dir / "secret.key")
+    secrets = SecretChecks(vault.derive("pin"))
     pools: list[ThreadPoolExecutor] = []
     executor = voice_executor = voice_id = None
     if engines is not None:
@@ -69,6 +72,6 @@ def build_node(settings: Settings, engines: Engines | None = None, calibration: 
     http = HttpClient()
     s = settings.idv
     directory = RestDirectory(s.directory_url, http, s.directory_token) if s.directory_url else None
-    idv = IdvContext(s, directory or StoreDirectory(store.customers), store, voice_id, http, settings.company)
-    services = Services(store, vault, Hub(), engines, executor, voice_id, voice_executor, idv)
-    return Node(settings, CallService(settings, services), voice_id, http, pools)
+    idv = IdvContext(s, directory or StoreDirectory(store.customers), store, voice_id, http, settings.company, secrets)
+    services = Services(store, vault, Hub(), secrets, engines, executor, voice_id, voice_executor, idv)
+    return Node(settings, CallService(settings, services), voice_id, http, pools, secrets)

@@ -50,7 +50,7 @@ import aiohttp
 from identity.directory import Directory, DirectoryError, HttpClient
 from store.base import Customer, Store
 from store.errors import Conflict, Invalid
-from store.security import token_hash, verify_password
+from store.security import SecretChecks, pin_needs_rehash, token_hash
 
 if TYPE_CHECKING:
     from identity.voiceid import Progress, Verdict
@@ -734,6 +734,7 @@ class IdvContext:
     voice_id: VoiceIdService | None
     http: HttpClient | None
     company: str
+    secrets: SecretChecks  # PIN checks: keyed with the server's secret, on threads of their own
     # Deadlines (the voice wait, one-time codes) and history run on real time, not on the store's clock (which
     # tests move to expire links).
     clock: Callable[[], float] = time.time
@@ -910,7 +911,10 @@ class LiveIdv:
                 return flow.customer_found(customer)
             case CheckPin(customer_id, code):
                 stored = self.ctx.store.customers.pin_hash(customer_id)
-                ok = bool(stored) and await asyncio.to_thread(verify_password, code, stored)  # scrypt: off the loop
+                ok = bool(stored) and await self.ctx.secrets.pin(code, stored)
+                if ok and pin_needs_rehash(stored) and (customer := self.ctx.store.customers.get(customer_id)):
+                    # Stored unkeyed by an earlier VoxGate: key it now that the PIN is known to be right.
+                    self.ctx.store.customers.put(customer, await self.ctx.secrets.hash_pin(code))
                 return flow.pin_checked(ok)
             case SendCode():
                 return flow.code_sent(await self._send(effect))

@@ -16,10 +16,36 @@ from models.base import SAMPLE_RATE
 MIN_RATE, MAX_RATE = 4_000, 384_000
 # WAV writers that stream to a pipe write one of these as the data size: "length unknown", not a lie.
 _UNKNOWN_WAV_SIZES = (0, 0xFFFFFFFF, 0x7FFFFFFF)
+# A declared duration this many times the cap is refused before decoding. Only "far past": FFmpeg estimates some
+# durations from the bitrate (headerless VBR MP3), so a declared length can overstate a recording that fits.
+_DECLARED_SLACK = 2.0
 
 
 class AudioFormatError(ValueError):
     """The input is not audio we can use; the message says why."""
+
+
+class AudioTooLong(AudioFormatError):
+    """The audio decodes to more than the caller's cap: a few MB of compressed silence can hold hours of PCM."""
+
+    def __init__(self, path: Path, max_seconds: float) -> None:
+        limit = _span(max_seconds)
+        super().__init__(f"{path} is longer than {limit}; send at most {limit} of audio")
+        self.max_seconds = max_seconds
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+
+
+def _declared_seconds(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
+    """The longest duration the file's headers claim, if any; a hint only, since headers can lie either way."""
+    claims = []
+    if stream.duration and stream.time_base:
+        claims.append(float(stream.duration * stream.time_base))
+    if container.duration:
+        claims.append(container.duration / av.time_base)
+    return max(claims, default=None)
 
 
 def check_wav_header(path: Path) -> None:
@@ -58,11 +84,14 @@ def check_wav_header(path: Path) -> None:
                 f.seek(size + size % 2, 1)
 
 
-def decode_file(path: str | Path, frame_seconds: float = 0.02) -> Iterator[AudioFrame]:
+def decode_file(
+    path: str | Path, frame_seconds: float = 0.02, max_seconds: float | None = None
+) -> Iterator[AudioFrame]:
     """Yield 16 kHz mono frames of ``frame_seconds`` from any audio file FFmpeg reads.
 
     Raises AudioFormatError (never a decoder traceback) for a missing, empty,
-    non-audio or implausible file.
+    non-audio or implausible file, and AudioTooLong as soon as the decoded audio
+    passes ``max_seconds`` (counted as it decodes: headers are not trusted).
     """
     path = Path(path)
     if not path.is_file():
@@ -80,12 +109,17 @@ def decode_file(path: str | Path, frame_seconds: float = 0.02) -> Iterator[Audio
         stream = container.streams.audio[0]
         if not MIN_RATE <= (stream.rate or 0) <= MAX_RATE:
             raise AudioFormatError(f"{path}: sample rate {stream.rate} Hz is outside {MIN_RATE}-{MAX_RATE}")
+        if max_seconds is not None and (_declared_seconds(container, stream) or 0) > max_seconds * _DECLARED_SLACK:
+            raise AudioTooLong(path, max_seconds)
         resample = Resampler()
         step = int(SAMPLE_RATE * frame_seconds)
         pending = np.zeros(0, np.int16)
-        emitted = 0
+        emitted, decoded = 0, 0.0
         try:
             for frame in container.decode(stream):
+                decoded += frame.samples / (frame.sample_rate or stream.rate)
+                if max_seconds is not None and decoded > max_seconds:
+                    raise AudioTooLong(path, max_seconds)
                 pending = np.concatenate([pending, resample(frame)])
                 while len(pending) >= step:
                     yield AudioFrame.mono(pending[:step], SAMPLE_RATE, emitted / SAMPLE_RATE)
@@ -99,6 +133,7 @@ def decode_file(path: str | Path, frame_seconds: float = 0.02) -> Iterator[Audio
             yield AudioFrame.mono(pending[i : i + step], SAMPLE_RATE, (emitted + i) / SAMPLE_RATE)
 
 
-def read_pcm(path: str | Path) -> np.ndarray:
-    """The whole file as 16 kHz mono int16."""
-    return np.concatenate([f.samples.reshape(-1) for f in decode_file(path, frame_seconds=1.0)])
+def read_pcm(path: str | Path, max_seconds: float | None = None) -> np.ndarray:
+    """The whole file as 16 kHz mono int16; with ``max_seconds``, AudioTooLong rather than more than that much."""
+    frames = decode_file(path, frame_seconds=1.0, max_seconds=max_seconds)
+    return np.concatenate([f.samples.reshape(-1) for f in frames])

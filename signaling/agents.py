@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
 from calls.service import CallService
 from signaling.middleware import CALLS, SECURE_COOKIES, SESSION_COOKIE, agent_of, client, json_body
 from store.base import Agent
-from store.errors import Throttled, Unauthenticated
-from store.security import new_token, token_hash, verify_password
+from store.errors import Invalid
+from store.security import new_token, token_hash
 
 SESSION_TTL = 12 * 3600
 
@@ -20,23 +18,14 @@ routes = web.RouteTableDef()
 @routes.post("/api/login")
 async def login(request: web.Request) -> web.Response:
     calls: CallService = request.app[CALLS]
+    calls.access.check_address(client(request))
     body = await json_body(request)
-    who = f"login:{client(request)}"
-    if calls.guesses.blocked(who):
-        raise Throttled("too many failed sign-ins; try again in a minute")
-    store = calls.store
-    found = store.agents.login(str(body.get("name", "")))
-    password = str(body.get("password", ""))
-    # scrypt costs ~50 ms of CPU: run it off the event loop.
-    ok = found is not None and await asyncio.to_thread(verify_password, password, found[1])
-    if not ok:
-        calls.guesses.fail(who)
-        store.audit.add(str(body.get("name", ""))[:64] or "?", "login.fail", None, client(request))
-        raise Unauthenticated("wrong name or password")
-    agent = found[0]
+    name, password = body.get("name"), body.get("password")
+    if not isinstance(name, str) or not isinstance(password, str) or not 0 < len(name) <= 64 or len(password) > 1024:
+        raise Invalid("send your name and password")
+    agent = await calls.access.sign_in(name, password, client(request))
     token, csrf = new_token(), new_token(16)
-    store.agents.add_web_session(token_hash(token), agent.id, csrf, SESSION_TTL)
-    store.audit.add(agent.name, "login", None, client(request))
+    calls.store.agents.add_web_session(token_hash(token), agent.id, csrf, SESSION_TTL)
     response = web.json_response({"agent": agent_view(agent), "csrf": csrf})
     response.set_cookie(
         SESSION_COOKIE,
@@ -81,4 +70,4 @@ async def update_me(request: web.Request) -> web.Response:
 
 
 def agent_view(agent: Agent) -> dict:
-    return {"id": agent.id, "name": agent.name, "language": agent.language}
+    return {"id": agent.id, "name": agent.name, "language": agent.language, "role": agent.role}

@@ -29,9 +29,12 @@ from signaling.middleware import (
     VOICE_ID,
     WEB_DIR,
     auth_middleware,
+    common_headers,
     errors_middleware,
     page_headers,
 )
+
+STATIC_TYPES = (".js", ".css", ".svg", ".png", ".ico", ".woff2")  # never the package's own .py files
 
 
 def create_app(
@@ -51,7 +54,7 @@ def create_app(
     for module in (agents, calls, customers, voiceprints, sockets, audiohook, twilio, whip):
         app.router.add_routes(module.routes)
     app.router.add_routes(pages)
-    app.router.add_static("/static", WEB_DIR, show_index=False)
+    app.on_response_prepare.append(common_headers)
 
     async def lifecycle(app: web.Application):
         sweeper = asyncio.get_running_loop().create_task(service.sweep_expired())
@@ -84,3 +87,12 @@ async def index(request: web.Request) -> web.Response:
 @pages.get("/console")
 async def console(request: web.Request) -> web.FileResponse:
     return web.FileResponse(WEB_DIR / "console.html", headers=page_headers())
+
+
+@pages.get("/static/{name}")
+async def static(request: web.Request) -> web.FileResponse:
+    """The pages' scripts, styles and images: one folder, known file types only."""
+    path = WEB_DIR / request.match_info["name"]
+    if not path.name.endswith(STATIC_TYPES) or path.parent != WEB_DIR or not path.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(path)

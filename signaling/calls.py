@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from calls.access import Permission
 from calls.service import snapshot_view
 from calls.subtitles import to_webvtt
 from media.webrtc import parse_offer
@@ -24,7 +25,7 @@ async def create_link(request: web.Request) -> web.Response:
     expires_in = body.get("expires_in")
     if expires_in is not None and not isinstance(expires_in, (int, float)):
         raise Invalid("expires_in must be a number of seconds")
-    link, url, qr_svg = request.app[CALLS].create_link(
+    link, url, qr_svg = await request.app[CALLS].create_link(
         agent,
         customer_ref=body.get("customer_ref"),
         phone=body.get("phone"),
@@ -58,7 +59,7 @@ async def revoke_link(request: web.Request) -> web.Response:
 async def escalate(request: web.Request) -> web.Response:
     """A video link for the caller of a live phone call, pre-filled from the call."""
     agent = agent_of(request)
-    link, url, qr_svg = request.app[CALLS].escalate(agent, request.match_info["id"])
+    link, url, qr_svg = await request.app[CALLS].escalate(agent, request.match_info["id"])
     return web.json_response({"link": link.to_dict(), "url": url, "qr_svg": qr_svg}, status=201)
 
 
@@ -136,10 +137,15 @@ async def transcript(request: web.Request) -> web.Response:
 
 @routes.get("/api/audit")
 async def audit(request: web.Request) -> web.Response:
-    agent = agent_of(request)
-    calls = request.app[CALLS]
-    link_id = request.query.get("link")
-    if link_id:
-        calls.link_for_agent(agent, link_id)
-    rows = calls.store.audit.log(link_id)
-    return web.json_response({"audit": rows if link_id else [r for r in rows if r["actor"] == agent.name]})
+    """The audit log: ``?link=ID`` for one call's rows, ``?actor=NAME`` for one person's, the latest 1,000 rows.
+    Supervisors, fraud analysts and admins read it all; an agent reads their own calls' rows and their own."""
+    agent, calls = agent_of(request), request.app[CALLS]
+    link_id, actor = request.query.get("link"), request.query.get("actor")
+    if not calls.access.may(agent, Permission.AUDIT_READ):
+        if link_id:
+            calls.link_for_agent(agent, link_id)
+        elif actor not in (None, agent.name):
+            calls.access.require(agent, Permission.AUDIT_READ)
+        else:
+            actor = agent.name
+    return web.json_response({"audit": calls.store.audit.log(link_id, actor)})

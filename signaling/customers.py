@@ -6,13 +6,12 @@ their call (hang up, identify, verify, consent) by the call key the offer return
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
+from calls.access import customer_id
 from identity.idv import LiveIdv
 from media.webrtc import parse_offer
-from signaling.middleware import CALLS, WEB_DIR, client, json_body, page_headers
+from signaling.middleware import CALLS, WEB_DIR, client, json_body, page_headers, parse_json
 from store.errors import Invalid
 
 routes = web.RouteTableDef()
@@ -47,7 +46,7 @@ async def _step(request: web.Request) -> tuple[LiveIdv, dict]:
 @routes.post("/api/join/{token}/identify")
 async def identify(request: web.Request) -> web.Response:
     idv, body = await _step(request)
-    return web.json_response(await idv.identify(str(body.get("customer_id", ""))))
+    return web.json_response(await idv.identify(customer_id(body.get("customer_id"))))
 
 
 @routes.post("/api/join/{token}/verify")
@@ -73,10 +72,7 @@ async def voiceprint_consent(request: web.Request) -> web.Response:
 @routes.post("/api/join/{token}/hangup")
 async def hangup(request: web.Request) -> web.Response:
     # sendBeacon on page close posts text/plain, so accept any content type here.
-    try:
-        body = json.loads(await request.text() or "{}")
-    except json.JSONDecodeError:
-        raise Invalid("body is not valid JSON") from None
-    key = body.get("call_key", "") if isinstance(body, dict) else ""
+    body = parse_json(await request.read() or b"{}")
+    key = body.get("call_key")
     await request.app[CALLS].customer_hangup(request.match_info["token"], key if isinstance(key, str) else "")
     return web.json_response({"ok": True})

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from importlib.resources import files
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from calls.service import CallService
 from identity.voiceid import VoiceId
@@ -42,6 +45,10 @@ SOCKETS = web.AppKey("sockets", set)
 AGENT = web.RequestKey("agent", object)
 # Where contact-centre platforms stream calls: they authenticate by their own protocol's means, never as an agent.
 INGRESS_PATHS = ("/audiohook", "/twilio/", "/whip")
+# Link tokens ride in paths, and call keys in query strings: what a log line may show of a request is redacted.
+_SECRET_IN_PATH = re.compile(r"(/j/|/api/join/)[^/?#]+|([?&](?:key|token|call_key)=)[^&#]*")
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+BACKLOG = 1024  # connections the kernel may queue before we accept them (aiohttp's default is 128)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -78,8 +85,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if e.status >= 400 and request.path.startswith("/api/"):
             return error_response(request, e.status, e.text or e.reason)
         raise
+    except UnicodeError:  # text that is not Unicode (a lone surrogate, bad UTF-8) wherever it was read
+        return error_response(request, 400, "text must be valid Unicode (UTF-8)")
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s %s", request.method, redact(request.path_qs))
         return error_response(request, 500, "internal error; it has been logged")
 
 
@@ -96,6 +105,52 @@ def notice_page(status: int, message: str) -> web.Response:
     return web.Response(
         text=html.replace("{message}", message), status=status, content_type="text/html", headers=page_headers()
     )
+
+
+async def common_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every response, files and errors too: no server banner, no content sniffing, HTTPS only once seen."""
+    response.headers["Server"] = "VoxGate"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if request.secure or request.app[SECURE_COOKIES]:
+        response.headers["Strict-Transport-Security"] = "max-age=31536000"
+
+
+def redact(path: str) -> str:
+    """A request path or URL as logs may show it: link tokens and call keys cut out."""
+    return _SECRET_IN_PATH.sub(lambda m: (m.group(1) or m.group(2)) + "…", path)
+
+
+class AccessLogger(AbstractAccessLogger):
+    """aiohttp's access log, with link tokens and call keys redacted from every line."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)  # off (the default level): no line is even formatted
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s %s %d %.3fs",
+            request.remote,
+            request.method,
+            redact(request.path_qs),
+            response.status,
+            response.body_length,
+            time,
+        )
+
+
+def check_origin(request: web.Request) -> None:
+    """A browser may open our WebSockets only from our own pages (the public URL, or the page's own address on
+    this machine): another site's page would otherwise read a signed-in agent's events with their cookie."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return  # not a browser: it has no victim's cookie to ride on
+    public = urlsplit(request.app[CALLS].settings.public_url)
+    allowed = {f"{public.scheme}://{public.netloc}"}
+    if request.url.host in LOOPBACK:
+        allowed.add(f"{request.scheme}://{request.host}")
+    if origin.rstrip("/") not in allowed:
+        raise Forbidden("this page may not open VoxGate's event stream (its origin is not VoxGate's)")
 
 
 def page_headers() -> dict[str, str]:
@@ -143,6 +198,18 @@ def agent_of(request: web.Request) -> Agent:
     return agent
 
 
+def still_signed_in(request: web.Request) -> Callable[[], bool]:
+    """Is the credential this request came with still good? For long-lived sockets: an agent disabled, removed
+    or reset (``voxgate agent ...``, from any process) loses them too, not only their next request."""
+    agents = request.app[CALLS].store.agents
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        api = token_hash(header[7:].strip())
+        return lambda: agents.by_api_token(api) is not None
+    session = token_hash(request.cookies.get(SESSION_COOKIE, ""))
+    return lambda: agents.web_session(session) is not None
+
+
 def voice_id_of(request: web.Request) -> VoiceId:
     voice_id = request.app[VOICE_ID]
     if voice_id is None:
@@ -153,12 +220,25 @@ def voice_id_of(request: web.Request) -> VoiceId:
 async def json_body(request: web.Request) -> dict:
     if request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(text="send application/json")
+    return parse_json(await request.read())
+
+
+def parse_json(raw: bytes) -> dict:
+    """A JSON object from a body, or the reason it is not one: never an error of ours (a 500) on odd input."""
     try:
-        body = await request.json()
+        body = json.loads(raw.decode("utf-8")) if raw.strip() else None
+    except UnicodeDecodeError:
+        raise Invalid("body is not valid UTF-8") from None
     except json.JSONDecodeError as e:
         raise Invalid(f"body is not valid JSON: {e.msg}") from None
+    except RecursionError:
+        raise Invalid("body is not valid JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise Invalid("body must be a JSON object")
+    try:  # \ud800 parses to a lone surrogate, which no store, log or socket can encode: refuse it here
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise Invalid("text must be valid Unicode (a lone surrogate was sent)") from None
     return body
 
 

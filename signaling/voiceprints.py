@@ -1,4 +1,7 @@
-"""Voice prints: status and consent records, recordings, the watch list, deletion and opt-out."""
+"""Voice prints: status and consent records, recordings, the watch list, deletion and opt-out.
+
+Who may do which is the agent's role's (``calls.access``): an agent acts for the customers of their own calls,
+fraud analysts keep the watch list, supervisors and admins act for anyone; every refusal is audited."""
 
 from __future__ import annotations
 
@@ -8,49 +11,60 @@ import tempfile
 import numpy as np
 from aiohttp import web
 
+from calls.access import Permission, customer_id
 from identity.voiceid import Progress
-from media.audio_io import AudioFormatError, read_pcm
+from media.audio_io import AudioFormatError, AudioTooLong, read_pcm
 from media.speech import net_speech
 from models.base import VadEngine, pcm_to_float
 from signaling.middleware import CALLS, agent_of, json_body, voice_id_of
+from store.base import Agent
 from store.errors import Conflict, Invalid, NotFound, TooLarge
 
 MAX_RECORDING = 16 * 1024 * 1024  # an uploaded enrolment recording: minutes of compressed audio
+# Decoded length, capped while decoding: 2.7 MB of FLAC silence holds 4 h of PCM (+890 MiB at peak, uncapped).
+MAX_RECORDING_SECONDS = 600.0
 
 routes = web.RouteTableDef()
+
+
+def allowed(request: web.Request, permission: Permission) -> tuple[Agent, str]:
+    """The signed-in agent and the customer the path names, once the agent's role allows ``permission`` on them."""
+    agent, customer = agent_of(request), customer_id(request.match_info["customer"])
+    request.app[CALLS].access.require(agent, permission, customer)
+    return agent, customer
 
 
 @routes.get("/api/voiceprints/{customer}")
 async def status(request: web.Request) -> web.Response:
     """Enrolment status and consent record; never the print itself."""
-    agent_of(request)
-    return web.json_response(voice_id_of(request).status(request.match_info["customer"]))
+    _, customer = allowed(request, Permission.PRINT_READ)
+    return web.json_response(voice_id_of(request).status(customer))
 
 
 @routes.delete("/api/voiceprints/{customer}")
 async def delete(request: web.Request) -> web.Response:
-    agent = agent_of(request)
-    if not voice_id_of(request).delete(request.match_info["customer"], agent.name):
+    agent, customer = allowed(request, Permission.PRINT_DELETE)
+    if not voice_id_of(request).delete(customer, agent.name):
         raise NotFound("no voice print for this customer")
     return web.json_response({"deleted": True})
 
 
 @routes.post("/api/voiceprints/{customer}/opt-out")
 async def opt_out(request: web.Request) -> web.Response:
-    agent = agent_of(request)
+    agent, customer = allowed(request, Permission.PRINT_ENROL)
     voice_id = voice_id_of(request)
-    voice_id.opt_out(request.match_info["customer"], agent.name)
-    return web.json_response(voice_id.status(request.match_info["customer"]))
+    voice_id.opt_out(customer, agent.name)
+    return web.json_response(voice_id.status(customer))
 
 
 @routes.post("/api/voiceprints/{customer}/consent")
 async def consent(request: web.Request) -> web.Response:
     """Record consent taken outside a call (who, when, the wording) and start an enrolment."""
-    agent = agent_of(request)
+    agent, customer = allowed(request, Permission.PRINT_ENROL)
     wording = (await json_body(request)).get("wording")
     if not isinstance(wording, str) or not 10 <= len(wording) <= 2000:
         raise Invalid("wording: the consent text the customer agreed to (10-2000 characters)")
-    progress = voice_id_of(request).consent(request.match_info["customer"], by=agent.name, wording=wording)
+    progress = voice_id_of(request).consent(customer, by=agent.name, wording=wording)
     return web.json_response(progress.to_dict(), status=201)
 
 
@@ -58,9 +72,9 @@ async def consent(request: web.Request) -> web.Response:
 async def recording(request: web.Request) -> web.Response:
     """Add a recording (any audio format) to the customer's enrolment, or with ``?watchlist=REASON`` put the voice
     on the fraud watch list. Answers the progress: ``{"speech_seconds": 12.3, "needed": 20, "enrolled": false}``."""
-    agent = agent_of(request)
-    voice_id, customer = voice_id_of(request), request.match_info["customer"]
     reason = request.query.get("watchlist")
+    agent, customer = allowed(request, Permission.PRINT_ENROL if reason is None else Permission.PRINT_FLAG)
+    voice_id = voice_id_of(request)
     if reason is None and voice_id.prints.enrolment(customer) is None:
         raise Conflict("no consent on record for this customer: POST .../consent first")
     audio = await read_upload(request, MAX_RECORDING)
@@ -80,14 +94,14 @@ async def recording(request: web.Request) -> web.Response:
 @routes.post("/api/voiceprints/{customer}/watchlist")
 async def flag(request: web.Request) -> web.Response:
     """Flag an existing print as a known fraudster's."""
-    agent = agent_of(request)
+    agent, customer = allowed(request, Permission.PRINT_FLAG)
     reason = (await json_body(request)).get("reason")
     if not isinstance(reason, str) or not reason.strip():
         raise Invalid("reason: why this voice is on the watch list (a case number, say)")
     voice_id = voice_id_of(request)
-    if not voice_id.flag(request.match_info["customer"], reason=reason, by=agent.name):
+    if not voice_id.flag(customer, reason=reason, by=agent.name):
         raise NotFound("no voice print for this customer")
-    return web.json_response(voice_id.status(request.match_info["customer"]))
+    return web.json_response(voice_id.status(customer))
 
 
 async def read_upload(request: web.Request, limit: int) -> bytes:
@@ -104,12 +118,15 @@ async def read_upload(request: web.Request, limit: int) -> bytes:
     return bytes(data)
 
 
-def speech_of(audio: bytes, vad: VadEngine) -> np.ndarray:
-    """Net speech (float32, 16 kHz) of an uploaded recording; AudioFormatError says what is wrong with it."""
+def speech_of(audio: bytes, vad: VadEngine, max_seconds: float = MAX_RECORDING_SECONDS) -> np.ndarray:
+    """Net speech (float32, 16 kHz) of an uploaded recording; AudioFormatError says what is wrong with it, and
+    TooLarge (413) refuses one that decodes to more than ``max_seconds``."""
     with tempfile.NamedTemporaryFile(suffix=".audio") as f:
         f.write(audio)
         f.flush()
         try:
-            return pcm_to_float(net_speech(read_pcm(f.name), vad))
+            return pcm_to_float(net_speech(read_pcm(f.name, max_seconds), vad))
+        except AudioTooLong as e:
+            raise TooLarge(str(e).replace(f.name, "the recording")) from None
         except AudioFormatError as e:
             raise AudioFormatError(str(e).replace(f.name, "the recording")) from None

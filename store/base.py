@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 OPEN_STATES = ("created", "opened")
-FINAL_STATES = ("ended", "expired", "revoked")
+# interrupted: the call was live when its server stopped without ending it (a crash); found so at the next start.
+FINAL_STATES = ("ended", "expired", "revoked", "interrupted")
+ROLES = ("agent", "supervisor", "fraud", "admin")
 
 
 # -- records -----------------------------------------------------------------------------------------------------
@@ -21,9 +23,13 @@ FINAL_STATES = ("ended", "expired", "revoked")
 
 @dataclass(frozen=True)
 class Agent:
+    """A person who signs in to the console. ``role`` (one of ``ROLES``) decides what they may do beyond their own
+    calls; only active agents are ever returned to sign in or act."""
+
     id: int
     name: str
     language: str
+    role: str = "agent"
 
 
 @dataclass(frozen=True)
@@ -136,20 +142,33 @@ class EnrolmentChange:
 
 
 class Agents(Protocol):
-    def add(self, name: str, password_hash: str, api_token_hash: str, language: str = "en") -> Agent: ...
+    """Agents, their credentials and browser sessions. An agent is active, disabled (may come back) or removed
+    (credentials gone, name and history kept); every lookup used to sign in or act returns active agents only."""
+
+    def add(
+        self, name: str, password_hash: str, api_token_hash: str, language: str = "en", role: str = "agent"
+    ) -> Agent: ...
     def count(self) -> int: ...
     def get(self, agent_id: int) -> Agent | None: ...
     def login(self, name: str) -> tuple[Agent, str] | None:
-        """The agent and its password hash."""
+        """The active agent and its password hash."""
 
     def by_name(self, name: str) -> Agent | None: ...
 
     def by_api_token(self, token_hash: str) -> Agent | None: ...
-    def set_secrets(self, name: str, password_hash: str, api_token_hash: str) -> bool: ...
+    def set_secrets(self, name: str, password_hash: str, api_token_hash: str) -> bool:
+        """New credentials for an active or disabled agent; every browser session it had ends."""
+
+    def set_state(self, name: str, state: str) -> bool:
+        """``active``, ``disabled`` or ``removed`` (removal also voids the credentials); every session ends
+        unless the agent becomes active."""
+
+    def set_role(self, name: str, role: str) -> bool: ...
+    def state(self, name: str) -> str | None: ...
     def set_language(self, agent_id: int, language: str) -> None: ...
     def add_web_session(self, token_hash: str, agent_id: int, csrf: str, ttl: float) -> None: ...
     def web_session(self, token_hash: str) -> tuple[Agent, str] | None:
-        """The agent signed in with this browser session, and the session's CSRF token."""
+        """The active agent signed in with this browser session, and the session's CSRF token."""
 
     def drop_web_session(self, token_hash: str) -> None: ...
 
@@ -185,6 +204,12 @@ class Links(Protocol):
     def by_token(self, token_hash: str) -> Link | None: ...
     def of_agent(self, agent_id: int, limit: int = 50) -> list[Link]: ...
     def count_live(self, agent_id: int | None = None) -> int: ...
+    def interrupt_live(self, reason: str) -> list[Link]:
+        """Every call still marked live becomes ``interrupted``: at start, those are calls a crash left behind."""
+
+    def served(self, agent_id: int, customer_id: str) -> bool:
+        """Has this agent had a call with this customer (named on the link, or identified by ID&V)?"""
+
     def mark_opened(self, link_id: str) -> bool: ...
     def consume(self, link_id: str) -> bool:
         """Atomically take a link for a call: only one caller ever wins, and only before expiry."""
@@ -200,7 +225,8 @@ class Links(Protocol):
 
 class Audit(Protocol):
     def add(self, actor: str, action: str, target: str | None = None, detail: str | None = None) -> None: ...
-    def log(self, target: str | None = None) -> list[dict]: ...
+    def log(self, target: str | None = None, actor: str | None = None, limit: int = 1000) -> list[dict]:
+        """The latest ``limit`` rows, oldest first, about ``target`` and/or by ``actor`` when given."""
 
 
 class Customers(Protocol):

@@ -40,7 +40,8 @@ from store.base import (
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
     id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, password_hash TEXT NOT NULL,
-    api_token_hash TEXT UNIQUE NOT NULL, language TEXT NOT NULL DEFAULT 'en', created REAL NOT NULL);
+    api_token_hash TEXT UNIQUE NOT NULL, language TEXT NOT NULL DEFAULT 'en', created REAL NOT NULL,
+    role TEXT NOT NULL DEFAULT 'agent', state TEXT NOT NULL DEFAULT 'active');
 CREATE TABLE IF NOT EXISTS web_sessions (
     token_hash TEXT PRIMARY KEY, agent_id INTEGER NOT NULL REFERENCES agents(id), csrf TEXT NOT NULL,
     expires REAL NOT NULL);
@@ -51,6 +52,7 @@ CREATE TABLE IF NOT EXISTS links (
     opened REAL, connected REAL, ended REAL, end_reason TEXT,
     channel TEXT NOT NULL DEFAULT 'link', external_id TEXT);
 CREATE INDEX IF NOT EXISTS links_agent ON links(agent_id, created);
+CREATE INDEX IF NOT EXISTS links_state ON links(state);
 CREATE TABLE IF NOT EXISTS snapshots (
     id TEXT PRIMARY KEY, link_id TEXT NOT NULL REFERENCES links(id), agent_id INTEGER NOT NULL,
     taken REAL NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL, bytes INTEGER NOT NULL);
@@ -72,6 +74,7 @@ CREATE INDEX IF NOT EXISTS idv_customer ON idv(customer_id);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
     target TEXT, detail TEXT);
+CREATE INDEX IF NOT EXISTS audit_target ON audit(target);
 CREATE TABLE IF NOT EXISTS transcript_records (
     link_id TEXT NOT NULL, seq INTEGER NOT NULL, sealed BLOB NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (link_id, seq));
@@ -95,10 +98,18 @@ class _Db:
 
     def _migrate(self) -> None:
         """Bring a database made by an earlier VoxGate up to ``SCHEMA`` (columns added since)."""
-        columns = {r["name"] for r in self._conn.execute("PRAGMA table_info(links)")}
-        for column, decl in (("channel", "TEXT NOT NULL DEFAULT 'link'"), ("external_id", "TEXT")):
-            if column not in columns:
-                self._conn.execute(f"ALTER TABLE links ADD COLUMN {column} {decl}")
+        added = {
+            "links": (("channel", "TEXT NOT NULL DEFAULT 'link'"), ("external_id", "TEXT")),
+            # Agents made before roles keep what they could do: the first-run admin stays the admin.
+            "agents": (("role", "TEXT NOT NULL DEFAULT 'agent'"), ("state", "TEXT NOT NULL DEFAULT 'active'")),
+        }
+        for table, new in added.items():
+            columns = {r["name"] for r in self._conn.execute(f"PRAGMA table_info({table})")}
+            for column, decl in new:
+                if column not in columns:
+                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+                    if (table, column) == ("agents", "role"):
+                        self._conn.execute("UPDATE agents SET role = 'admin' WHERE name = 'admin'")
 
     def run(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         """One data-changing statement; read ``rowcount``/``lastrowid`` from the result (no rows to fetch)."""
@@ -147,15 +158,18 @@ class _Agents:
     def __init__(self, db: _Db) -> None:
         self._db = db
 
-    def add(self, name: str, password_hash: str, api_token_hash: str, language: str = "en") -> Agent:
+    def add(
+        self, name: str, password_hash: str, api_token_hash: str, language: str = "en", role: str = "agent"
+    ) -> Agent:
         try:
             cur = self._db.run(
-                "INSERT INTO agents (name, password_hash, api_token_hash, language, created) VALUES (?,?,?,?,?)",
-                (name, password_hash, api_token_hash, language, self._db.clock()),
+                "INSERT INTO agents (name, password_hash, api_token_hash, language, created, role)"
+                " VALUES (?,?,?,?,?,?)",
+                (name, password_hash, api_token_hash, language, self._db.clock(), role),
             )
         except sqlite3.IntegrityError:
             raise ValueError(f"an agent named {name!r} exists already") from None
-        return Agent(cur.lastrowid, name, language)  # type: ignore[arg-type]
+        return Agent(cur.lastrowid, name, language, role)  # type: ignore[arg-type]
 
     def count(self) -> int:
         return self._db.value("SELECT COUNT(*) FROM agents")
@@ -165,23 +179,45 @@ class _Agents:
         return _agent(row) if row else None
 
     def login(self, name: str) -> tuple[Agent, str] | None:
-        row = self._db.one("SELECT * FROM agents WHERE name = ?", (name,))
+        row = self._db.one("SELECT * FROM agents WHERE name = ? AND state = 'active'", (name,))
         return (_agent(row), row["password_hash"]) if row else None
 
     def by_name(self, name: str) -> Agent | None:
-        row = self._db.one("SELECT * FROM agents WHERE name = ?", (name,))
+        row = self._db.one("SELECT * FROM agents WHERE name = ? AND state = 'active'", (name,))
         return _agent(row) if row else None
 
     def by_api_token(self, token_hash: str) -> Agent | None:
-        row = self._db.one("SELECT * FROM agents WHERE api_token_hash = ?", (token_hash,))
+        row = self._db.one("SELECT * FROM agents WHERE api_token_hash = ? AND state = 'active'", (token_hash,))
         return _agent(row) if row else None
 
     def set_secrets(self, name: str, password_hash: str, api_token_hash: str) -> bool:
-        cur = self._db.run(
-            "UPDATE agents SET password_hash = ?, api_token_hash = ? WHERE name = ?",
-            (password_hash, api_token_hash, name),
-        )
+        with self._db.transaction():
+            cur = self._db.run(
+                "UPDATE agents SET password_hash = ?, api_token_hash = ? WHERE name = ? AND state != 'removed'",
+                (password_hash, api_token_hash, name),
+            )
+            self._drop_sessions(name)
         return cur.rowcount == 1
+
+    def set_state(self, name: str, state: str) -> bool:
+        if state not in ("active", "disabled", "removed"):
+            raise ValueError(f"no agent state {state!r}")
+        with self._db.transaction():
+            cur = self._db.run("UPDATE agents SET state = ? WHERE name = ? AND state != 'removed'", (state, name))
+            if state == "removed":  # nothing left to sign in with: the hashes match no password or token
+                self._db.run(
+                    "UPDATE agents SET password_hash = '!', api_token_hash = 'removed:' || id WHERE name = ?", (name,)
+                )
+            if state != "active":
+                self._drop_sessions(name)
+        return cur.rowcount == 1
+
+    def set_role(self, name: str, role: str) -> bool:
+        cur = self._db.run("UPDATE agents SET role = ? WHERE name = ? AND state != 'removed'", (role, name))
+        return cur.rowcount == 1
+
+    def state(self, name: str) -> str | None:
+        return self._db.value("SELECT state FROM agents WHERE name = ?", (name,))
 
     def set_language(self, agent_id: int, language: str) -> None:
         self._db.run("UPDATE agents SET language = ? WHERE id = ?", (language, agent_id))
@@ -195,14 +231,17 @@ class _Agents:
 
     def web_session(self, token_hash: str) -> tuple[Agent, str] | None:
         row = self._db.one(
-            "SELECT a.id, a.name, a.language, s.csrf FROM web_sessions s JOIN agents a ON a.id = s.agent_id "
-            "WHERE s.token_hash = ? AND s.expires > ?",
+            "SELECT a.*, s.csrf FROM web_sessions s JOIN agents a ON a.id = s.agent_id "
+            "WHERE s.token_hash = ? AND s.expires > ? AND a.state = 'active'",
             (token_hash, self._db.clock()),
         )
         return (_agent(row), row["csrf"]) if row else None
 
     def drop_web_session(self, token_hash: str) -> None:
         self._db.run("DELETE FROM web_sessions WHERE token_hash = ?", (token_hash,))
+
+    def _drop_sessions(self, name: str) -> None:
+        self._db.run("DELETE FROM web_sessions WHERE agent_id IN (SELECT id FROM agents WHERE name = ?)", (name,))
 
 
 class _Links:
@@ -276,6 +315,25 @@ class _Links:
         if agent_id is not None:
             sql, args = sql + " AND agent_id = ?", (agent_id,)
         return self._db.value(sql, args)
+
+    def interrupt_live(self, reason: str) -> list[Link]:
+        with self._db.transaction():
+            rows = self._db.all("SELECT id FROM links WHERE state = 'connected'")
+            self._db.run(
+                "UPDATE links SET state = 'interrupted', ended = ?, end_reason = ? WHERE state = 'connected'",
+                (self._db.clock(), reason),
+            )
+            return [link for (link_id,) in rows if (link := self.get(link_id)) is not None]
+
+    def served(self, agent_id: int, customer_id: str) -> bool:
+        return bool(
+            self._db.value(
+                "SELECT EXISTS (SELECT 1 FROM links WHERE agent_id = ? AND customer_ref = ? COLLATE NOCASE)"
+                " OR EXISTS (SELECT 1 FROM idv JOIN links ON links.id = idv.link_id WHERE links.agent_id = ?"
+                " AND idv.customer_id = ? COLLATE NOCASE)",
+                (agent_id, customer_id, agent_id, customer_id),
+            )
+        )
 
     def mark_opened(self, link_id: str) -> bool:
         now = self._db.clock()
@@ -358,11 +416,13 @@ class _Audit:
             (self._db.clock(), actor, action, target, detail),
         )
 
-    def log(self, target: str | None = None) -> list[dict]:
-        sql, args = "SELECT at, actor, action, target, detail FROM audit", ()
-        if target:
-            sql, args = sql + " WHERE target = ?", (target,)
-        return [dict(r) for r in self._db.all(sql + " ORDER BY id", args)]
+    def log(self, target: str | None = None, actor: str | None = None, limit: int = 1000) -> list[dict]:
+        where = [(column, value) for column, value in (("target", target), ("actor", actor)) if value]
+        sql = "SELECT id, at, actor, action, target, detail FROM audit"
+        if where:
+            sql += " WHERE " + " AND ".join(f"{column} = ?" for column, _ in where)
+        rows = self._db.all(sql + " ORDER BY id DESC LIMIT ?", (*(value for _, value in where), limit))
+        return [{k: r[k] for k in r.keys() if k != "id"} for r in reversed(rows)]
 
 
 class _Customers:
@@ -569,7 +629,7 @@ class SqliteStore:
 
 
 def _agent(row: sqlite3.Row) -> Agent:
-    return Agent(row["id"], row["name"], row["language"])
+    return Agent(row["id"], row["name"], row["language"], row["role"])
 
 
 def _link(row: sqlite3.Row) -> Link:

@@ -34,6 +34,18 @@ def transcripts(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture
+async def server(tmp_path):
+    """A video-only server (no engines) with agent alice signed up; ``api_token`` is hers. Modules that need
+    engines define their own ``server``."""
+    from tests.server import TestServer
+
+    s = await TestServer(tmp_path / "data", media_timeout=3.0).start()
+    s.api_token = s.add_agent()
+    yield s
+    await s.stop()
+
+
+@pytest.fixture
 async def http():
     """An HTTP client with a cookie jar that keeps cookies for 127.0.0.1 (the test servers' address)."""
     import aiohttp

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from calls.settings import Settings
 from cli.node import build_node
+from signaling.middleware import BACKLOG, AccessLogger
 from store.security import hash_password, new_token, token_hash
 
 
@@ -22,12 +23,12 @@ class TestServer:
         self.app = self.node.app()
         # A refused upload's connection lingers (aiohttp reads the rest of the body for up to 10 s, so the client
         # can read the refusal): behaviour under test. Only the test server's own shutdown is bounded.
-        self.runner = web.AppRunner(self.app, shutdown_timeout=2.0)
+        self.runner = web.AppRunner(self.app, shutdown_timeout=2.0, access_log_class=AccessLogger)
         self.base = ""
 
     async def start(self) -> TestServer:
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, backlog=BACKLOG)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.base = f"http://127.0.0.1:{port}"
@@ -49,7 +50,9 @@ class TestServer:
     def voice_id(self):
         return self.node.voice_id
 
-    def add_agent(self, name: str = "alice", password: str = "correct horse", language: str = "en") -> str:
+    def add_agent(
+        self, name: str = "alice", password: str = "correct horse", language: str = "en", role: str = "agent"
+    ) -> str:
         api_token = new_token()
-        self.store.agents.add(name, hash_password(password), token_hash(api_token), language)
+        self.store.agents.add(name, hash_password(password), token_hash(api_token), language, role)
         return api_token

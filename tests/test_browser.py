@@ -233,9 +233,9 @@ async def test_live_translated_subtitles_in_real_browsers(tmp_path, data, chromi
             assert {"raposa", "velha"} <= set(normalise_words(original)), original
             assert "fox" in normalise_words(english), english
             assert float(await line.locator(".translation").get_attribute("data-lag")) > 0
-            await console.wait_for_function(
-                "window.vg.subtitles.some(s => s.speaker === 'customer' && s.kind === 'partial')", timeout=20000
-            )
+            # Live partials reach the console too. Either leg's: on a busy 2-core machine the scheduler gives partials
+            # only the time finals leave, so one leg's may all be skipped (benchmarks/README, issue 10).
+            await console.wait_for_function("window.vg.subtitles.some(s => s.kind === 'partial')", timeout=30000)
 
             # The customer page: the agent's English, in Portuguese.
             agent_line = customer.locator("#subtitles li.agent").first

@@ -24,7 +24,7 @@ from models.speaker import DVectorEncoder
 from models.vad import WebRtcVad
 from peers.webrtc import SpeechTrack, customer_connect
 from store.base import Customer
-from store.security import hash_password
+from store.security import hash_password, verify_pin
 from tests.conftest import enrolment
 from tests.server import TestServer
 from tests.test_server import login, new_link, wait_for
@@ -43,7 +43,7 @@ async def start_server(tmp_path, engines, **idv) -> TestServer:
     """A server whose directory holds Alice (enrolled voice, PIN), Bob (PIN, no voice print), Dan (no PIN),
     and two customers sharing one landline."""
     server = await TestServer(tmp_path / "data", engines, idv=IdvSettings(**idv)).start()
-    server.add_agent()
+    server.add_agent(role="admin")  # the REST voice-print actions below act for any customer
     store = server.store
     store.customers.put(Customer("C-100", "Alice Example", (ALICE,)), hash_password("4321"))
     store.customers.put(Customer("C-200", "Bob Example", (BOB, "+44 20 7946 0200")), hash_password("2468"))
@@ -218,6 +218,9 @@ async def test_unknown_number_then_customer_number_on_first_attempt_then_pin(ser
     assert status == 200 and page["step"] == "done"
     r = await console.settles(caller, "identified_and_verified")
     assert r["verified_by"] == "pin" and r["identify_attempts"] == 0
+    # Stored unkeyed (as an earlier VoxGate did), the PIN hash is keyed with the server's secret once it matched.
+    stored = server.store.customers.pin_hash("C-200")
+    assert stored.startswith("hmac-scrypt$") and verify_pin("2468", stored, server.calls.services.secrets.pepper)
     await caller.hang_up()
 
 
@@ -327,7 +330,7 @@ async def test_rest_directory_and_a_one_time_code(tmp_path, engines, http):
             directory_url=f"{crm_base}/customers", directory_token="crm-secret", otp_webhook=f"{crm_base}/sms"
         ),
     ).start()
-    server.add_agent()
+    server.add_agent(role="admin")  # the REST voice-print actions below act for any customer
     try:
         console = await Console(http, server).open()
         caller = await console.call(SILENCE, phone=DAN)
@@ -458,6 +461,9 @@ async def test_bad_input_to_the_identity_check_gets_clear_errors(server, http):
     assert (await caller.step("identify", key="not-the-key", customer_id="C-200"))[0] == 403
     assert (await caller.step("identify", customer_id=""))[0] == 400
     assert (await caller.step("identify", customer_id="x" * 65))[0] == 400
+    for odd in ("C-\ud800", "C-2\x0000", "C-\u202e002"):  # a lone surrogate, NUL, right-to-left override
+        status, body = await caller.step("identify", customer_id=odd)
+        assert status == 400 and ("Unicode" in body["error"] or "printable" in body["error"]), body
     assert (await caller.step("verify", code="1234"))[0] == 409  # no code asked yet
     assert (await caller.step("voiceprint-consent", agree="yes"))[0] == 400
     assert (await console.shows(caller, step="identify"))["identify_attempts"] == 0  # none of that counted
@@ -485,7 +491,7 @@ async def test_bad_input_to_the_identity_check_gets_clear_errors(server, http):
 
 async def test_without_a_directory_there_is_no_identity_check(tmp_path, engines, http):
     server = await TestServer(tmp_path / "data", engines).start()
-    server.add_agent()
+    server.add_agent(role="admin")  # the REST voice-print actions below act for any customer
     try:
         console = await Console(http, server).open()
         caller = await console.call(SILENCE, phone=ALICE)
@@ -500,7 +506,7 @@ async def test_without_a_directory_there_is_no_identity_check(tmp_path, engines,
 
 def test_customer_commands_load_the_directory_whole_or_not_at_all(tmp_path, capsys, monkeypatch):
     from cli.main import main
-    from store.security import verify_password
+    from store.security import Vault, verify_password, verify_pin
     from store.sqlite import SqliteStore
 
     where = ["--data-dir", str(tmp_path)]
@@ -517,8 +523,12 @@ def test_customer_commands_load_the_directory_whole_or_not_at_all(tmp_path, caps
     try:
         assert [c.id for c in store.customers.by_phone("+44 20 7946-0200")] == ["C-200"]
         assert store.customers.get("c-100").phones == ("+447700900100",)  # customer numbers match as people type them
-        assert verify_password("4321", store.customers.pin_hash("C-100"))
-        assert verify_password("2468", store.customers.pin_hash("C-200"))
+        pepper = Vault.from_file(tmp_path / "secret.key").derive("pin")
+        assert verify_pin("4321", store.customers.pin_hash("C-100"), pepper)
+        assert verify_pin("2468", store.customers.pin_hash("C-200"), pepper)
+        # Keyed with the server's secret: the database alone is not enough to try the 10,000 PINs offline.
+        assert not verify_password("4321", store.customers.pin_hash("C-100"))
+        assert not verify_pin("4321", store.customers.pin_hash("C-100"), b"another server's key")
         assert store.customers.pin_hash("C-300") is None and store.customers.count() == 3
         assert b"4321" not in (tmp_path / "voxgate.db").read_bytes()  # PINs are stored hashed
     finally:
@@ -545,3 +555,34 @@ async def test_an_early_voice_decision_does_not_block_a_pin_but_a_decided_one_do
     r = await console.shows(caller, step="done")
     assert "did not match" in r["reason"] and caller.page()["step"] == "done"  # the PIN prompt is withdrawn
     await caller.hang_up()
+
+
+async def test_roles_decide_who_may_read_flag_enrol_or_delete_a_voice_print(server, http):
+    """An agent acts for the customers of their own calls; fraud analysts keep the watch list; supervisors delete.
+    Every refusal is audited, and a customer id must be printable."""
+    tokens = {name: server.add_agent(name, "pw", role=role) for name, role in (("ann", "agent"), ("fran", "fraud"))}
+    tokens["sue"] = server.add_agent("sue", "pw", role="supervisor")
+    base = f"{server.base}/api/voiceprints"
+
+    async def ask(who: str, method: str, path: str, **body) -> int:
+        headers = {"Authorization": f"Bearer {tokens[who]}"}
+        async with http.request(method, f"{base}/{path}", headers=headers, **({"json": body} if body else {})) as r:
+            return r.status
+
+    assert await ask("ann", "GET", "C-100") == 403  # not a customer of hers
+    assert await ask("ann", "POST", "C-100/opt-out") == 403
+    async with http.post(
+        f"{server.base}/api/links", json={"customer_ref": "c-100"}, headers={"Authorization": f"Bearer {tokens['ann']}"}
+    ) as r:
+        assert r.status == 201
+    assert await ask("ann", "GET", "C-100") == 200  # now one of hers
+    assert await ask("ann", "POST", "C-100/watchlist", reason="case 7") == 403
+    assert await ask("ann", "DELETE", "C-100") == 403
+    assert await ask("fran", "POST", "C-100/consent", wording="I agree to a voice print.") == 403
+    assert await ask("fran", "DELETE", "C-100") == 403
+    assert await ask("fran", "POST", "C-100/watchlist", reason="case 7") == 200
+    assert await ask("sue", "DELETE", "C-100") == 200
+    denied = [(r["actor"], r["target"]) for r in server.store.audit.log() if r["action"] == "access.denied"]
+    assert denied == [("ann", "C-100")] * 4 + [("fran", "C-100")] * 2
+    for odd in ("C-%00100", "C-%E2%80%AE001"):  # NUL, a right-to-left override
+        assert await ask("sue", "GET", odd) == 400, odd

@@ -44,7 +44,7 @@ from identity.voiceid import Decision, Progress
 from identity.voiceid import Verdict as VoiceVerdict
 from store.base import Customer
 from store.errors import Conflict, Invalid
-from store.security import hash_password
+from store.security import SecretChecks, hash_password
 from store.sqlite import SqliteStore
 
 ALICE = Customer("C-100", "Alice Example", ("+44 7700 900100",))  # PIN 4321, an enrolled voice
@@ -724,6 +724,7 @@ def start(
         VoiceIdStandIn(enrolled=("C-100",)),
         http,
         "Acme",
+        SecretChecks(b"pepper"),
     )
     agent: list[dict] = []
     page: list[dict] = []

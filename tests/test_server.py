@@ -17,14 +17,6 @@ from tests.server import TestServer
 SPEECH = "asr/multilingual/test_pt.wav"
 
 
-@pytest.fixture
-async def server(tmp_path):
-    s = await TestServer(tmp_path / "data", media_timeout=3.0).start()
-    s.api_token = s.add_agent()
-    yield s
-    await s.stop()
-
-
 async def login(http, server, name="alice", password="correct horse") -> dict:
     async with http.post(f"{server.base}/api/login", json={"name": name, "password": password}) as r:
         body = await r.json()
@@ -121,7 +113,9 @@ async def test_customer_session_end_to_end(server, http, data):
     assert image.format == "JPEG" and image.size == (640, 480)
     red_row = [image.getpixel((x, 240))[0] for x in (10, 320, 630)]
     assert red_row[0] < red_row[1] < red_row[2]  # the test pattern's horizontal red ramp survived
-    sealed = (server.settings.data_dir / "snapshots" / f"{snap['id']}.jpg.sealed").read_bytes()
+    sealed_path = server.settings.data_dir / "snapshots" / f"{snap['id']}.jpg.sealed"
+    assert sealed_path.stat().st_mode & 0o777 == 0o600  # the owner's alone, whatever the umask
+    sealed = sealed_path.read_bytes()
     assert not sealed.startswith(b"\xff\xd8") and b"JFIF" not in sealed
     with pytest.raises(UnidentifiedImageError):
         Image.open(io.BytesIO(sealed))

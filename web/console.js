@@ -3,7 +3,7 @@
 const $ = (id) => document.getElementById(id);
 const vg = window.vg = {csrf: null, agent: null, links: new Map(), events: [], videoFrames: 0, audioLevels: [], live: null,
   subtitles: [], subtitleBacklog: new Map(), voiceid: [], voiceidLatest: new Map(), idv: new Map(), enrolments: []};
-const LABELS = {created: "Link created", opened: "Link opened", connected: "In progress", ended: "Done", expired: "Expired", revoked: "Revoked"};
+const LABELS = {created: "Link created", opened: "Link opened", connected: "In progress", ended: "Done", expired: "Expired", revoked: "Revoked", interrupted: "Interrupted"};
 const NAMES = {customer: "Customer", agent: "You"};
 const DECISIONS = {authenticated: "Authenticated", not_authenticated: "Not authenticated",
   inconclusive: "Inconclusive (not enough speech yet)", not_enrolled: "Not enrolled", opted_out: "Opted out"};
@@ -132,7 +132,7 @@ function upsert(link) {
   identityCell.textContent = idv ? `${idv.status_label}${idv.verified_by ? ` (${FACTORS[idv.verified_by]})` : ""}` : "";
   const actions = row.insertCell();
   if (link.state === "connected") actions.append(button("View", () => watch(link.id)));
-  if (["connected", "ended", "revoked"].includes(link.state) && link.connected) {
+  if (["connected", "ended", "revoked", "interrupted"].includes(link.state) && link.connected) {
     for (const format of ["json", "vtt"]) {
       actions.append(Object.assign(document.createElement("a"), {href: `/api/calls/${link.id}/transcript?format=${format}`, textContent: `Transcript (${format.toUpperCase()})`, className: "download"}));
     }
