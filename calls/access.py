@@ -21,7 +21,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from calls.limits import Throttle
-from store.base import ROLES, Agent, Store
+from store.base import Agent, Store
 from store.errors import Forbidden, Invalid, Throttled, Unauthenticated
 from store.security import SecretChecks
 
@@ -60,12 +60,6 @@ def check_agent_name(name: str) -> str:
     return name
 
 
-def check_role(role: str) -> str:
-    if role not in ROLES:
-        raise ValueError(f"role must be one of {', '.join(ROLES)}")
-    return role
-
-
 def customer_id(value: object) -> str:
     """A customer id as people type and systems send them: printable, at most 64 characters. No control or
     direction-changing characters (``isprintable`` refuses both): they would make the audit log and the console
@@ -84,17 +78,10 @@ class Access:
     """Sign-in and permissions for one server. Attempts are reserved before a password is checked, per address
     and per name, so a concurrent burst is held to the limit; refusals of permission are audited."""
 
-    def __init__(
-        self,
-        store: Store,
-        secrets: SecretChecks,
-        *,
-        per_address: Throttle | None = None,
-        per_name: Throttle | None = None,
-    ) -> None:
+    def __init__(self, store: Store, secrets: SecretChecks) -> None:
         self.store, self.secrets = store, secrets
-        self.per_address = per_address or Throttle(limit=20, window=60.0, lockout=60.0)
-        self.per_name = per_name or Throttle(limit=10, window=900.0, lockout=60.0)
+        self.per_address = Throttle(limit=20, window=60.0, lockout=60.0)
+        self.per_name = Throttle(limit=10, window=900.0, lockout=60.0)
 
     def check_address(self, address: str) -> None:
         """Refuse an address that is locked out before anything else is done for it (its body is not even read):

@@ -85,8 +85,6 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if e.status >= 400 and request.path.startswith("/api/"):
             return error_response(request, e.status, e.text or e.reason)
         raise
-    except UnicodeError:  # text that is not Unicode (a lone surrogate, bad UTF-8) wherever it was read
-        return error_response(request, 400, "text must be valid Unicode (UTF-8)")
     except Exception:
         log.exception("unhandled error on %s %s", request.method, redact(request.path_qs))
         return error_response(request, 500, "internal error; it has been logged")
