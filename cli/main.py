@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from calls.settings import Settings
+from cli import config, logs
 from identity.idv import IdvSettings
 from identity.voiceid import Calibration, Channel
 from media.audio_io import AudioFormatError
@@ -38,16 +39,33 @@ AGENT_ACTIONS = ("add", "reset", "disable", "enable", "remove", "role")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logs.setup(logging.INFO if args.verbose else logging.WARNING, getattr(args, "log_format", "text"))
     try:
+        if args.run in (_serve, _config_show):  # settings from the file and the environment too
+            command = "serve" if args.run is _serve else "config"
+            args = config.resolve(_subparser(parser, command), args, argv[argv.index(command) + 1 :], os.environ)
         return args.run(args)
+    except config.ConfigError as e:
+        print(f"voxgate: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except (EngineError, AudioFormatError, Refused) as e:
         print(f"voxgate: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return commands.choices[name]
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    print(config.show(_subparser(_parser(), "config"), args))
+    return 0
 
 
 def default(cls, name: str):
@@ -72,80 +90,13 @@ def _parser() -> argparse.ArgumentParser:
     t.set_defaults(run=_transcribe)
 
     s = sub.add_parser("serve", help="run the server: agent console, customer pages, WebRTC")
-    s.add_argument("--data-dir", type=Path, default=_default_data_dir(), help="store, keys and stills live here")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
-    s.add_argument("--port", type=int, default=8080)
-    s.add_argument("--public-url", help="base URL customers reach (default http://HOST:PORT)")
-    s.add_argument("--company", default=default(Settings, "company"), help="the name customers see")
-    s.add_argument("--link-ttl", type=float, default=default(Settings, "link_ttl"), help="default link expiry, s")
-    s.add_argument("--max-calls", type=int, default=default(Settings, "max_calls"), help="live calls on this server")
-    s.add_argument("--max-calls-per-agent", type=int, default=default(Settings, "max_calls_per_agent"))
-    s.add_argument("--stun", action="append", default=[], metavar="URL", help="stun:host:port (repeatable)")
-    s.add_argument("--turn", action="append", default=[], metavar="URL", help="turn:host:port?transport=udp")
-    s.add_argument("--turn-user")
-    s.add_argument("--turn-password", help="static TURN credential")
-    s.add_argument("--turn-secret", help="coturn use-auth-secret: derive short-lived credentials per call")
-    s.add_argument("--no-subtitles", action="store_true", help="video only: load no speech engines")
-    s.add_argument(
-        "--no-partials",
-        action="store_true",
-        help="subtitles only once each utterance ends (less CPU per call, no live partials)",
-    )
-    s.add_argument("--tls-cert", type=Path, help="serve HTTPS (needed for cameras on other devices)")
-    s.add_argument("--tls-key", type=Path)
-    i = s.add_argument_group("identification and verification (ID&V)")
-    i.add_argument("--no-idv", action="store_true", help="no identity check (it runs when there is a directory)")
-    i.add_argument("--no-ani", action="store_true", help="never identify callers by their calling number")
-    i.add_argument(
-        "--directory-url",
-        metavar="URL",
-        help="your customer directory over REST (GET URL?phone=N / ?customer_id=X); default: `voxgate customer`",
-    )
-    i.add_argument("--directory-token", help="sent to the directory as Authorization: Bearer")
-    i.add_argument(
-        "--identify-attempts",
-        type=int,
-        default=default(IdvSettings, "identify_attempts"),
-        help="customer numbers a caller may try",
-    )
-    i.add_argument(
-        "--code-attempts",
-        type=int,
-        default=default(IdvSettings, "code_attempts"),
-        help="PINs or one-time codes a caller may try",
-    )
-    i.add_argument(
-        "--voice-wait",
-        type=float,
-        default=default(IdvSettings, "voice_wait"),
-        help="seconds voice ID may stay inconclusive before a PIN is asked",
-    )
-    i.add_argument(
-        "--otp-webhook", metavar="URL", help="POSTed {customer_id, phone, code, expires_in}: your SMS sender"
-    )
-    ph = s.add_argument_group("phone calls streamed by your contact-centre platform (README: Connect your ...)")
-    ph.add_argument(
-        "--audiohook-key",
-        action="append",
-        default=[],
-        metavar="KEY[:BASE64SECRET]",
-        help="a Genesys AudioHook API key, with its client secret to check signatures (repeatable)",
-    )
-    ph.add_argument(
-        "--twilio-auth-token",
-        default=os.environ.get("VOXGATE_TWILIO_AUTH_TOKEN"),
-        help="check X-Twilio-Signature on Media Streams (or set VOXGATE_TWILIO_AUTH_TOKEN)",
-    )
-    ph.add_argument("--whip-token", action="append", default=[], metavar="TOKEN", help="a WHIP bearer token")
-    ph.add_argument(
-        "--queue",
-        action="append",
-        default=[],
-        metavar="QUEUE=AGENT",
-        help="the agent who takes a platform queue's calls when the stream names no agent (repeatable)",
-    )
-    _engine_flags(s, serving=True)
+    _serve_options(s)
     s.set_defaults(run=_serve)
+
+    cf = sub.add_parser("config", help="the settings `serve` would run with (file, environment, flags)")
+    cf.add_argument("action", choices=("show",), help="show: print them as TOML, secrets masked")
+    _serve_options(cf)
+    cf.set_defaults(run=_config_show)
 
     a = sub.add_parser("agent", help="manage agents")
     a.add_argument(
@@ -242,6 +193,102 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true")
     m.set_defaults(run=_models)
     return p
+
+
+def _serve_options(s: argparse.ArgumentParser) -> None:
+    """Every setting of ``serve``: each is also a key of the config file and a VOXGATE_* variable (cli.config)."""
+    s.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE.toml",
+        help="settings from a TOML file (keys are these options' names: max-calls = 20); "
+        "precedence: flag > VOXGATE_* environment > file > default",
+    )
+    s.add_argument("--data-dir", type=Path, default=_default_data_dir(), help="store, keys and stills live here")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--public-url", help="base URL customers reach (default http://HOST:PORT)")
+    s.add_argument("--company", default=default(Settings, "company"), help="the name customers see")
+    s.add_argument("--link-ttl", type=float, default=default(Settings, "link_ttl"), help="default link expiry, s")
+    s.add_argument("--max-calls", type=int, default=default(Settings, "max_calls"), help="live calls on this server")
+    s.add_argument("--max-calls-per-agent", type=int, default=default(Settings, "max_calls_per_agent"))
+    s.add_argument("--stun", action="append", default=[], metavar="URL", help="stun:host:port (repeatable)")
+    s.add_argument("--turn", action="append", default=[], metavar="URL", help="turn:host:port?transport=udp")
+    s.add_argument("--turn-user")
+    s.add_argument("--turn-password", help="static TURN credential")
+    s.add_argument("--turn-secret", help="coturn use-auth-secret: derive short-lived credentials per call")
+    s.add_argument("--no-subtitles", action="store_true", help="video only: load no speech engines")
+    s.add_argument(
+        "--no-partials",
+        action="store_true",
+        help="subtitles only once each utterance ends (less CPU per call, no live partials)",
+    )
+    s.add_argument("--tls-cert", type=Path, help="serve HTTPS (needed for cameras on other devices)")
+    s.add_argument("--tls-key", type=Path)
+    o = s.add_argument_group("operations")
+    o.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object a line, with the call, the agent and the stage on each",
+    )
+    o.add_argument(
+        "--metrics-token",
+        help="Prometheus metrics at /metrics for `Authorization: Bearer TOKEN` (or serve them on --metrics-port)",
+    )
+    o.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve /metrics on this port, on the loopback address only, with no token (for a local scraper)",
+    )
+    i = s.add_argument_group("identification and verification (ID&V)")
+    i.add_argument("--no-idv", action="store_true", help="no identity check (it runs when there is a directory)")
+    i.add_argument("--no-ani", action="store_true", help="never identify callers by their calling number")
+    i.add_argument(
+        "--directory-url",
+        metavar="URL",
+        help="your customer directory over REST (GET URL?phone=N / ?customer_id=X); default: `voxgate customer`",
+    )
+    i.add_argument("--directory-token", help="sent to the directory as Authorization: Bearer")
+    i.add_argument(
+        "--identify-attempts",
+        type=int,
+        default=default(IdvSettings, "identify_attempts"),
+        help="customer numbers a caller may try",
+    )
+    i.add_argument(
+        "--code-attempts",
+        type=int,
+        default=default(IdvSettings, "code_attempts"),
+        help="PINs or one-time codes a caller may try",
+    )
+    i.add_argument(
+        "--voice-wait",
+        type=float,
+        default=default(IdvSettings, "voice_wait"),
+        help="seconds voice ID may stay inconclusive before a PIN is asked",
+    )
+    i.add_argument(
+        "--otp-webhook", metavar="URL", help="POSTed {customer_id, phone, code, expires_in}: your SMS sender"
+    )
+    ph = s.add_argument_group("phone calls streamed by your contact-centre platform (README: Connect your ...)")
+    ph.add_argument(
+        "--audiohook-key",
+        action="append",
+        default=[],
+        metavar="KEY[:BASE64SECRET]",
+        help="a Genesys AudioHook API key, with its client secret to check signatures (repeatable)",
+    )
+    ph.add_argument("--twilio-auth-token", help="check X-Twilio-Signature on Media Streams")
+    ph.add_argument("--whip-token", action="append", default=[], metavar="TOKEN", help="a WHIP bearer token")
+    ph.add_argument(
+        "--queue",
+        action="append",
+        default=[],
+        metavar="QUEUE=AGENT",
+        help="the agent who takes a platform queue's calls when the stream names no agent (repeatable)",
+    )
+    _engine_flags(s, serving=True)
 
 
 def _engine_flags(p: argparse.ArgumentParser, serving: bool = False) -> None:
@@ -439,6 +486,8 @@ def _serve(args: argparse.Namespace) -> int:
         audiohook_keys=_audiohook_keys(args.audiohook_key),
         twilio_auth_token=args.twilio_auth_token,
         whip_tokens=tuple(token_hash(t) for t in args.whip_token),
+        metrics_token=args.metrics_token,
+        metrics_port=args.metrics_port,
         queues=_pairs(args.queue, "--queue", "QUEUE=AGENT"),
     )
     engines = None if args.no_subtitles else load_engines(engine_options(args))
