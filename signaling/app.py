@@ -20,7 +20,7 @@ from aiohttp import WSCloseCode, web
 
 from calls.service import CallService
 from identity.voiceid import VoiceId
-from signaling import agents, audiohook, calls, customers, sockets, twilio, voiceprints, whip
+from signaling import agents, audiohook, calls, customers, health, metrics, sockets, twilio, voiceprints, whip
 from signaling.middleware import (
     CALLS,
     MAX_BODY,
@@ -51,8 +51,10 @@ def create_app(
     public_https = service.settings.public_url.startswith("https")
     app[SECURE_COOKIES] = public_https if secure_cookies is None else secure_cookies
     app[SOCKETS] = set()
-    for module in (agents, calls, customers, voiceprints, sockets, audiohook, twilio, whip):
+    for module in (agents, calls, customers, voiceprints, sockets, audiohook, twilio, whip, health, metrics):
         app.router.add_routes(module.routes)
+    health.install(app)
+    metrics.install(app)
     app.router.add_routes(pages)
     app.on_response_prepare.append(common_headers)
 

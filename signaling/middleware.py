@@ -43,8 +43,9 @@ VOICE_ID = web.AppKey("voice_id", object)  # VoiceId, or None when no speaker en
 SECURE_COOKIES = web.AppKey("secure_cookies", bool)
 SOCKETS = web.AppKey("sockets", set)
 AGENT = web.RequestKey("agent", object)
-# Where contact-centre platforms stream calls: they authenticate by their own protocol's means, never as an agent.
-INGRESS_PATHS = ("/audiohook", "/twilio/", "/whip")
+# Where contact-centre platforms stream calls (they authenticate by their own protocol's means, never as an agent),
+# and the probes of load balancers (which must answer whatever a probe sends, and while the store is down).
+INGRESS_PATHS = ("/audiohook", "/twilio/", "/whip", "/healthz", "/readyz", "/metrics")
 # Link tokens ride in paths, and call keys in query strings: what a log line may show of a request is redacted.
 _SECRET_IN_PATH = re.compile(r"(/j/|/api/join/)[^/?#]+|([?&](?:key|token|call_key)=)[^&#]*")
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
@@ -72,22 +73,37 @@ def status_of(e: Refused) -> int:
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """API errors are JSON with a message; no traceback ever reaches a client."""
+    """API errors are JSON with a message; no traceback ever reaches a client. Refused media offers and phone
+    ingress, and our own failures, are counted for the metrics."""
     try:
         return await handler(request)
     except Refused as e:
-        return error_response(request, status_of(e), e.message)
+        return _failed(request, status_of(e), e.message)
     except (SdpError, AudioFormatError) as e:
-        return error_response(request, 400, str(e))
+        return _failed(request, 400, str(e))
     except web.HTTPRequestEntityTooLarge:
-        return error_response(request, 413, f"request body larger than {MAX_BODY} bytes")
+        return _failed(request, 413, f"request body larger than {MAX_BODY} bytes")
     except web.HTTPException as e:
         if e.status >= 400 and request.path.startswith("/api/"):
-            return error_response(request, e.status, e.text or e.reason)
+            return _failed(request, e.status, e.text or e.reason)
         raise
     except Exception:
         log.exception("unhandled error on %s %s", request.method, redact(request.path_qs))
+        request.app[CALLS].services.metrics.errors.labels("internal").inc()
         return error_response(request, 500, "internal error; it has been logged")
+
+
+def _failed(request: web.Request, status: int, message: str) -> web.Response:
+    if kind := _media_kind(request.path):
+        request.app[CALLS].services.metrics.errors.labels(kind).inc()
+    return error_response(request, status, message)
+
+
+def _media_kind(path: str) -> str | None:
+    """Which media ingress a path is, if any: a WebRTC offer, or a contact-centre platform's stream."""
+    if path.endswith(("/offer", "/agent-offer")) or path.startswith("/whip"):
+        return "whip" if path.startswith("/whip") else "webrtc"
+    return next((name for name in ("audiohook", "twilio") if path.startswith(f"/{name}")), None)
 
 
 def error_response(request: web.Request, status: int, message: str) -> web.Response:

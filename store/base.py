@@ -204,6 +204,7 @@ class Links(Protocol):
     def by_token(self, token_hash: str) -> Link | None: ...
     def of_agent(self, agent_id: int, limit: int = 50) -> list[Link]: ...
     def count_live(self, agent_id: int | None = None) -> int: ...
+    def count_by_state(self) -> dict[str, int]: ...
     def interrupt_live(self, reason: str) -> list[Link]:
         """Every call still marked live becomes ``interrupted``: at start, those are calls a crash left behind."""
 
@@ -294,5 +295,8 @@ class Store(Protocol):
     voiceprints: VoicePrints
     idv: IdvRecords
     transcripts: Transcripts
+
+    def ping(self) -> None:
+        """A trivial round trip, for readiness probes: raises when the store cannot be reached."""
 
     def close(self) -> None: ...

@@ -316,6 +316,11 @@ class _Links:
             sql, args = sql + " AND agent_id = ?", (agent_id,)
         return self._db.value(sql, args)
 
+    def count_by_state(self) -> dict[str, int]:
+        with self._db.transaction():
+            self._expire()
+            return dict(self._db.all("SELECT state, COUNT(*) FROM links GROUP BY state"))
+
     def interrupt_live(self, reason: str) -> list[Link]:
         with self._db.transaction():
             rows = self._db.all("SELECT id FROM links WHERE state = 'connected'")
@@ -623,6 +628,10 @@ class SqliteStore:
         self.voiceprints = _VoicePrints(self._db)
         self.idv = _IdvRecords(self._db)
         self.transcripts = _Transcripts(self._db)
+
+    def ping(self) -> None:
+        """``SELECT 1`` under the lock: raises (``sqlite3.ProgrammingError`` once closed) when the file is unusable."""
+        self._db.value("SELECT 1")
 
     def close(self) -> None:
         self._db.close()
