@@ -21,6 +21,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from calls.limits import Throttle
+from calls.metrics import Metrics
 from store.base import Agent, Store
 from store.errors import Forbidden, Invalid, Throttled, Unauthenticated
 from store.security import SecretChecks
@@ -78,8 +79,8 @@ class Access:
     """Sign-in and permissions for one server. Attempts are reserved before a password is checked, per address
     and per name, so a concurrent burst is held to the limit; refusals of permission are audited."""
 
-    def __init__(self, store: Store, secrets: SecretChecks) -> None:
-        self.store, self.secrets = store, secrets
+    def __init__(self, store: Store, secrets: SecretChecks, metrics: Metrics) -> None:
+        self.store, self.secrets, self.failures = store, secrets, metrics.sign_in_failures
         self.per_address = Throttle(limit=20, window=60.0, lockout=60.0)
         self.per_name = Throttle(limit=10, window=900.0, lockout=60.0)
 
@@ -87,6 +88,7 @@ class Access:
         """Refuse an address that is locked out before anything else is done for it (its body is not even read):
         during a flood, each refusal is the cheapest the server can make."""
         if wait := self.per_address.retry_after(f"address:{address}"):
+            self.failures.labels("throttled").inc()
             raise Throttled(f"too many failed sign-ins from this address; try again in {int(wait) + 1} s")
 
     async def sign_in(self, name: str, password: str, address: str) -> Agent:
@@ -95,6 +97,7 @@ class Access:
         if not self.per_address.take(by_address):
             raise Throttled("too many failed sign-ins from this address; try again later")
         if not self.per_name.take(by_name):
+            self.failures.labels("throttled").inc()
             wait = int(self.per_name.retry_after(by_name)) + 1
             raise Throttled(f"too many failed sign-ins for this name; try again in {wait} s")
         found = self.store.agents.login(name)
@@ -102,6 +105,7 @@ class Access:
             locked = self.per_name.retry_after(by_name) or self.per_address.retry_after(by_address)
             detail = f"from {address}" + (f", locked for {int(locked)} s" if locked else "")
             self.store.audit.add("login", "login.fail", printable(name), detail)
+            self.failures.labels("wrong").inc()
             raise Unauthenticated("wrong name or password")
         assert found is not None
         self.per_address.refund(by_address)

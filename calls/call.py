@@ -20,6 +20,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from calls.hub import Hub, customer_topic
+from calls.metrics import Metrics
 from calls.subtitles import Subtitles
 from identity.idv import IdvContext, LiveIdv
 from identity.live import EnrolmentUpdate, LiveVoice, VoiceEvent, VoiceVerdict, WatchlistAlert
@@ -44,6 +45,7 @@ class Services:
     vault: Vault
     hub: Hub
     secrets: SecretChecks  # password and PIN checks, on threads of their own
+    metrics: Metrics
     engines: Engines | None = None  # None: video only, no subtitles
     executor: Executor | None = None  # ASR and MT
     voice_id: VoiceId | None = None
@@ -91,6 +93,7 @@ class Call:
             transcripts=services.store.transcripts,
             executor=services.executor,
             partials=partials,
+            metrics=services.metrics,
         )
         if services.voice_id is not None:
             self.voice = LiveVoice(
@@ -126,6 +129,9 @@ class Call:
 
     def _voice_event(self, event: VoiceEvent) -> None:
         self.to_agent(event.to_message())
+        if isinstance(event, VoiceVerdict) and {"speech_reached", "decided"} <= event.timing.keys():
+            decided = event.timing["decided"] - event.timing["speech_reached"]
+            self._s.metrics.stage.labels("voiceid_decision").observe(max(0.0, decided))
         if self.idv is None:
             return
         if isinstance(event, VoiceVerdict):

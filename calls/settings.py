@@ -36,6 +36,8 @@ class Settings:
     twilio_auth_token: str | None = None  # checks X-Twilio-Signature on /twilio/media
     whip_tokens: tuple[str, ...] = ()  # bearer tokens for /whip, kept as hashes (store.security.token_hash)
     queues: dict[str, str] = field(default_factory=dict)  # a platform's queue name -> the agent who takes it
+    metrics_token: str | None = None  # /metrics for this bearer token (None: not on the public port)
+    metrics_port: int | None = None  # /metrics on this loopback port, without a token
     clock: Callable[[], float] = time.time
 
     def ice_servers(self, ttl: float = 3600.0) -> list[dict]:

@@ -19,7 +19,16 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 
-from media.events import Event, FinalTranscript, PartialTranscript, PipelineError, SpeechStarted, Translation
+from calls.metrics import Metrics
+from media.events import (
+    Event,
+    FinalTranscript,
+    PartialTranscript,
+    PipelineError,
+    SpeechEnded,
+    SpeechStarted,
+    Translation,
+)
 from media.pipeline import Pipeline, PipelineConfig
 from media.tap import SpeechTap
 from models.engines import Engines
@@ -61,13 +70,15 @@ class Subtitles:
         transcripts: Transcripts,
         executor: Executor | None = None,
         partials: bool = True,
+        metrics: Metrics | None = None,
     ) -> None:
-        self.link_id = link_id
+        self.link_id, self._metrics = link_id, metrics
         self._send_agent, self._send_customer = send_agent, send_customer
         self._transcript = TranscriptWriter(link_id, vault, transcripts)
         self._open: dict[tuple[str, int], Line] = {}
         self._listeners: list[Callable[[str, Event], None]] = []
         self._started: dict[tuple[str, int], float] = {}
+        self._ended: dict[tuple[str, int], float] = {}  # when the endpoint was decided, by leg and segment
         self.detected_language: str | None = None
         self._router = engines.router
         languages = {"customer": (customer_language, agent_language), "agent": (agent_language, customer_language)}
@@ -112,6 +123,9 @@ class Subtitles:
         if isinstance(event, SpeechStarted):
             self._started[key] = event.wall
             return
+        if isinstance(event, SpeechEnded):
+            self._ended[key] = event.wall
+            return
         if isinstance(event, PipelineError):
             self._send({"type": "subtitle_error", "link_id": self.link_id, "speaker": leg, "message": event.message})
             return
@@ -153,11 +167,26 @@ class Subtitles:
             if self._open.pop(key, None) is not None:
                 self._transcript.translation(leg, event)
         self._send(message)
+        self._observe(leg, key, event, message["timing"])
         for listener in self._listeners:
             try:
                 listener(leg, event)
             except Exception:
                 log.exception("subtitles of call %s: a listener failed", self.link_id)
+
+    def _observe(self, leg: str, key: tuple[str, int], event: Event, timing: dict) -> None:
+        """The message's stamps into the latency histograms: the production figures are the benchmark's."""
+        if self._metrics is None or "speech_end" not in timing:
+            return
+        stage, speech_end = self._metrics.stage, timing["speech_end"]
+        self._metrics.subtitle.labels(event.type, leg).observe(timing["sent"] - speech_end)
+        if isinstance(event, FinalTranscript):
+            stage.labels("asr_final").observe(timing["asr"] - speech_end)
+            if (ended := self._ended.pop(key, None)) is not None:
+                stage.labels("vad_endpoint").observe(max(0.0, ended - speech_end))
+        elif isinstance(event, Translation):
+            stage.labels("mt").observe(timing["mt"] - timing["asr"])
+            stage.labels("subtitle_sent").observe(timing["sent"] - speech_end)
 
     def _retarget_agent(self, language: str) -> None:
         """Translate the agent for the customer in the language just detected, if anything can; else say so once,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -9,6 +10,7 @@ from aiohttp import web
 
 from calls.call import Services
 from calls.hub import Hub
+from calls.metrics import Metrics
 from calls.service import CallService
 from calls.settings import Settings
 from identity.directory import HttpClient, RestDirectory, StoreDirectory
@@ -56,6 +58,7 @@ def build_node(settings: Settings, engines: Engines | None = None, calibration: 
     store = SqliteStore(settings.data_dir / "voxgate.db", clock=settings.clock)
     vault = Vault.from_file(settings.data_dir / "secret.key")
     secrets = SecretChecks(vault.derive("pin"))
+    metrics = Metrics()
     pools: list[ThreadPoolExecutor] = []
     executor = voice_executor = voice_id = None
     if engines is not None:
@@ -73,5 +76,22 @@ def build_node(settings: Settings, engines: Engines | None = None, calibration: 
     s = settings.idv
     directory = RestDirectory(s.directory_url, http, s.directory_token) if s.directory_url else None
     idv = IdvContext(s, directory or StoreDirectory(store.customers), store, voice_id, http, settings.company, secrets)
-    services = Services(store, vault, Hub(), secrets, engines, executor, voice_id, voice_executor, idv)
-    return Node(settings, CallService(settings, services), voice_id, http, pools, secrets)
+    services = Services(store, vault, Hub(), secrets, metrics, engines, executor, voice_id, voice_executor, idv)
+    calls = CallService(settings, services)
+    _watch(metrics, calls)
+    return Node(settings, calls, voice_id, http, pools, secrets)
+
+
+def _watch(metrics: Metrics, calls: CallService) -> None:
+    """The state gauges, read from their owners when Prometheus scrapes."""
+    metrics.gauge(
+        "voxgate_live_calls",
+        "Live calls by kind: link (a video link), audiohook, twilio, whip (phone streams)",
+        lambda: Counter(call.link.channel for call in calls.live.values()),
+        "kind",
+    )
+    metrics.gauge("voxgate_links", "Links and calls by state", calls.store.links.count_by_state, "state")
+    scheduler = getattr(calls.engines.asr, "scheduler", None) if calls.engines is not None else None
+    if scheduler is not None:
+        scheduler.on_wait = metrics.decode_wait.observe
+        metrics.gauge("voxgate_decode_queue", "Final decodes queued and not started", lambda: {"": scheduler.waiting})

@@ -24,6 +24,7 @@ import threading
 import time
 import zlib
 from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,7 @@ class Job:
     window: int = FULL_WINDOW
     priority: int = FINAL
     future: Future = field(default_factory=Future)
+    queued: float = field(default_factory=time.monotonic)
 
     def batches_with(self, other: Job) -> bool:
         return other.runner is self.runner and other.window == self.window and other.tasks == self.tasks
@@ -79,6 +81,7 @@ class Scheduler:
         self._closed = False
         self._askers: dict[object, tuple[float, float]] = {}  # partial requester -> (asking since, last asked)
         self.counts: Counter[str] = Counter()  # decodes run ("final", "partial"), "batches", "cancelled"
+        self.on_wait: Callable[[float], None] | None = None  # told how long each final waited (the server's metrics)
         lanes = [(self._serve_finals, f"whisper-{i}") for i in range(self.workers)]
         for target, name in [*lanes, (self._serve_partials, "whisper-partials")]:
             threading.Thread(target=target, name=name, daemon=True).start()
@@ -132,6 +135,10 @@ class Scheduler:
                 job = self._queue.popleft()
                 batch = [job, *self._take_batch(job)]
                 self._busy += 1
+            if self.on_wait is not None:
+                now = time.monotonic()
+                for queued in batch:
+                    self.on_wait(now - queued.queued)
             try:
                 self._run(batch)
             finally:
