@@ -23,6 +23,7 @@ from calls.access import Access
 from calls.call import Call, Services
 from calls.hub import customer_topic
 from calls.limits import CallSlots, Slot, Throttle
+from calls.logcontext import bind
 from calls.settings import Settings
 from calls.subtitles import load_transcript
 from identity.idv import LiveIdv
@@ -44,7 +45,7 @@ class CallService:
     def __init__(self, settings: Settings, services: Services) -> None:
         self.settings, self.services = settings, services
         self.store, self.hub, self.engines = services.store, services.hub, services.engines
-        self.access = Access(self.store, services.secrets)
+        self.access = Access(self.store, services.secrets, services.metrics)
         self.unknown_links = Throttle(limit=20, window=60.0, lockout=60.0)  # per address
         self.slots = CallSlots(settings.max_calls, settings.max_calls_per_agent)
         self.live: dict[str, Call] = {}
@@ -130,9 +131,11 @@ class CallService:
         return dataclasses.replace(agent, language=language)
 
     def link_for_agent(self, agent: Agent, link_id: str) -> Link:
+        """The agent's own link; what this request logs from here on is about it."""
         link = self.store.links.get(link_id)
         if link is None or link.agent_id != agent.id:
             raise NotFound("no such link")
+        bind(link.id, agent.name)
         return link
 
     def customer_link(self, token: str, who: str) -> Link:
@@ -187,6 +190,8 @@ class CallService:
 
     async def customer_offer(self, token: str, offer: RTCSessionDescription, who: str) -> dict:
         link = self.customer_link(token, who)
+        agent = self.store.agents.get(link.agent_id)
+        bind(link.id, agent.name if agent else None)  # before any task: the call's media and pipelines inherit it
         slot = self.slots.take(link.agent_id)  # before the negotiation: concurrent offers cannot all pass
         media = CallMedia(link.id, self._ice(), partial(self._media_ended, link.id), self.settings.media_timeout)
         try:
@@ -200,7 +205,6 @@ class CallService:
             await media.discard()
             raise Gone(USED)
         self._slots[link.id] = slot
-        agent = self.store.agents.get(link.agent_id)
         key = new_token(16)
         call = Call(
             link,
@@ -288,6 +292,7 @@ class CallService:
         """
         agent, language, slot = self._admit(info)
         link = self._record(info, agent, language)
+        bind(link.id, agent.name)
         self._slots[link.id] = slot
         media = PhoneMedia(
             link.id, partial(self._media_ended, link.id), hangup=hangup, media_timeout=self.settings.media_timeout
@@ -313,6 +318,7 @@ class CallService:
             await media.discard()
             raise
         link = self._record(info, agent, language)
+        bind(link.id, agent.name)
         self._slots[link.id] = slot
         media.call_id = link.id
         call = self._call(link, media, agent)
@@ -350,6 +356,7 @@ class CallService:
         call = self.live.get(link.id) if link is not None else None
         if call is None or not call.is_customer(key):
             raise Forbidden("not this call's customer")
+        bind(call.id)
         return call
 
     async def customer_hangup(self, token: str, key: str) -> None:
@@ -412,7 +419,8 @@ class CallService:
     # -- snapshots ---------------------------------------------------------------------------------------------
 
     async def take_snapshot(self, agent: Agent, link_id: str) -> Snapshot:
-        call = self.live.get(self.link_for_agent(agent, link_id).id)
+        link = self.link_for_agent(agent, link_id)
+        call = self.live.get(link.id)
         frame = call.media.latest_frame if call is not None else None
         if frame is None:
             raise Conflict("no live video to take a still from")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
+import re
 import time
 
 import numpy as np
@@ -204,7 +206,8 @@ async def test_an_impostor_is_refused_flagged_and_offered_no_code(server, http, 
     await caller.hang_up()
 
 
-async def test_unknown_number_then_customer_number_on_first_attempt_then_pin(server, http):
+async def test_unknown_number_then_customer_number_on_first_attempt_then_pin(server, http, caplog):
+    caplog.set_level(logging.DEBUG)
     console = await Console(http, server).open()
     caller = await console.call(SILENCE, phone="+1 555 0100")
     page = await caller.asked("identify")
@@ -222,6 +225,7 @@ async def test_unknown_number_then_customer_number_on_first_attempt_then_pin(ser
     stored = server.store.customers.pin_hash("C-200")
     assert stored.startswith("hmac-scrypt$") and verify_pin("2468", stored, server.calls.services.secrets.pepper)
     await caller.hang_up()
+    assert not re.search(r"\b2468\b", caplog.text) and caller.key not in caplog.text  # no PIN or call key logged
 
 
 async def test_customer_number_on_third_attempt_then_a_wrong_pin_three_times(server, http):
@@ -300,8 +304,9 @@ async def test_an_enrolled_caller_who_says_nothing_is_asked_for_a_pin(tmp_path, 
         await server.stop()
 
 
-async def test_rest_directory_and_a_one_time_code(tmp_path, engines, http):
+async def test_rest_directory_and_a_one_time_code(tmp_path, engines, http, caplog):
     """The operator's CRM answers over REST and sends texts through a webhook: both are real HTTP servers here."""
+    caplog.set_level(logging.DEBUG)
     sent: list[dict] = []
     customers = {"C-300": {"customer_id": "C-300", "name": "Dan Example", "phones": [DAN]}}
 
@@ -345,6 +350,7 @@ async def test_rest_directory_and_a_one_time_code(tmp_path, engines, http):
         r = await console.settles(caller, "identified_and_verified")
         assert (r["identified_by"], r["verified_by"]) == ("phone", "otp")
         await caller.hang_up()
+        assert not re.search(rf"\b{code}\b", caplog.text) and "crm-secret" not in caplog.text  # in no log line
 
         await runner.cleanup()  # the CRM goes down
         caller = await console.call(SILENCE, phone=DAN)
