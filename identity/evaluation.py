@@ -111,6 +111,21 @@ def rates_at(trials: list[Trial], threshold: float) -> dict:
     }
 
 
+Enrolled = tuple[dict, dict[str, int]]  # each speaker's print, and how many of their recordings it took
+
+
+def enrol_speakers(enrolments: Speech, encoders: Sequence[SpeakerEncoder], enrol_seconds: float) -> Enrolled:
+    """Each speaker's print from their first recordings, up to ``enrol_seconds`` of speech (keeping one to test)."""
+    prints, used = {}, {}
+    for speaker, speech in enrolments.items():
+        taken: list[np.ndarray] = []
+        while len(taken) < len(speech) - 1 and sum(len(s) for s in taken) < enrol_seconds * SAMPLE_RATE:
+            taken.append(speech[len(taken)])
+        prints[speaker] = enrol(encoders, np.concatenate(taken)[: int(enrol_seconds * SAMPLE_RATE)])
+        used[speaker] = len(taken)
+    return prints, used
+
+
 def run_trials(
     enrolments: Speech,
     recordings: Speech,
@@ -118,17 +133,14 @@ def run_trials(
     enrol_seconds: float,
     test_seconds: float | None,
     scoring: str,
+    enrolled: Enrolled | None = None,
 ) -> tuple[dict, list[Trial]]:
-    """Each speaker enrols from the first of ``enrolments``' recordings; the rest of ``recordings`` are tests."""
-    prints, tests = {}, []
-    for speaker, speech in enrolments.items():
-        enrolment, used = [], 0
-        while used < len(speech) - 1 and sum(len(s) for s in enrolment) < enrol_seconds * SAMPLE_RATE:
-            enrolment.append(speech[used])
-            used += 1
-        joined = np.concatenate(enrolment)[: int(enrol_seconds * SAMPLE_RATE)]
-        prints[speaker] = enrol(encoders, joined)
-        for s in recordings[speaker][used:]:
+    """Each speaker enrols from the first of ``enrolments``' recordings; the rest of ``recordings`` are tests.
+    ``enrolled`` (from ``enrol_speakers``) saves embedding the same prints again for another test length."""
+    prints, used = enrolled or enrol_speakers(enrolments, encoders, enrol_seconds)
+    tests = []
+    for speaker in prints:
+        for s in recordings[speaker][used[speaker] :]:
             if test_seconds is not None:
                 if len(s) < 0.9 * test_seconds * SAMPLE_RATE:
                     continue  # too little speech in this file for a test of that length
@@ -238,10 +250,11 @@ def calibrate(
     of the longest shorter duration, which is stricter on more speech only if the data says so.
     """
     speech = load_speech(root, vad, channel)
+    enrolled = enrol_speakers(speech, encoders, enrol_seconds)  # the same prints for every test length
     rows = []
     for seconds in durations:
         try:
-            _, trials = run_trials(speech, speech, encoders, enrol_seconds, seconds, "cosine")
+            _, trials = run_trials(speech, speech, encoders, enrol_seconds, seconds, "cosine", enrolled)
         except AudioFormatError:
             continue
         genuine = [t.score for t in trials if t.genuine]
