@@ -69,6 +69,8 @@ from benchmarks.escalation import cpu_seconds, free_port, rss_mb, wait_ready
 from models.metrics import word_error_rate
 from peers.audiohook import AudioHookClient
 from peers.phone import phone_audio, silence
+from peers.prometheus import BINARY as PROMETHEUS
+from peers.prometheus import Prometheus
 from peers.twilio import TwilioPeer
 from peers.webrtc import SpeechTrack, agent_connect, customer_connect
 
@@ -432,11 +434,23 @@ class Usage:
         return {"cpu_percent": round(cpu, 1), "rss_peak_mb": round(max(self.rss), 1)}
 
 
-async def run(n: int, ingress: str, utterances: int, work: Path, extra: list[str], partials: bool = True) -> dict:
+async def run(
+    n: int,
+    ingress: str,
+    utterances: int,
+    work: Path,
+    extra: list[str],
+    partials: bool = True,
+    prometheus: bool = False,
+) -> dict:
     mode = "streaming" if partials else "baseline"
     data_dir = work / f"{ingress}-{mode}-{n}"
     data_dir.mkdir(parents=True)
+    metrics_port = free_port() if prometheus else None
+    if metrics_port is not None:
+        extra = [*extra, "--metrics-port", str(metrics_port)]
     server = Server(data_dir, extra, partials)
+    scraper, scraped = None, None
     calls: list[Call] = []
     received: dict[str, list[tuple[float, dict]]] = defaultdict(list)  # subtitles by call id, as they arrive
     call_of: dict[str, str] = {}  # the platform's call id -> our call's id
@@ -444,6 +458,9 @@ async def run(n: int, ingress: str, utterances: int, work: Path, extra: list[str
     try:
         await server.start()
         assert server.process is not None
+        if metrics_port is not None:
+            scraper = Prometheus(data_dir / "prometheus", f"127.0.0.1:{metrics_port}")
+            await scraper.wait_up()
         async with aiohttp.ClientSession() as http:
             sockets = [
                 await http.ws_connect(f"{server.base}/api/ws", headers={"Authorization": f"Bearer {token}"})
@@ -470,11 +487,15 @@ async def run(n: int, ingress: str, utterances: int, work: Path, extra: list[str
                 await asyncio.sleep(0.05)  # WebRTC: until every customer's microphone plays
             await asyncio.sleep(max(call.ends_at() for call in calls) + LATE - time.time())
             used = usage.stop()
+            if scraper is not None:
+                scraped = await scraper.quantiles()
             await asyncio.gather(*(call.hangup() for call in calls))
             for task in listeners:
                 task.cancel()
     finally:
         server.stop()
+        if scraper is not None:
+            scraper.stop()
     rows = [row for call in calls for row in measure(call, received[call_of.get(call.key, call.key)])]
     summary = summarise(rows)
     if ingress != "audiohook":
@@ -488,6 +509,7 @@ async def run(n: int, ingress: str, utterances: int, work: Path, extra: list[str
         **summary,
         **used,
         "subtitle_errors": len(errors),
+        **({"prometheus_subtitle_sent": scraped} if scraped is not None else {}),
         "rows": [asdict(r) for r in rows],
     }
 
@@ -581,7 +603,9 @@ async def main_async(args: argparse.Namespace) -> dict:
     modes = ["streaming", "baseline"] if args.baseline else ["streaming"]
     for n in args.sessions:
         for mode in modes:
-            r = await run(n, args.ingress, args.utterances, work, extra, partials=mode == "streaming")
+            r = await run(
+                n, args.ingress, args.utterances, work, extra, partials=mode == "streaming", prometheus=args.prometheus
+            )
             print(json.dumps({k: v for k, v in r.items() if k != "rows"}), flush=True)
             result["runs"].append(r)
             result["capacity"] = {m: capacity(result["runs"], m) for m in modes}
@@ -602,7 +626,15 @@ def main() -> None:
     p.add_argument("--final-window", choices=("fit", "30", "10"), help="passed to voxgate serve")
     p.add_argument("--whisper-workers", type=int, help="passed to voxgate serve")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/subtitles.json"))
+    p.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="Debian's prometheus scrapes each run's server; its end of speech -> translated subtitle p50/p95 "
+        "go into the JSON beside the benchmark's own",
+    )
     args = p.parse_args()
+    if args.prometheus and PROMETHEUS is None:
+        raise SystemExit("--prometheus needs Debian's prometheus: apt-get install -y prometheus")
     result = asyncio.run(main_async(args))
     plot(result, args.out.with_suffix(".png"))
 
