@@ -548,6 +548,11 @@ def plot(result: dict, path: Path) -> None:
         if mode == "streaming":
             partial = [r["first_partial_p50_s"] for r in runs]
             a.plot(n, partial, "^:", color="tab:green", label="first partial p50 (from speech start)")
+        scraped = [(r["sessions"], r["prometheus_subtitle_sent"]) for r in runs if "prometheus_subtitle_sent" in r]
+        for q, color in (("p50", "tab:blue"), ("p95", "tab:orange")):
+            if scraped:
+                xs, ys = zip(*((x, p[f"{q}_s"]) for x, p in scraped), strict=True)
+                a.plot(xs, ys, "x", ms=10, color=color, label=f"{mode}: {q} as Prometheus saw it")
         b.plot(n, [r["cpu_percent"] for r in runs], "o" + style, color="tab:blue", label=f"CPU, {mode}")
         rss.plot(n, [r["rss_peak_mb"] for r in runs], "s" + style, color="tab:red", label=f"RSS peak, {mode}")
     targets = ((0.6, ":", "1 call: p50"), (1.0, "--", "1 call: p95"), (TARGET_P95, "-", "8 calls: p95"))
