@@ -32,7 +32,7 @@ from media.transport import Transport
 from media.webrtc import CallMedia
 from models.engines import is_language_code
 from models.errors import UnsupportedLanguage
-from store.base import Agent, Link, Snapshot
+from store.base import Agent, Link, Snapshot, new_call_id
 from store.errors import Conflict, Forbidden, Gone, Invalid, NotFound, Throttled
 from store.security import new_token, security_phrase, token_hash
 
@@ -255,13 +255,14 @@ class CallService:
         self.check_languages(language, agent.language)
         return agent, language, self.slots.take(agent.id, f"agent {agent.name}")
 
-    def _record(self, info: PhoneCall, agent: Agent, language: str) -> Link:
+    def _record(self, info: PhoneCall, agent: Agent, language: str, call_id: str | None = None) -> Link:
         return self.store.links.add_call(
             agent.id,
             channel=info.channel,
             phone=(info.caller or None) and info.caller[:32],
             language=language,
             external_id=(info.external_id or None) and info.external_id[:128],
+            call_id=call_id,
         )
 
     def _begin(self, info: PhoneCall, agent: Agent, call: Call) -> None:
@@ -308,19 +309,18 @@ class CallService:
         Returns the call and the SDP answer; a malformed offer is refused before any record is made.
         """
         agent, language, slot = self._admit(info)
-        # The call's id is known once the offer is accepted; the media tells its end by whatever id it has then.
-        timeout = self.settings.media_timeout
-        media = CallMedia("", self._ice(), lambda reason: self._media_ended(media.call_id, reason), timeout)
+        # The id comes first, so the media's tasks (started by the offer) log with it; the record, once it is accepted.
+        call_id = new_call_id()
+        bind(call_id, agent.name)
+        media = CallMedia(call_id, self._ice(), partial(self._media_ended, call_id), self.settings.media_timeout)
         try:
             await media.receive_customer_offer(offer, ingest=True)
         except Exception:
             slot.release()
             await media.discard()
             raise
-        link = self._record(info, agent, language)
-        bind(link.id, agent.name)
+        link = self._record(info, agent, language, call_id)
         self._slots[link.id] = slot
-        media.call_id = link.id
         call = self._call(link, media, agent)
         self._begin(info, agent, call)
         try:

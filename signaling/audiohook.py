@@ -139,6 +139,7 @@ class AudioHookStream:
             self.call, media = await self.calls.open_phone_call(opening.phone_call(), hangup=self._hang_up)
         except Refused as e:
             self.calls.store.audit.add("audiohook", "call.refused", None, e.message)
+            self.calls.services.metrics.errors.labels("audiohook").inc()
             self._send(self.session.refuse(e.message))
             self._close_soon()
             return

@@ -46,8 +46,9 @@ AGENT = web.RequestKey("agent", object)
 # Where contact-centre platforms stream calls (they authenticate by their own protocol's means, never as an agent),
 # and the probes of load balancers (which must answer whatever a probe sends, and while the store is down).
 INGRESS_PATHS = ("/audiohook", "/twilio/", "/whip", "/healthz", "/readyz", "/metrics")
-# Link tokens ride in paths, and call keys in query strings: what a log line may show of a request is redacted.
-_SECRET_IN_PATH = re.compile(r"(/j/|/api/join/)[^/?#]+|([?&](?:key|token|call_key)=)[^&#]*")
+# Link tokens and WHIP session secrets ride in paths, and call keys in query strings: what a log line may show of a
+# request is redacted.
+_SECRET_IN_PATH = re.compile(r"(/j/|/api/join/|/whip/[^/?#]+/)[^/?#]+|([?&](?:key|token|call_key)=)[^&#]*")
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 BACKLOG = 1024  # connections the kernel may queue before we accept them (aiohttp's default is 128)
 

@@ -66,9 +66,11 @@ async def media_stream(request: web.Request) -> web.StreamResponse:
                 break
     except StreamError as e:
         reason = f"the stream broke the protocol: {e}"
+        calls.services.metrics.errors.labels("twilio").inc()
         await close(ws, WSCloseCode.POLICY_VIOLATION, str(e))
     except Refused as e:
         calls.store.audit.add("twilio", "ingress.refused", None, e.message)
+        calls.services.metrics.errors.labels("twilio").inc()
         await close(ws, WSCloseCode.POLICY_VIOLATION, e.message)
     finally:
         if call is not None:

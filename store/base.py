@@ -8,6 +8,7 @@ links.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -81,6 +82,11 @@ class Customer:
     id: str
     name: str | None = None
     phones: tuple[str, ...] = ()
+
+
+def new_call_id() -> str:
+    """A link's or call's id: 48 random bits, short enough to read out, never a secret (the token is)."""
+    return uuid.uuid4().hex[:12]
 
 
 def phone_key(number: str) -> str:
@@ -197,8 +203,10 @@ class Links(Protocol):
         language: str,
         external_id: str | None = None,
         customer_ref: str | None = None,
+        call_id: str | None = None,
     ) -> Link:
-        """The record of a call a platform streams to us: connected from the start, no token, nothing to open."""
+        """The record of a call a platform streams to us: connected from the start, no token, nothing to open.
+        ``call_id``: one ``new_call_id`` gave before the record could be made (its logs already say it)."""
 
     def get(self, link_id: str) -> Link | None: ...
     def by_token(self, token_hash: str) -> Link | None: ...

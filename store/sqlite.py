@@ -34,6 +34,7 @@ from store.base import (
     Link,
     Snapshot,
     VoicePrintRecord,
+    new_call_id,
     phone_key,
 )
 
@@ -260,7 +261,7 @@ class _Links:
         phrase: str,
         ttl: float,
     ) -> Link:
-        link_id = uuid.uuid4().hex[:12]
+        link_id = new_call_id()
         now = self._db.clock()
         self._db.run(
             "INSERT INTO links (id, token_hash, agent_id, customer_ref, phone, language, reason, phrase, created,"
@@ -278,8 +279,9 @@ class _Links:
         language: str,
         external_id: str | None = None,
         customer_ref: str | None = None,
+        call_id: str | None = None,
     ) -> Link:
-        call_id = uuid.uuid4().hex[:12]
+        call_id = call_id or new_call_id()
         now = self._db.clock()
         self._db.run(
             "INSERT INTO links (id, token_hash, agent_id, customer_ref, phone, language, reason, phrase, created,"

@@ -272,3 +272,24 @@ async def test_a_sender_that_vanishes_is_ended_by_the_media_watchdog(impatient_s
         await sender.wait()
     await wait_for(lambda: server.store.links.get(call_id).state == "ended", timeout=10)
     assert server.store.links.get(call_id).end_reason == "customer media stopped"
+
+
+async def test_a_whip_calls_logs_name_its_call_and_never_its_session_secret(speech_server, http, data):
+    """Its media's lines carry the call and agent; its session URL (whose last part is a secret) is redacted."""
+    import logging
+
+    from tests.test_logs import logged
+
+    with logged("json", logging.INFO) as out:
+        session = await publish(
+            http, f"{speech_server.base}/whip", TOKEN, [voice(data, "asr/multilingual/test_pt.wav")], agent="alice"
+        )
+        call_id = session.url.split("/whip/")[1].split("/")[0]
+        await wait_for(lambda: "ICE completed" in out.getvalue(), timeout=20)
+        assert await session.delete(http) == 200
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    # The sender is in this process too: its own ICE lines are about no call; the server's all name this one.
+    ice = [line for line in lines if line["stage"] == "webrtc" and line["call"] is not None]
+    assert ice and {(line["call"], line["agent"]) for line in ice} == {(call_id, "alice")}
+    secret = session.url.rsplit("/", 1)[1]
+    assert secret not in out.getvalue() and f"/whip/{call_id}/…" in out.getvalue()  # the session's secret redacted
