@@ -87,19 +87,16 @@ class Access:
     def check_address(self, address: str) -> None:
         """Refuse an address that is locked out before anything else is done for it (its body is not even read):
         during a flood, each refusal is the cheapest the server can make."""
-        if wait := self.per_address.retry_after(f"address:{address}"):
-            self.failures.labels("throttled").inc()
-            raise Throttled(f"too many failed sign-ins from this address; try again in {int(wait) + 1} s")
+        self._refuse_if_locked(self.per_address, f"address:{address}", "from this address")
 
     async def sign_in(self, name: str, password: str, address: str) -> Agent:
         by_address, by_name = f"address:{address}", f"name:{name.casefold()}"
-        self.check_address(address)
-        if not self.per_address.take(by_address):
-            raise Throttled("too many failed sign-ins from this address; try again later")
-        if not self.per_name.take(by_name):
-            self.failures.labels("throttled").inc()
-            wait = int(self.per_name.retry_after(by_name)) + 1
-            raise Throttled(f"too many failed sign-ins for this name; try again in {wait} s")
+        for throttle, key, what in (
+            (self.per_address, by_address, "from this address"),
+            (self.per_name, by_name, "for this name"),
+        ):
+            self._refuse_if_locked(throttle, key, what)
+            throttle.take(key)  # reserved before the password is checked: a burst is held to the limit
         found = self.store.agents.login(name)
         if not await self.secrets.password(password, found[1] if found else None):
             locked = self.per_name.retry_after(by_name) or self.per_address.retry_after(by_address)
@@ -112,6 +109,11 @@ class Access:
         self.per_name.forgive(by_name)
         self.store.audit.add(found[0].name, "login", None, address)
         return found[0]
+
+    def _refuse_if_locked(self, throttle: Throttle, key: str, what: str) -> None:
+        if wait := throttle.retry_after(key):
+            self.failures.labels("throttled").inc()
+            raise Throttled(f"too many failed sign-ins {what}; try again in {int(wait) + 1} s")
 
     def may(self, agent: Agent, permission: Permission, customer: str | None = None) -> bool:
         if permission in GRANTS.get(agent.role, frozenset()):

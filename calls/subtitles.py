@@ -70,7 +70,7 @@ class Subtitles:
         transcripts: Transcripts,
         executor: Executor | None = None,
         partials: bool = True,
-        metrics: Metrics | None = None,
+        metrics: Metrics,
     ) -> None:
         self.link_id, self._metrics = link_id, metrics
         self._send_agent, self._send_customer = send_agent, send_customer
@@ -176,7 +176,7 @@ class Subtitles:
 
     def _observe(self, leg: str, key: tuple[str, int], event: Event, timing: dict) -> None:
         """The message's stamps into the latency histograms: the production figures are the benchmark's."""
-        if self._metrics is None or "speech_end" not in timing:
+        if "speech_end" not in timing:
             return
         stage, speech_end = self._metrics.stage, timing["speech_end"]
         self._metrics.subtitle.labels(event.type, leg).observe(timing["sent"] - speech_end)

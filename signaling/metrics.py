@@ -13,7 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from signaling.health import LOOP_LAG
-from signaling.middleware import CALLS
+from signaling.middleware import CALLS, bearer
 from store.errors import NotFound, Unauthenticated
 
 routes = web.RouteTableDef()
@@ -24,8 +24,7 @@ async def metrics(request: web.Request) -> web.Response:
     token = request.app[CALLS].settings.metrics_token
     if token is None:
         raise NotFound("metrics are not served on this port")
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), token.encode()):
+    if not hmac.compare_digest((bearer(request) or "").encode(), token.encode()):
         raise Unauthenticated("metrics need Authorization: Bearer <metrics token>")
     return _exposition(request.app)
 

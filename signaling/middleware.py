@@ -101,10 +101,10 @@ def _failed(request: web.Request, status: int, message: str) -> web.Response:
 
 
 def _media_kind(path: str) -> str | None:
-    """Which media ingress a path is, if any: a WebRTC offer, or a contact-centre platform's stream."""
-    if path.endswith(("/offer", "/agent-offer")) or path.startswith("/whip"):
-        return "whip" if path.startswith("/whip") else "webrtc"
-    return next((name for name in ("audiohook", "twilio") if path.startswith(f"/{name}")), None)
+    """Which media ingress a path is, if any: a contact-centre platform's stream, or a WebRTC offer."""
+    if platform := next((name for name in ("whip", "audiohook", "twilio") if path.startswith(f"/{name}")), None):
+        return platform
+    return "webrtc" if path.endswith(("/offer", "/agent-offer")) else None
 
 
 def error_response(request: web.Request, status: int, message: str) -> web.Response:
@@ -186,9 +186,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     request[AGENT] = None
     if request.path.startswith(INGRESS_PATHS):
         return await handler(request)
-    header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer "):
-        agent = agents.by_api_token(token_hash(header[7:].strip()))
+    if (token := bearer(request)) is not None:
+        agent = agents.by_api_token(token_hash(token))
         if agent is None:
             raise Unauthenticated("invalid API token")
         request[AGENT] = (agent, True)
@@ -199,6 +198,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             safe = request.method in ("GET", "HEAD", "OPTIONS") or request.headers.get("X-CSRF-Token") == csrf
             request[AGENT] = (agent, safe)
     return await handler(request)
+
+
+def bearer(request: web.Request) -> str | None:
+    """The token of ``Authorization: Bearer TOKEN``, if the request carries one."""
+    header = request.headers.get("Authorization", "")
+    return header[7:].strip() if header.startswith("Bearer ") else None
 
 
 def agent_of(request: web.Request) -> Agent:
@@ -217,9 +222,8 @@ def still_signed_in(request: web.Request) -> Callable[[], bool]:
     """Is the credential this request came with still good? For long-lived sockets: an agent disabled, removed
     or reset (``voxgate agent ...``, from any process) loses them too, not only their next request."""
     agents = request.app[CALLS].store.agents
-    header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer "):
-        api = token_hash(header[7:].strip())
+    if (token := bearer(request)) is not None:
+        api = token_hash(token)
         return lambda: agents.by_api_token(api) is not None
     session = token_hash(request.cookies.get(SESSION_COOKIE, ""))
     return lambda: agents.web_session(session) is not None

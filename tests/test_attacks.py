@@ -41,10 +41,6 @@ async def new_link(http, server, token: str, **fields) -> dict:
     return body
 
 
-def p95(values: list[float]) -> float:
-    return sorted(values)[int(0.95 * (len(values) - 1))]
-
-
 # -- sign-in -------------------------------------------------------------------------------------------------------
 
 

@@ -40,9 +40,10 @@ async def test_metrics_need_their_token_and_count_what_happens(tmp_path, http, d
     try:
         token = server.add_agent()
         url = f"{server.base}/metrics"
-        for headers, status in (({}, 401), ({"Authorization": "Bearer wrong"}, 401), ({"Authorization": token}, 401)):
+        refused = ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}, {"Authorization": "scrape-me"})
+        for headers in refused:  # no token, a wrong one, an agent's, and the right one without its scheme
             async with http.get(url, headers=headers) as r:
-                assert r.status == status
+                assert r.status == 401, headers
         async with http.post(f"{server.base}/api/login", json={"name": "alice", "password": "wrong"}) as r:
             assert r.status == 401
         async with http.post(f"{server.base}/api/links", json={}, headers={"Authorization": f"Bearer {token}"}) as r:
