@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,16 +25,11 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
+from peers.ports import free_port
 from peers.webrtc import agent_connect
 
 DATA = Path(os.environ.get("VOXGATE_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def wait_ready(base: str, timeout: float = 60.0) -> None:

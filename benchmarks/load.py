@@ -32,7 +32,6 @@ import os
 import platform
 import re
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,8 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
+
+from peers.ports import free_port
 
 BURST_FROM, PAGES_FROM = "127.0.0.1", "127.0.0.2"  # the attacker's address, and a customer's
 MORE_ATTACKERS = ("127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6")  # later bursts: a fresh address each
@@ -131,12 +132,6 @@ async def request(http: aiohttp.ClientSession, method: str, url: str, **kwargs) 
 
 
 # -- the server ------------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -65,10 +65,11 @@ import aiohttp
 import numpy as np
 
 from benchmarks.conversation import Conversation, Line, conversations, turns_per_call
-from benchmarks.escalation import cpu_seconds, free_port, rss_mb, wait_ready
+from benchmarks.escalation import cpu_seconds, rss_mb, wait_ready
 from models.metrics import word_error_rate
 from peers.audiohook import AudioHookClient
 from peers.phone import phone_audio, silence
+from peers.ports import free_port
 from peers.prometheus import BINARY as PROMETHEUS
 from peers.prometheus import Prometheus
 from peers.twilio import TwilioPeer

@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import aiohttp
 
+from peers.ports import free_port
+
 SUBTITLE_SENT = 'voxgate_stage_seconds_bucket{stage="subtitle_sent"}'
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 BINARY = shutil.which("prometheus")  # Debian's package: apt-get install -y prometheus
@@ -38,7 +33,7 @@ class Prometheus:
             f"scrape_configs: [{{job_name: voxgate{auth}, static_configs: [{{targets: ['{target}']}}]}}]\n"
         )
         self.log = work / "prometheus.log"
-        self.base = f"http://127.0.0.1:{_free_port()}"
+        self.base = f"http://127.0.0.1:{free_port()}"
         self.process = subprocess.Popen(
             [
                 BINARY,

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import resource
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 import aiohttp
 
 from cli.main import main as cli
+from peers.ports import free_port
 from peers.webrtc import customer_connect
 from signaling import sockets
 from store.sqlite import SqliteStore
@@ -300,12 +300,6 @@ async def test_no_link_token_or_call_key_in_the_logs(server, http, data, caplog)
 # -- a crash mid-call ----------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def _serve(data_dir: Path, port: int, log: Path) -> tuple[subprocess.Popen, float]:
     """``voxgate serve`` as an operator runs it; returns once it answers, with the time it took."""
     start = time.monotonic()
@@ -326,7 +320,7 @@ async def _serve(data_dir: Path, port: int, log: Path) -> tuple[subprocess.Popen
 
 
 async def test_calls_live_at_a_crash_are_interrupted_at_the_next_start(tmp_path, http, data, capsys):
-    data_dir, port, log = tmp_path / "data", _free_port(), tmp_path / "server.log"
+    data_dir, port, log = tmp_path / "data", free_port(), tmp_path / "server.log"
     assert cli(["agent", "add", "alice", "--data-dir", str(data_dir)]) == 0
     token = capsys.readouterr().out.split("api token:")[1].split()[0]
     base = f"http://127.0.0.1:{port}"

@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 
 import pytest
 
+from peers.ports import free_port
 from peers.prometheus import BINARY as PROMETHEUS
 from peers.prometheus import Prometheus
 from peers.webrtc import customer_connect
 from tests.server import TestServer
 
 SPEECH = "asr/multilingual/test_pt.wav"  # Portuguese: a final, then its English translation
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def metric(text: str, name: str, **labels: str) -> float:
