@@ -62,6 +62,22 @@ class FinalTranscript(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LanguageChanged(Event):
+    """The leg's spoken language, as the pipeline now decodes and translates it: sent when a detected leader changes
+    or settles, just before the final that caused it (its segment and span), or when someone sets it.
+
+    ``confidence``: the leader's share of the detection votes (None when set by hand); ``settled``: no more
+    detection, the language stays; ``by``: "detected" or "agent". Set by hand, ``segment`` is the last segment heard
+    and the audio span is the leg's audio position at that moment (zero-length)."""
+
+    type: ClassVar[str] = "language"
+    language: str
+    confidence: float | None
+    settled: bool
+    by: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Translation(Event):
     """A final's translation; ``wall`` is when MT finished, ``asr_wall`` when its transcript did."""
 

@@ -9,6 +9,12 @@ a time and in order. When ASR falls behind, queued audio is coalesced into one
 At the first short pause the final is guessed (decoded speculatively) beside
 that work; if the pause lasts to the endpoint, the guess is the final and the
 endpoint wait has been spent decoding; if speech resumes, it is withdrawn.
+
+A leg whose language is not given is not judged on its first final: a
+``LanguageVote`` over the first finals picks the language (one misheard
+sentence must not decide the call), each change is announced by a
+``LanguageChanged`` event just before the final that caused it, and
+``set_language`` lets the agent overrule it at any time.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from media.audio_io import decode_file
 from media.events import (
     Event,
     FinalTranscript,
+    LanguageChanged,
     PartialTranscript,
     PipelineError,
     SpeakerEmbedding,
@@ -50,11 +57,54 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    language: str | None = None  # None: detect on the first speech, then keep it
+    language: str | None = None  # None: detect, by a vote over the first finals (LanguageVote)
     target_language: str | None = None  # None: no translation
     partials: bool = True
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     embed_speaker: bool = True  # a SpeakerEmbedding per segment, when the engines have an encoder
+
+
+class LanguageVote:
+    """Settles a leg's spoken language over its first finals, so that one wrong detection cannot decide the call.
+
+    Each final votes for the language detected in it, weighted by the detection's probability (1 when the engine
+    gives none). The leader (most weight; ties keep the current one) is the language the next utterances are
+    decoded and translated in. The vote settles, and detection stops, once ``min_votes`` finals have voted and the
+    leader holds ``share`` of the weight, or at ``max_votes`` whatever the share. Settled means settled: only
+    ``settle`` (someone who knows) changes it then.
+    """
+
+    def __init__(
+        self, language: str | None = None, *, min_votes: int = 3, share: float = 0.7, max_votes: int = 8
+    ) -> None:
+        self.min_votes, self.share, self.max_votes = min_votes, share, max_votes
+        self.weights: dict[str, float] = {}
+        self.votes = 0
+        self.leader = language
+        self.settled = language is not None  # a language given up front is never voted on
+
+    @property
+    def confidence(self) -> float | None:
+        """The leader's share of the weight; None before any vote."""
+        total = sum(self.weights.values())
+        return self.weights.get(self.leader, 0.0) / total if total and self.leader else None
+
+    def add(self, language: str, probability: float | None) -> bool:
+        """Count one final's detection; True when the leader changed or the vote settled (worth announcing)."""
+        if self.settled:
+            return False
+        self.votes += 1
+        self.weights[language] = self.weights.get(language, 0.0) + (1.0 if probability is None else probability)
+        before = self.leader
+        if before is None or self.weights[language] > self.weights.get(before, 0.0):
+            self.leader = language
+        confident = (self.confidence or 0.0) >= self.share
+        self.settled = self.votes >= self.max_votes or (self.votes >= self.min_votes and confident)
+        return self.leader != before or self.settled
+
+    def settle(self, language: str) -> None:
+        """Someone who knows says what is spoken: it wins, and no more votes count."""
+        self.leader, self.settled = language, True
 
 
 @dataclass
@@ -81,6 +131,7 @@ class Pipeline:
         self.language = config.language
         if self.language is not None and self.language not in engines.asr.languages():
             raise UnsupportedLanguage(f"the {engines.asr.name} engine does not recognise {self.language!r}")
+        self._vote = LanguageVote(config.language)
         self._route: Route | None = None
         if config.target_language and self.language:
             self._route = self._plan(self.language)
@@ -146,6 +197,26 @@ class Pipeline:
         self._jobs.append(job)
         self._wake.set()
 
+    def set_language(self, language: str, by: str = "agent") -> None:
+        """The leg speaks ``language``, says someone who knows (the agent): detection stops, and the utterances that
+        start from now on are decoded and translated in it (one being decoded keeps the language it began with).
+        Emits ``LanguageChanged(by=by, settled=True, confidence=None)`` at once, for the last segment heard and at
+        the leg's current audio position (a zero-length span)."""
+        known = self.engines.asr.languages()
+        if language not in known:
+            raise UnsupportedLanguage(
+                f"cannot set the spoken language to {language!r}: the {self.engines.asr.name} engine does not "
+                f"recognise it (it knows {len(known)} ISO 639-1 codes, such as {', '.join(sorted(known)[:5])})"
+            )
+        self._vote.settle(language)
+        self._use_language(language)
+        self._announce(self._segment_id, self.tap.time, self.tap.time, by)
+
+    def _use_language(self, language: str) -> None:
+        """Decode and translate in ``language`` from the next utterance: its route is planned again."""
+        self.language = language
+        self._route = None
+
     def retarget(self, language: str | None) -> None:
         """Translate into another language from the next final on (the other side's language became known)."""
         self.config = replace(self.config, target_language=language)
@@ -197,7 +268,12 @@ class Pipeline:
 
     async def _start(self, seg_id: int, s: Start) -> None:
         self._open = None  # set only once the stream exists: a failed start drops this segment's audio cleanly
-        stream = self.engines.asr.stream(self.language, partials=self.config.partials, translate=self._speech_route())
+        stream = self.engines.asr.stream(
+            self.language,
+            partials=self.config.partials,
+            translate=self._speech_route(),
+            detect=not self._vote.settled,  # the leader so far decodes it; its own detection votes
+        )
         self._open = _Segment(seg_id, s.speech_start, s.audio_start, stream, [])
         await self._audio([Audio(s.audio)])
 
@@ -271,8 +347,6 @@ class Pipeline:
             )
 
     def _result(self, seg: _Segment, r: AsrResult, end: End | None) -> FinalTranscript | None:
-        if self.language is None and r.language and r.final:
-            self.language = r.language  # detected on the first final (not a partial's guess), then kept
         start, stop = seg.audio_start + r.start, seg.audio_start + r.end
         if r.final and not r.text.strip():
             return None  # a cough or a click: nothing was said, so no subtitle and no transcript line
@@ -285,6 +359,7 @@ class Pipeline:
             return None
         if end is not None:
             start, stop = max(start, end.speech_start), min(stop, end.speech_end) if r.end else end.speech_end
+        self._vote_on(seg, r, start, max(start, stop))  # before the final: consumers retarget before its translation
         event = FinalTranscript(
             leg=self.leg,
             segment=seg.id,
@@ -296,6 +371,31 @@ class Pipeline:
         )
         self._emit(event)
         return event
+
+    def _vote_on(self, seg: _Segment, r: AsrResult, start: float, stop: float) -> None:
+        """While the language is unsettled, a final's detection (not a partial's guess) votes; a new leader, or
+        the vote settling, is announced and decodes the next utterances."""
+        if not self._vote.add(r.detected_language or r.language, r.language_probability):
+            return
+        assert self._vote.leader is not None
+        self._use_language(self._vote.leader)
+        self._announce(seg.id, start, stop, "detected")
+
+    def _announce(self, segment: int, start: float, stop: float, by: str) -> None:
+        """The language as the vote now stands (set by hand: no confidence to report)."""
+        assert self._vote.leader is not None
+        self._emit(
+            LanguageChanged(
+                leg=self.leg,
+                segment=segment,
+                audio_start=start,
+                audio_end=stop,
+                language=self._vote.leader,
+                confidence=None if by == "agent" else self._vote.confidence,
+                settled=self._vote.settled,
+                by=by,
+            )
+        )
 
     async def _translate(
         self, seg: _Segment, end: End, text: str, final: FinalTranscript, english: str | None = None

@@ -46,7 +46,13 @@ class VoskEngine(AsrEngine):
         return frozenset({self.language})
 
     def stream(
-        self, language: str | None = None, *, task: str = "transcribe", partials: bool = True, translate: bool = False
+        self,
+        language: str | None = None,
+        *,
+        task: str = "transcribe",
+        partials: bool = True,
+        translate: bool = False,
+        detect: bool = False,  # one language per model: nothing to detect
     ) -> AsrStream:
         if language not in (None, self.language):
             raise UnsupportedLanguage(

@@ -106,24 +106,35 @@ class WhisperEngine(AsrEngine):
         return self._languages
 
     def stream(
-        self, language: str | None = None, *, task: str = "transcribe", partials: bool = True, translate: bool = False
+        self,
+        language: str | None = None,
+        *,
+        task: str = "transcribe",
+        partials: bool = True,
+        translate: bool = False,
+        detect: bool = False,
     ) -> AsrStream:
+        """See ``AsrEngine.stream``. ``detect``: every final also carries the language Whisper hears and its
+        probability, decoded on the multilingual model (English-only cannot tell), and the stream keeps decoding
+        in ``language`` rather than latching what it detected."""
         if language is not None and language not in self._languages:
             raise UnsupportedLanguage(f"Whisper does not know the language {language!r}")
         if task not in ("transcribe", "translate"):
             raise ValueError(f"unknown task {task!r}")
         intervals = (self.partial_interval, self.partial_refresh) if partials else None
         tasks = (task, "translate") if translate and task == "transcribe" else (task,)
-        return WhisperStream(self, language, tasks, intervals)
+        return WhisperStream(self, language, tasks, intervals, detect)
 
     def runner_for(self, language: str | None, task: str) -> WhisperRunner:
         """English transcription goes to the English model when there is one; the rest to the multilingual."""
         return self.english if self.english and language == "en" and task == "transcribe" else self.runner
 
-    def final_job(self, audio: np.ndarray, language: str | None, tasks: tuple[str, ...] = ("transcribe",)) -> Job:
+    def final_job(
+        self, audio: np.ndarray, language: str | None, tasks: tuple[str, ...] = ("transcribe",), detect: bool = False
+    ) -> Job:
         window = self.window_for(len(audio))
-        runner = self.runner_for(language, tasks[0]) if len(tasks) == 1 else self.runner
-        return Job(runner, audio, language, tasks, window, FINAL)
+        runner = self.runner_for(language, tasks[0]) if len(tasks) == 1 and not detect else self.runner
+        return Job(runner, audio, language, tasks, window, FINAL, detect)
 
     def window_for(self, samples: int) -> int:
         """The encoder window (10 ms frames) a final of ``samples`` gets."""
@@ -140,10 +151,16 @@ class WhisperEngine(AsrEngine):
 
 class WhisperStream(AsrStream):
     def __init__(
-        self, engine: WhisperEngine, language: str | None, tasks: tuple[str, ...], intervals: tuple[float, float] | None
+        self,
+        engine: WhisperEngine,
+        language: str | None,
+        tasks: tuple[str, ...],
+        intervals: tuple[float, float] | None,
+        detect: bool = False,
     ) -> None:
         self._engine = engine
         self._language = language
+        self._detect = detect  # detect on every final, and never latch what was detected
         self._tasks = tasks  # the first is what the stream shows; a second ("translate") comes with each final
         self._task = tasks[0]
         self._intervals = intervals  # (until the first words show, then); None: no partials
@@ -206,16 +223,29 @@ class WhisperStream(AsrStream):
         samples, audio = self._snapshot()
         if not samples:
             return []
-        future = self._engine.scheduler.submit(self._engine.final_job(audio, self._language, self._tasks))
+        job = self._engine.final_job(audio, self._language, self._tasks, self._detect)
+        future = self._engine.scheduler.submit(job)
         if guess:
             self._guess = future
         try:
             decoded = future.result()
         except CancelledError:
             return None
-        self._language = self._language or decoded.language
+        if not self._detect:
+            self._language = self._language or decoded.language
         translation = decoded.texts.get("translate") if len(self._tasks) > 1 else None
-        return [AsrResult(decoded.texts[self._task], 0.0, samples / SAMPLE_RATE, True, self._language, translation)]
+        return [
+            AsrResult(
+                decoded.texts[self._task],
+                0.0,
+                samples / SAMPLE_RATE,
+                True,
+                decoded.language,
+                translation,
+                decoded.detected_language,
+                decoded.language_probability,
+            )
+        ]
 
     def _snapshot(self) -> tuple[int, np.ndarray]:
         """The samples so far, as float32 (empty before any audio)."""

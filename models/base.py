@@ -32,7 +32,14 @@ class VadEngine(ABC):
 
 @dataclass(frozen=True, slots=True)
 class AsrResult:
-    """A hypothesis for a stretch of audio; ``final`` results are never revised."""
+    """A hypothesis for a stretch of audio; ``final`` results are never revised.
+
+    ``language`` is the language the text was decoded in. ``detected_language`` and ``language_probability`` are
+    what language identification heard in the same audio (its top language and that language's probability), on
+    finals of streams that detected (``language=None`` or ``detect=True``); None where the engine does not detect.
+    They may differ from ``language`` when the stream was told a language but also asked to detect: that is how a
+    caller votes on, and corrects, a language it is not yet sure of.
+    """
 
     text: str
     start: float
@@ -40,6 +47,8 @@ class AsrResult:
     final: bool
     language: str
     translation: str | None = None  # English, from the same decode, when the stream was opened with translate=True
+    detected_language: str | None = None
+    language_probability: float | None = None
 
 
 class AsrStream(ABC):
@@ -77,7 +86,13 @@ class AsrEngine(ABC):
 
     @abstractmethod
     def stream(
-        self, language: str | None = None, *, task: str = "transcribe", partials: bool = True, translate: bool = False
+        self,
+        language: str | None = None,
+        *,
+        task: str = "transcribe",
+        partials: bool = True,
+        translate: bool = False,
+        detect: bool = False,
     ) -> AsrStream:
         """Open a stream. ``language=None`` asks the engine to detect it (if it can).
 
@@ -85,6 +100,10 @@ class AsrEngine(ABC):
         (Whisper's own speech translation); ``translate=True`` asks for both, each
         final carrying its English ``translation`` from the same decode. Engines
         that cannot raise UnsupportedLanguage.
+
+        ``detect=True``: decode in ``language`` (when given) but also identify the spoken language of every final,
+        reported in its ``detected_language`` and ``language_probability``; the stream never latches a detected
+        language of its own. Engines that cannot detect ignore it (those fields stay None).
         """
 
 

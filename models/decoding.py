@@ -42,15 +42,22 @@ CAREFUL_TEMPERATURE = 0.4
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
-    """What one decode found: the text per task asked, and the language it was decoded as."""
+    """What one decode found: the text per task asked, and the language it was decoded as.
+
+    ``detected_language`` and ``language_probability``: language identification's top language and its
+    probability, for a job that asked (no language, or ``detect``); None otherwise, and on an English-only model.
+    """
 
     texts: dict[str, str]
     language: str
+    detected_language: str | None = None
+    language_probability: float | None = None
 
 
 @dataclass(eq=False)
 class Job:
-    """One utterance to decode. ``tasks``: "transcribe" and/or "translate" (into English), from one encoding."""
+    """One utterance to decode. ``tasks``: "transcribe" and/or "translate" (into English), from one encoding.
+    ``detect``: identify the spoken language even though ``language`` is given (which generation still uses)."""
 
     runner: WhisperRunner
     audio: np.ndarray  # float32, 16 kHz mono
@@ -58,10 +65,17 @@ class Job:
     tasks: tuple[str, ...] = ("transcribe",)
     window: int = FULL_WINDOW
     priority: int = FINAL
+    detect: bool = False
     future: Future = field(default_factory=Future)
     queued: float = field(default_factory=time.monotonic)
 
+    @property
+    def detects(self) -> bool:
+        return self.detect or self.language is None
+
     def batches_with(self, other: Job) -> bool:
+        # ``detect`` is not part of the key: languages are per job already, and one detection call over the whole
+        # batch (cheap: one decoder step) serves whichever jobs asked for it.
         return other.runner is self.runner and other.window == self.window and other.tasks == self.tasks
 
 
@@ -233,24 +247,32 @@ class WhisperRunner:
         window = jobs[0].window
         features = np.stack([self._features(j.audio, window) for j in jobs])
         encoded = self.model.model.encode(ctranslate2.StorageView.from_array(features), to_cpu=self.device == "cpu")
-        languages = self._languages(jobs, encoded)
+        detected = self._detect(jobs, encoded)  # per job: (top language, probability), or None
+        languages = [self._language(j, d) for j, d in zip(jobs, detected, strict=True)]
         texts: list[dict[str, str]] = [{} for _ in jobs]
         for task in jobs[0].tasks:
             for i, text in enumerate(self._generate(jobs, encoded, languages, task)):
                 texts[i][task] = text
-        return [Decoded(t, lang) for t, lang in zip(texts, languages, strict=True)]
+        return [Decoded(t, lang, *(d or (None, None))) for t, lang, d in zip(texts, languages, detected, strict=True)]
 
     def _features(self, audio: np.ndarray, window: int) -> np.ndarray:
         f = self.model.feature_extractor(audio)[:, :window]
         return np.ascontiguousarray(np.pad(f, ((0, 0), (0, window - f.shape[1]))), dtype=np.float32)
 
-    def _languages(self, jobs: list[Job], encoded) -> list[str]:
-        if not self.multilingual:
-            return ["en"] * len(jobs)
-        if all(j.language for j in jobs):
-            return [j.language for j in jobs]  # type: ignore[misc]
+    def _detect(self, jobs: list[Job], encoded) -> list[tuple[str, float] | None]:
+        """The top detected language and its probability for each job that asks (no language, or ``detect``): one
+        detection call over the batch, and none when no job asks or the model is English-only (nothing to tell)."""
+        if not self.multilingual or not any(j.detects for j in jobs):
+            return [None] * len(jobs)
         detected = self.model.model.detect_language(encoded)
-        return [j.language or d[0][0][2:-2] for j, d in zip(jobs, detected, strict=True)]
+        return [(d[0][0][2:-2], float(d[0][1])) if j.detects else None for j, d in zip(jobs, detected, strict=True)]
+
+    def _language(self, job: Job, detected: tuple[str, float] | None) -> str:
+        """The language to decode in: the job's own when given, else the detected one (English on an English-only
+        model, whatever the job says)."""
+        if not self.multilingual:
+            return "en"
+        return job.language or (detected[0] if detected else "en")
 
     def _generate(self, jobs: list[Job], encoded, languages: list[str], task: str) -> list[str]:
         from faster_whisper.tokenizer import Tokenizer

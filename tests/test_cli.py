@@ -57,9 +57,9 @@ def test_transcribe_json_lines(capsys, data):
     )
     events = [json.loads(line) for line in out.splitlines()]
     assert code == 0
-    assert [e["type"] for e in events] == ["speech_started", "speech_ended", "final", "translation"]
-    assert events[2]["language"] == "pt"  # detected
-    assert events[3]["speech_end_wall"] <= events[3]["asr_wall"] <= events[3]["wall"]
+    assert [e["type"] for e in events] == ["speech_started", "speech_ended", "language", "final", "translation"]
+    assert events[2]["language"] == events[3]["language"] == "pt"  # detected, before the final it was heard in
+    assert events[4]["speech_end_wall"] <= events[4]["asr_wall"] <= events[4]["wall"]
 
 
 def test_models_lists_every_engine(capsys):
