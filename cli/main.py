@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from calls.settings import Settings
+from calls.texts import TextsError
 from cli import config, logs
 from identity.idv import IdvSettings
 from identity.voiceid import Calibration, Channel
@@ -35,7 +36,7 @@ from store.errors import Refused
 from store.security import token_hash
 
 EXIT_USAGE = 2
-AGENT_ACTIONS = ("add", "reset", "disable", "enable", "remove", "role")
+AGENT_ACTIONS = ("add", "reset", "disable", "enable", "remove", "role", "display-name")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             command = "serve" if args.run is _serve else "config"
             args = config.resolve(_subparser(parser, command), args, argv[argv.index(command) + 1 :], os.environ)
         return args.run(args)
-    except config.ConfigError as e:
+    except (config.ConfigError, TextsError) as e:
         print(f"voxgate: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except (EngineError, AudioFormatError, Refused) as e:
@@ -103,10 +104,15 @@ def _parser() -> argparse.ArgumentParser:
         "action",
         choices=AGENT_ACTIONS,
         help="add an agent; reset its password and API token (ending its sessions); disable or enable it; "
-        "remove it for good (its history stays); role: change its role",
+        "remove it for good (its history stays); role: change its role; display-name: the name customers see",
     )
     a.add_argument("name")
     a.add_argument("--language", default="en", help="the agent's language (subtitles are translated into it)")
+    a.add_argument(
+        "--display-name",
+        help='the name customers see on their page ("Maria"), for add and display-name; the sign-in name is '
+        "never shown to them",
+    )
     a.add_argument(
         "--role",
         choices=ROLES,
@@ -209,6 +215,13 @@ def _serve_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--public-url", help="base URL customers reach (default http://HOST:PORT)")
     s.add_argument("--company", default=default(Settings, "company"), help="the name customers see")
+    s.add_argument(
+        "--texts",
+        type=Path,
+        metavar="DIR",
+        help="your own customer texts: xx.json files whose keys replace the shipped ones (web/i18n), or add a "
+        "language (see README, Customer page)",
+    )
     s.add_argument("--link-ttl", type=float, default=default(Settings, "link_ttl"), help="default link expiry, s")
     s.add_argument("--max-calls", type=int, default=default(Settings, "max_calls"), help="live calls on this server")
     s.add_argument("--max-calls-per-agent", type=int, default=default(Settings, "max_calls_per_agent"))
@@ -463,6 +476,7 @@ def _serve(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         public_url=public,
         company=args.company,
+        texts_dir=args.texts,
         link_ttl=args.link_ttl,
         max_calls=args.max_calls,
         max_calls_per_agent=args.max_calls_per_agent,
@@ -580,13 +594,22 @@ def _new_secrets() -> tuple[str, str, str, str]:
     return password, api_token, hash_password(password), token_hash(api_token)
 
 
-def _create_agent(store, name: str, language: str, role: str = "agent") -> tuple[str, str]:
+def _create_agent(
+    store, name: str, language: str, role: str = "agent", display_name: str | None = None
+) -> tuple[str, str]:
     from calls.access import check_agent_name
 
     password, api_token, password_hash, token = _new_secrets()
-    store.agents.add(check_agent_name(name), password_hash, token, language, role)
+    store.agents.add(check_agent_name(name), password_hash, token, language, role, _display_name(display_name))
     store.audit.add("cli", "agent.add", name, f"role {role}")
     return password, api_token
+
+
+def _display_name(name: str | None) -> str | None:
+    """Printable, at most 40 characters: it is shown to customers as it is typed."""
+    if name is not None and not (0 < len(name.strip()) <= 40 and name.isprintable()):
+        raise ValueError("--display-name must be printable text of 1 to 40 characters")
+    return name.strip() if name else None
 
 
 def _agent(args: argparse.Namespace) -> int:
@@ -594,7 +617,9 @@ def _agent(args: argparse.Namespace) -> int:
     store = _open_store(args.data_dir)
     try:
         if args.action == "add":
-            password, api_token = _create_agent(store, args.name, args.language, args.role or "agent")
+            password, api_token = _create_agent(
+                store, args.name, args.language, args.role or "agent", args.display_name
+            )
             print(f"agent:     {args.name}\npassword:  {password}\napi token: {api_token}")
             return 0
         if store.agents.state(args.name) in (None, "removed"):
@@ -603,6 +628,9 @@ def _agent(args: argparse.Namespace) -> int:
             password, api_token, password_hash, token = _new_secrets()
             store.agents.set_secrets(args.name, password_hash, token)
             print(f"agent:     {args.name}\npassword:  {password}\napi token: {api_token}")
+        elif args.action == "display-name":
+            store.agents.set_display_name(args.name, _display_name(args.display_name))
+            print(f"agent {args.name}: customers see {args.display_name or args.name!r}")
         elif args.action == "role":
             if args.role is None:
                 raise ValueError("role needs --role")
@@ -612,7 +640,8 @@ def _agent(args: argparse.Namespace) -> int:
             state = {"disable": "disabled", "enable": "active", "remove": "removed"}[args.action]
             store.agents.set_state(args.name, state)
             print(f"agent {args.name}: {state}")
-        store.audit.add("cli", f"agent.{args.action}", args.name, args.role if args.action == "role" else None)
+        detail = {"role": args.role, "display-name": args.display_name}.get(args.action)
+        store.audit.add("cli", f"agent.{args.action}", args.name, detail)
         return 0
     except ValueError as e:
         print(f"voxgate: error: {e}", file=sys.stderr)

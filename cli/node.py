@@ -13,12 +13,14 @@ from calls.hub import Hub
 from calls.metrics import Metrics
 from calls.service import CallService
 from calls.settings import Settings
+from calls.texts import Catalogue
 from identity.directory import HttpClient, RestDirectory, StoreDirectory
 from identity.idv import IdvContext
 from identity.voiceid import Calibration, VoiceId
 from media.webrtc import use_fast_audio_level
 from models.engines import Engines
 from signaling.app import create_app
+from signaling.middleware import WEB_DIR
 from store.security import SecretChecks, Vault, private_dir
 from store.sqlite import SqliteStore
 
@@ -76,7 +78,8 @@ def build_node(settings: Settings, engines: Engines | None = None, calibration: 
     s = settings.idv
     directory = RestDirectory(s.directory_url, http, s.directory_token) if s.directory_url else None
     idv = IdvContext(s, directory or StoreDirectory(store.customers), store, voice_id, http, settings.company, secrets)
-    services = Services(store, vault, Hub(), secrets, metrics, engines, executor, voice_id, voice_executor, idv)
+    texts = Catalogue(WEB_DIR / "i18n", settings.texts_dir)
+    services = Services(store, vault, Hub(), secrets, metrics, texts, engines, executor, voice_id, voice_executor, idv)
     calls = CallService(settings, services)
     _watch(metrics, calls)
     return Node(settings, calls, voice_id, http, pools, secrets)

@@ -55,10 +55,12 @@ from store.security import SecretChecks, pin_needs_rehash, token_hash
 if TYPE_CHECKING:
     from identity.voiceid import Progress, Verdict
 
-CONSENT_WORDING = (
-    "I agree that {company} may create a voice print from my voice in this call, keep it encrypted, and use it "
-    "to recognise me when I call. I can withdraw this at any time and have the voice print deleted."
-)
+
+class Texts(Protocol):
+    """The customer's wording in their language, by key (``calls.texts.Catalogue`` bound to the call's)."""
+
+    def __call__(self, key: str, /, **params: object) -> str: ...
+
 
 # Voice ID's ``Decision`` values that ID&V acts on, compared as strings so the machine needs no voice model.
 AUTHENTICATED, NOT_AUTHENTICATED = "authenticated", "not_authenticated"
@@ -98,7 +100,6 @@ class IdvSettings:
     voice_wait: float = 20.0  # seconds an enrolled caller may stay inconclusive before a code is offered
     otp_webhook: str | None = None  # POSTed {"customer_id", "phone", "code", "expires_in"}: an SMS gateway
     otp_ttl: float = 300.0
-    consent_wording: str = CONSENT_WORDING
 
 
 @dataclass
@@ -291,8 +292,10 @@ class IdvFlow:
         voice: bool = True,
         page: bool = True,
         new_code: Callable[[], str] = six_digits,
+        texts: Texts,
     ) -> None:
         self.settings, self.call_id, self.phone, self.facts = settings, call_id, phone, facts
+        self.texts = texts
         self.voice, self.company = voice, company  # voice: voice ID listens to this call
         # page: the caller has a page to type on (a video link); a phone call's caller has only their voice.
         self.page = page
@@ -300,7 +303,7 @@ class IdvFlow:
         self.record = IdvRecord()
         self.consent_asked = False
         self._customer: Customer | None = None
-        self._message = ""  # what the customer's page says now
+        self._say: tuple[str, dict] | None = None  # what the customer's page says now: a text's key, its parameters
         self._otp: tuple[str, float] | None = None  # (hash, expiry): the code itself is never kept
         self._voice_deadline = 0.0
         self._awaiting: Effect | None = None  # the I/O whose answer the machine waits for
@@ -356,11 +359,11 @@ class IdvFlow:
         if n >= limit:
             r.step = Step.DONE
             r.reason = f"{limit} customer numbers were not found"
-            self._message = "We could not find your details. Your agent will help you."
+            self._say = ("idv.not_found", {})
             return [self._audit("idv.not_identified", r.reason), Publish()]
         left = limit - n
         r.reason = f"waiting for the customer's number ({left} attempt{'s' if left > 1 else ''} left)"
-        self._message = f"We could not find that customer number. {left} attempt{'s' if left > 1 else ''} left."
+        self._say = ("idv.not_found_left", {"count": left})
         return [Publish()]
 
     def customer_lookup_failed(self, error: str) -> list[Effect]:
@@ -369,7 +372,7 @@ class IdvFlow:
             return []
         self._note(f"customer-number lookup failed: {error}")
         self.record.reason = f"the customer directory is unavailable ({error})"
-        self._message = "We cannot check customer numbers right now. Your agent will help you."
+        self._say = ("idv.unavailable", {})
         return [Publish()]
 
     def skip(self) -> list[Effect]:
@@ -385,7 +388,7 @@ class IdvFlow:
             raise Conflict("there is nothing to skip now")
         r.step = Step.DONE
         self._note(r.reason)
-        self._message = "Your agent will help you."
+        self._say = ("idv.agent_helps", {})
         return [Publish()]
 
     def _ask_identifier(self, why: str) -> list[Effect]:
@@ -401,7 +404,7 @@ class IdvFlow:
         if why:
             self._note(why)
         self.record.reason = f"{why + ': ' if why else ''}waiting for the customer's number"
-        self._message = "Please enter your customer number so we can find your details."
+        self._say = ("idv.ask_number", {})
         return [Publish()]
 
     def _identified(self, customer: Customer, by: str) -> list[Effect]:
@@ -415,7 +418,7 @@ class IdvFlow:
         if held == VoicePrint.ENROLLED:
             r.step = Step.VOICE
             r.reason = "verifying the voice as the customer speaks"
-            self._message = "Thank you. Please carry on talking to your agent."
+            self._say = ("idv.carry_on", {})
             self._voice_deadline = self._clock() + self.settings.voice_wait
             return [audit, ClaimVoice(customer.id), Publish()]
         if held is None:
@@ -482,15 +485,15 @@ class IdvFlow:
         r.reason = f"{why}: waiting for the customer's {CODE_NAMES[kind]}"
         self._note(f"{why}: asked for the {CODE_NAMES[kind]}")
         if kind == "pin":
-            self._message = "To confirm it is you, please enter your PIN."
+            self._say = ("idv.ask_pin", {})
         else:
-            self._message = f"We have sent a code to your phone ending {customer.phones[0][-2:]}. Please enter it."
+            self._say = ("idv.code_sent", {"ending": customer.phones[0][-2:]})
         return [Publish()]
 
     def _no_code(self, reason: str) -> list[Effect]:
         """No factor left to ask for: the caller stays identified only, and the agent is told why."""
         self.record.step, self.record.reason = Step.DONE, reason
-        self._message = "Thank you. Your agent will help you."
+        self._say = ("idv.thanks_agent_helps", {})
         self._note(reason)
         return [Publish()]
 
@@ -525,18 +528,18 @@ class IdvFlow:
         if ok:
             self._otp = None
             audit = self._verified(r.code_kind, f"verified by {name}")
-            self._message = "Thank you, that is right."
+            self._say = ("idv.right", {})
             return [audit, Publish()]
         r.code_attempts += 1
         self._note(f"{name} wrong (attempt {r.code_attempts} of {limit})")
         if r.code_attempts >= limit:
             r.step, self._otp = Step.DONE, None
             r.reason = f"the {name} was wrong {limit} times"
-            self._message = "That was not right. Your agent will help you."
+            self._say = ("idv.wrong", {})
             return [self._audit("idv.code_failed", r.reason), Publish()]
         left = limit - r.code_attempts
         r.reason = f"waiting for the {name} ({left} attempt{'s' if left > 1 else ''} left)"
-        self._message = f"That is not right. {left} attempt{'s' if left > 1 else ''} left."
+        self._say = ("idv.wrong_left", {"count": left})
         return [Publish()]
 
     def _verified(self, factor: str, reason: str) -> Audit:
@@ -559,14 +562,14 @@ class IdvFlow:
         if decision == AUTHENTICATED and r.verified_by is None:
             self._otp, self._awaiting = None, None
             effects.append(self._verified("voice", f"verified by voice on {verdict.speech_seconds:.1f} s of speech"))
-            self._message = "Thank you."
+            self._say = ("idv.thanks", {})
         elif decision == NOT_AUTHENTICATED and (r.verified_by or before != NOT_AUTHENTICATED):
             was = f" (was verified by {CODE_NAMES.get(r.verified_by, r.verified_by)})" if r.verified_by else ""
             r.verified_by, r.step, self._otp, self._awaiting = None, Step.DONE, None, None
             r.reason = f"the voice did not match the customer's print{was}: verify by other means"
             self._note(f"voice did not match on {verdict.speech_seconds:.1f} s of speech")
             effects.append(self._audit("idv.voice_mismatch", f"at {verdict.speech_seconds:.1f} s"))
-            self._message = "Thank you. Your agent will help you."
+            self._say = ("idv.thanks_agent_helps", {})
         return [*effects, Publish()]
 
     def on_alert(self, hits: list[dict]) -> list[Effect]:
@@ -605,7 +608,8 @@ class IdvFlow:
 
     @property
     def consent_wording(self) -> str:
-        return self.settings.consent_wording.format(company=self.company)
+        """In the customer's language: what they agree to is what they read, and what is recorded."""
+        return self.texts("voice.consent", company=self.company)
 
     def consent_prompt(self) -> dict:
         return {"type": "enrol_consent", "wording": self.consent_wording}
@@ -660,7 +664,8 @@ class IdvFlow:
         """What the customer's page shows: the step, its message and attempts; never the verdict's detail."""
         r = self.record
         step = r.step if r.step in (Step.IDENTIFY, Step.CODE) else Step.DONE
-        view = {"type": "idv", "step": step.value, "message": self._message}
+        message = self.texts(self._say[0], **self._say[1]) if self._say else ""
+        view = {"type": "idv", "step": step.value, "message": message}
         if step == Step.IDENTIFY:
             view["attempts_left"] = self.settings.identify_attempts - r.identify_attempts
         elif step == Step.CODE:
@@ -772,6 +777,7 @@ class LiveIdv:
         to_agent: Callable[[dict], None],
         to_customer: Callable[[dict], None],
         *,
+        texts: Texts,
         page: bool = True,
     ) -> None:
         self.ctx, self.settings, self.call_id, self.voice = ctx, ctx.settings, call_id, voice
@@ -785,6 +791,7 @@ class LiveIdv:
             company=ctx.company,
             voice=voice is not None and ctx.voice_id is not None,
             page=page,
+            texts=texts,
         )
         self._busy = asyncio.Lock()  # one customer action at a time: attempts are counted exactly
         self._first: asyncio.Task | None = None  # the calling-number lookup

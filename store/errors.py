@@ -9,11 +9,12 @@ from __future__ import annotations
 
 
 class Refused(Exception):
-    """A request the domain turns down; ``message`` is for the person who made it."""
+    """A request the domain turns down; ``message`` is for the person who made it. ``text``: the key of the
+    same words in the customers' catalogues (``calls.texts``), for refusals a customer reads."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, text: str | None = None) -> None:
         super().__init__(message)
-        self.message = message
+        self.message, self.text = message, text
 
 
 class Invalid(Refused):

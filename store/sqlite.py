@@ -42,7 +42,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
     id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, password_hash TEXT NOT NULL,
     api_token_hash TEXT UNIQUE NOT NULL, language TEXT NOT NULL DEFAULT 'en', created REAL NOT NULL,
-    role TEXT NOT NULL DEFAULT 'agent', state TEXT NOT NULL DEFAULT 'active');
+    role TEXT NOT NULL DEFAULT 'agent', state TEXT NOT NULL DEFAULT 'active', display_name TEXT);
 CREATE TABLE IF NOT EXISTS web_sessions (
     token_hash TEXT PRIMARY KEY, agent_id INTEGER NOT NULL REFERENCES agents(id), csrf TEXT NOT NULL,
     expires REAL NOT NULL);
@@ -102,7 +102,11 @@ class _Db:
         added = {
             "links": (("channel", "TEXT NOT NULL DEFAULT 'link'"), ("external_id", "TEXT")),
             # Agents made before roles keep what they could do: the first-run admin stays the admin.
-            "agents": (("role", "TEXT NOT NULL DEFAULT 'agent'"), ("state", "TEXT NOT NULL DEFAULT 'active'")),
+            "agents": (
+                ("role", "TEXT NOT NULL DEFAULT 'agent'"),
+                ("state", "TEXT NOT NULL DEFAULT 'active'"),
+                ("display_name", "TEXT"),
+            ),
         }
         for table, new in added.items():
             columns = {r["name"] for r in self._conn.execute(f"PRAGMA table_info({table})")}
@@ -160,17 +164,23 @@ class _Agents:
         self._db = db
 
     def add(
-        self, name: str, password_hash: str, api_token_hash: str, language: str = "en", role: str = "agent"
+        self,
+        name: str,
+        password_hash: str,
+        api_token_hash: str,
+        language: str = "en",
+        role: str = "agent",
+        display_name: str | None = None,
     ) -> Agent:
         try:
             cur = self._db.run(
-                "INSERT INTO agents (name, password_hash, api_token_hash, language, created, role)"
-                " VALUES (?,?,?,?,?,?)",
-                (name, password_hash, api_token_hash, language, self._db.clock(), role),
+                "INSERT INTO agents (name, password_hash, api_token_hash, language, created, role, display_name)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (name, password_hash, api_token_hash, language, self._db.clock(), role, display_name),
             )
         except sqlite3.IntegrityError:
             raise ValueError(f"an agent named {name!r} exists already") from None
-        return Agent(cur.lastrowid, name, language, role)  # type: ignore[arg-type]
+        return Agent(cur.lastrowid, name, language, role, display_name)  # type: ignore[arg-type]
 
     def count(self) -> int:
         return self._db.value("SELECT COUNT(*) FROM agents")
@@ -211,6 +221,12 @@ class _Agents:
                 )
             if state != "active":
                 self._drop_sessions(name)
+        return cur.rowcount == 1
+
+    def set_display_name(self, name: str, display_name: str | None) -> bool:
+        cur = self._db.run(
+            "UPDATE agents SET display_name = ? WHERE name = ? AND state != 'removed'", (display_name, name)
+        )
         return cur.rowcount == 1
 
     def set_role(self, name: str, role: str) -> bool:
@@ -309,8 +325,11 @@ class _Links:
     def by_token(self, token_hash: str) -> Link | None:
         return self._one("SELECT * FROM links WHERE token_hash = ?", (token_hash,))
 
-    def of_agent(self, agent_id: int, limit: int = 50) -> list[Link]:
-        return self._all("SELECT * FROM links WHERE agent_id = ? ORDER BY created DESC LIMIT ?", (agent_id, limit))
+    def of_agent(self, agent_id: int, limit: int = 50, before: float | None = None) -> list[Link]:
+        return self._all(
+            "SELECT * FROM links WHERE agent_id = ? AND created < ? ORDER BY created DESC LIMIT ?",
+            (agent_id, float("inf") if before is None else before, limit),
+        )
 
     def count_live(self, agent_id: int | None = None) -> int:
         sql, args = "SELECT COUNT(*) FROM links WHERE state = 'connected'", ()
@@ -640,7 +659,7 @@ class SqliteStore:
 
 
 def _agent(row: sqlite3.Row) -> Agent:
-    return Agent(row["id"], row["name"], row["language"], row["role"])
+    return Agent(row["id"], row["name"], row["language"], row["role"], row["display_name"])
 
 
 def _link(row: sqlite3.Row) -> Link:

@@ -12,14 +12,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from calls.texts import Catalogue
 from identity.directory import DirectoryError
 from identity.idv import (
-    CONSENT_WORDING,
     Audit,
     CheckPin,
     ClaimVoice,
@@ -42,6 +43,7 @@ from identity.idv import (
 )
 from identity.voiceid import Decision, Progress
 from identity.voiceid import Verdict as VoiceVerdict
+from signaling.middleware import WEB_DIR
 from store.base import Customer
 from store.errors import Conflict, Invalid
 from store.security import SecretChecks, hash_password
@@ -52,7 +54,9 @@ BOB = Customer("C-200", "Bob Example", ("+44 7700 900200", "+44 20 7946 0200")) 
 DAN = Customer("C-300", "Dan Example", ("+351 912 345 678",))  # no PIN
 SHARED_LINE = "+44 20 7946 0500"
 SHARED = [Customer("C-500", None, (SHARED_LINE,)), Customer("C-501", None, (SHARED_LINE,))]
-WORDING = CONSENT_WORDING.format(company="Acme")
+CATALOGUE = Catalogue(WEB_DIR / "i18n")
+TEXTS = partial(CATALOGUE.render, "en")
+WORDING = TEXTS("voice.consent", company="Acme")
 
 
 class Clock:
@@ -104,6 +108,7 @@ def new_flow(
         voice=voice,
         page=page,
         new_code=lambda: "123456",
+        texts=TEXTS,
     )
 
 
@@ -728,7 +733,9 @@ def start(
     )
     agent: list[dict] = []
     page: list[dict] = []
-    session = LiveIdv(ctx, link.id, phone, CallVoiceStandIn() if voice else None, agent.append, page.append)
+    session = LiveIdv(
+        ctx, link.id, phone, CallVoiceStandIn() if voice else None, agent.append, page.append, texts=TEXTS
+    )
     session.begin()
     return Call(session, agent, page)
 
