@@ -7,8 +7,15 @@ and owns everything that lives as long as the call: its transport
 the ``Subtitles`` and ``LiveVoice`` listening to those taps, and the call's
 ``LiveIdv``. Its events go out through the ``Hub``: to the agent's consoles and to
 the customer's page. When the media ends (hang-up, revoke, a vanished peer),
-the call closes its parts in order, so the last words still reach the
-transcript, and tells the service.
+the customer's page and the service hear it at once; the parts then close in
+order, in the background, so the last words still reach the transcript without
+anyone waiting for them.
+
+What the customer's page says is the call's ``PageState``, and only ever the
+truth: *waiting* until the agent's console reports the customer's media on
+screen, *watched* while it does, *ended* the moment the call ends. Its words are
+the call's ``texts``, in the language the page is shown in, which follows the
+customer's language when the agent corrects it or detection settles it.
 """
 
 from __future__ import annotations
@@ -18,10 +25,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from enum import StrEnum
 
 from calls.hub import Hub, customer_topic
 from calls.metrics import Metrics
 from calls.subtitles import Subtitles
+from calls.texts import Catalogue
 from identity.idv import IdvContext, LiveIdv
 from identity.live import EnrolmentUpdate, LiveVoice, VoiceEvent, VoiceVerdict, WatchlistAlert
 from identity.voiceid import VoiceId
@@ -37,6 +46,14 @@ log = logging.getLogger(__name__)
 LEGS = ("customer", "agent")
 
 
+class PageState(StrEnum):
+    """What the customer's page tells them about the agent."""
+
+    WAITING = "waiting"  # connected, but no console shows their media (yet, or any more)
+    WATCHED = "watched"  # the agent's console reports their media on screen
+    ENDED = "ended"
+
+
 @dataclass
 class Services:
     """What every call shares: the store, the vault, the engines and their threads, voice ID, ID&V, events."""
@@ -46,6 +63,7 @@ class Services:
     hub: Hub
     secrets: SecretChecks  # password and PIN checks, on threads of their own
     metrics: Metrics
+    texts: Catalogue
     engines: Engines | None = None  # None: video only, no subtitles
     executor: Executor | None = None  # ASR and MT
     voice_id: VoiceId | None = None
@@ -62,18 +80,23 @@ class Call:
         *,
         agent_language: str,
         customer_key: str | None = None,
+        page_language: str | None = None,
         partials: bool = True,
         endpoint_ms: int = 300,
     ) -> None:
         self.id, self.link, self.media = link.id, link, media
         self._s = services
+        self.page_language = page_language or services.texts.choose(link.language)
+        self.page_state = PageState.WAITING
         self._key_hash = token_hash(customer_key) if customer_key else None  # None: no customer page (a phone call)
         self._agent_id = link.agent_id
         self.taps: dict[str, SpeechTap] = {}
         self.subtitles: Subtitles | None = None
         self.voice: LiveVoice | None = None
         self.idv: LiveIdv | None = None
-        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.ended: asyncio.Future[str] = loop.create_future()  # the end is recorded: the agent and customer know
+        self.finished: asyncio.Future[None] = loop.create_future()  # and its parts have closed: transcript complete
         engines = services.engines
         if engines is None:
             return
@@ -94,6 +117,7 @@ class Call:
             executor=services.executor,
             partials=partials,
             metrics=services.metrics,
+            on_language=self._language_changed,
         )
         if services.voice_id is not None:
             self.voice = LiveVoice(
@@ -112,6 +136,7 @@ class Call:
             self.voice,
             self.to_agent,
             self.to_customer,
+            texts=self.texts,
             page=self._key_hash is not None,
         )
         self.idv.begin()
@@ -143,9 +168,48 @@ class Call:
 
     def customer_view(self) -> list[dict]:
         """What a customer page that (re)connects should show now."""
-        if self.idv is None:
-            return []
-        return [self.idv.customer_view()] + ([self.idv.consent_prompt()] if self.idv.consent_asked else [])
+        view = [self._page_message()]
+        if self.idv is not None:
+            view.append(self.idv.customer_view())
+            if self.idv.consent_asked:
+                view.append(self.idv.consent_prompt())
+        return view
+
+    def _page_message(self) -> dict:
+        return {"type": "call", "state": self.page_state.value}
+
+    # -- what the customer reads -------------------------------------------------------------------------------
+
+    def texts(self, key: str, /, **params: object) -> str:
+        return self._s.texts.render(self.page_language, key, **params)
+
+    def set_watched(self, watched: bool) -> None:
+        """The agent's console has the customer's media on screen (or no longer): the page says so."""
+        state = PageState.WATCHED if watched else PageState.WAITING
+        if self.page_state in (state, PageState.ENDED):
+            return
+        self.page_state = state
+        self.to_customer(self._page_message())
+        self.to_agent({"type": "watching", "link_id": self.id, "watching": watched})
+
+    def set_language(self, language: str) -> None:
+        """The agent corrects the customer's language: recognition, translation and the page follow it."""
+        if self.subtitles is not None:
+            self.subtitles.set_customer_language(language)  # raises UnsupportedLanguage, changing nothing
+            return
+        message = {"type": "language", "link_id": self.id, "language": language, "by": "agent", "settled": True}
+        self.to_agent({**message, "confidence": None})
+        self._language_changed(language)
+
+    def _language_changed(self, language: str) -> None:
+        """The customer's language changed (set by the agent, or detected): their page changes language too,
+        when there is a catalogue for it, with the identity check's current message."""
+        if language == self.page_language or not self._s.texts.has(language) or self._key_hash is None:
+            return
+        self.page_language = language
+        self.to_customer({"type": "language", "language": language, "texts": self._s.texts.texts(language)})
+        for message in self.customer_view()[1:]:
+            self.to_customer(message)
 
     # -- the end -----------------------------------------------------------------------------------------------
 
@@ -154,16 +218,28 @@ class Call:
         await self.media.end(reason)
 
     async def closed(self, reason: str, then: Callable[[Call, str], Awaitable[None]]) -> None:
-        """The media ended: close the parts in order (the last words still reach the transcript)."""
-        for tap in self.taps.values():
-            tap.close()
-        if self.subtitles is not None:
-            await self.subtitles.close()
-        if self.voice is not None:
-            await self.voice.close()  # an unfinished enrolment keeps what this call collected
-        if self.idv is not None:
-            await self.idv.close()
+        """The media ended: the customer's page hears it first (their camera stops now), then ``then`` (the
+        service records the end and frees the call's place). Nothing here waits on transcription: the parts
+        close in ``wind_down``, which the service runs in the background."""
+        self.page_state = PageState.ENDED
+        self.to_customer(self._page_message())
         self.to_customer(None)
+        for tap in self.taps.values():
+            tap.close()  # no more audio in: what was heard is queued for the parts below
         await then(self, reason)
         if not self.ended.done():
             self.ended.set_result(reason)
+
+    async def wind_down(self) -> None:
+        """Close the parts in order, after the end: the last words still reach the transcript (and a platform
+        that waits for them, such as AudioHook's close, on ``finished``)."""
+        try:
+            if self.subtitles is not None:
+                await self.subtitles.close()
+            if self.voice is not None:
+                await self.voice.close()  # an unfinished enrolment keeps what this call collected
+            if self.idv is not None:
+                await self.idv.close()
+        finally:
+            if not self.finished.done():
+                self.finished.set_result(None)

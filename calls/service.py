@@ -32,13 +32,17 @@ from media.transport import Transport
 from media.webrtc import CallMedia
 from models.engines import is_language_code
 from models.errors import UnsupportedLanguage
-from store.base import Agent, Link, Snapshot, new_call_id
+from store.base import FINAL_STATES, Agent, Link, Snapshot, new_call_id
 from store.errors import Conflict, Forbidden, Gone, Invalid, NotFound, Throttled
 from store.security import new_token, security_phrase, token_hash
 
 log = logging.getLogger(__name__)
 
 USED = "this link has been used; each link works once, on one device"
+
+
+def _used() -> Gone:
+    return Gone(USED, text="link.used")
 
 
 class CallService:
@@ -51,6 +55,7 @@ class CallService:
         self.live: dict[str, Call] = {}
         self._slots: dict[str, Slot] = {}  # each live call's place under the limits
         self._tasks: set[asyncio.Task] = set()  # fire-and-forget work, held until done
+        self.winding: dict[str, Call] = {}  # ended calls whose transcription is finishing
         (settings.data_dir / "snapshots").mkdir(parents=True, exist_ok=True)
         self._recover()
 
@@ -97,7 +102,7 @@ class CallService:
             customer_ref=customer_ref,
             phone=phone,
             language=language,
-            reason=reason or "so they can help you faster",
+            reason=reason or "",  # none: the customer page's own words, in their language
             phrase=security_phrase(),
             ttl=ttl,
         )
@@ -147,29 +152,36 @@ class CallService:
         link = self.store.links.by_token(token_hash(token)) if 20 <= len(token) <= 64 else None
         if link is None:
             if not self.unknown_links.take(who):
-                raise Throttled("too many unknown links from this address; try again in a minute")
-            raise NotFound("this link does not exist; check it, or ask the agent for a new one")
+                raise Throttled("too many unknown links from this address; try again in a minute", "link.throttled")
+            raise NotFound("this link does not exist; check it, or ask the agent for a new one", "link.unknown")
         if link.state == "expired":
-            raise Gone("this link has expired; ask the agent for a new one")
+            raise Gone("this link has expired; ask the agent for a new one", "link.expired")
         if link.state == "revoked":
-            raise Gone("this link has been cancelled by the agent")
+            raise Gone("this link has been cancelled by the agent", "link.revoked")
         if link.state not in ("created", "opened"):
-            raise Gone(USED)
+            raise _used()
         return link
 
-    def join_info(self, token: str, who: str) -> dict:
+    def page_language(self, link: Link, accept_language: str | None) -> str:
+        """The customer page's language: the link's, or for ``detect`` the browser's (until speech says)."""
+        return self.services.texts.choose(link.language, accept_language)
+
+    def join_info(self, token: str, who: str, accept_language: str | None = None) -> dict:
+        """What the customer's page shows, in its language: the texts, who asks and why, the phrase."""
         link = self.customer_link(token, who)
         if self.store.links.mark_opened(link.id):
             link = self.store.links.get(link.id)
             self.store.audit.add("customer", "link.open", link.id)
             self._publish(link)
         agent = self.store.agents.get(link.agent_id)
+        language = self.page_language(link, accept_language)
         return {
             "company": self.settings.company,
-            "agent": agent.name if agent else None,
-            "reason": link.reason,
+            "agent": agent.display_name if agent else None,  # None: the page says "an agent"
+            "reason": link.reason,  # the agent's own words, if any; else the page's, in its language
             "phrase": link.phrase,
-            "language": link.language,
+            "language": language,
+            "texts": self.services.texts.texts(language),
             "expires_in": max(0, int(link.expires - self.store.clock())),
             "ice_servers": self.settings.ice_servers(),
         }
@@ -188,7 +200,9 @@ class CallService:
 
     # -- calls -------------------------------------------------------------------------------------------------
 
-    async def customer_offer(self, token: str, offer: RTCSessionDescription, who: str) -> dict:
+    async def customer_offer(
+        self, token: str, offer: RTCSessionDescription, who: str, accept_language: str | None = None
+    ) -> dict:
         link = self.customer_link(token, who)
         agent = self.store.agents.get(link.agent_id)
         bind(link.id, agent.name if agent else None)  # before any task: the call's media and pipelines inherit it
@@ -203,7 +217,7 @@ class CallService:
         if not self.store.links.consume(link.id):  # a second device lost the race
             slot.release()
             await media.discard()
-            raise Gone(USED)
+            raise _used()
         self._slots[link.id] = slot
         key = new_token(16)
         call = Call(
@@ -212,9 +226,11 @@ class CallService:
             self.services,
             agent_language=agent.language if agent else "en",
             customer_key=key,
+            page_language=self.page_language(link, accept_language),
             partials=self.settings.partials,
             endpoint_ms=self.settings.endpoint_ms,
         )
+        media.on_agent_left = partial(call.set_watched, False)  # the console's tab closed, or its network went
         self.live[link.id] = call
         try:
             desc = await media.answer_customer()
@@ -339,7 +355,6 @@ class CallService:
             customer_ref=idv or call.link.customer_ref,
             phone=call.link.phone,
             language=(call.subtitles.detected_language if call.subtitles else None) or call.link.language,
-            reason="so they can see what you see",
             ttl=ttl,
         )
 
@@ -360,7 +375,31 @@ class CallService:
         return call
 
     async def customer_hangup(self, token: str, key: str) -> None:
+        """Idempotent: a page that closes after its call has ended (the agent hung up first) is told so, not
+        refused; its key is gone with the call, and hanging up an ended call changes nothing."""
+        link = self.store.links.by_token(token_hash(token))
+        if link is not None and link.id not in self.live and link.state in FINAL_STATES and link.connected:
+            return
         await self.customer_call(token, key).end("customer hung up")
+
+    def set_watched(self, agent: Agent, link_id: str, watched: bool) -> None:
+        """The agent's console reports the customer's media on screen (or no longer): their page says so."""
+        call = self.live_call(agent, link_id)
+        call.set_watched(watched)
+        if watched:
+            self.store.audit.add(agent.name, "call.agent_watching", call.id)
+
+    def set_customer_language(self, agent: Agent, link_id: str, language: object) -> Link:
+        """The agent corrects the customer's language mid-call."""
+        if not is_language_code(language) or language == "detect":
+            raise Invalid("language must be a language code such as 'en' or 'pt'")
+        call = self.live_call(agent, link_id)
+        try:
+            call.set_language(language)
+        except UnsupportedLanguage as e:
+            raise Invalid(f"cannot switch to {language!r}: {e}") from None
+        self.store.audit.add(agent.name, "call.language", call.id, language)
+        return call.link
 
     async def agent_end(self, agent: Agent, link_id: str) -> Link:
         link = self.link_for_agent(agent, link_id)
@@ -372,9 +411,20 @@ class CallService:
         return self.store.links.get(link.id)
 
     async def _media_ended(self, call_id: str, reason: str) -> None:
+        """The end is recorded and shown at once; the call's transcription finishes in the background."""
         call = self.live.get(call_id)
         if call is not None:
             await call.closed(reason, self._call_closed)
+            self._background(self._wind_down(call))
+
+    async def _wind_down(self, call: Call) -> None:
+        self.winding[call.id] = call
+        try:
+            await call.wind_down()
+        except Exception:
+            log.exception("call %s: closing its parts failed", call.id)
+        finally:
+            self.winding.pop(call.id, None)
 
     async def _call_closed(self, call: Call, reason: str) -> None:
         self.live.pop(call.id, None)
@@ -386,8 +436,10 @@ class CallService:
         self._publish(self.store.links.get(call.id))
 
     async def close(self, reason: str = "server shutting down") -> None:
+        """End every call, then let their transcripts finish."""
         for call in list(self.live.values()):
             await call.end(reason)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # -- ID&V: the customer's steps on their page, and the agent's ---------------------------------------------
 
@@ -407,9 +459,12 @@ class CallService:
     def idv_record(self, agent: Agent, link_id: str) -> dict | None:
         return self.store.idv.get(self.link_for_agent(agent, link_id).id)
 
-    def transcript(self, agent: Agent, link_id: str) -> tuple[dict, float]:
-        """The saved transcript and the wall time it starts from (for subtitle timestamps)."""
+    async def transcript(self, agent: Agent, link_id: str) -> tuple[dict, float]:
+        """The saved transcript and the wall time it starts from (for subtitle timestamps). A call that has just
+        ended may still be transcribing its last words: its download waits for them (a little while)."""
         link = self.link_for_agent(agent, link_id)
+        if (finishing := self.winding.get(link.id)) is not None:
+            await asyncio.wait([finishing.finished], timeout=30.0)
         data = load_transcript(self.services.vault, self.store.transcripts, link.id)
         if data is None:
             raise NotFound("this call has no transcript")

@@ -18,6 +18,7 @@ class Settings:
     data_dir: Path
     public_url: str = "http://localhost:8080"
     company: str = "VoxGate"
+    texts_dir: Path | None = None  # the operator's customer texts, over the shipped ones (calls.texts)
     link_ttl: float = 600.0
     max_link_ttl: float = 24 * 3600.0
     max_calls_per_agent: int = 4

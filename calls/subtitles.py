@@ -23,6 +23,7 @@ from calls.metrics import Metrics
 from media.events import (
     Event,
     FinalTranscript,
+    LanguageChanged,
     PartialTranscript,
     PipelineError,
     SpeechEnded,
@@ -71,8 +72,9 @@ class Subtitles:
         executor: Executor | None = None,
         partials: bool = True,
         metrics: Metrics,
+        on_language: Callable[[str], None] = lambda language: None,
     ) -> None:
-        self.link_id, self._metrics = link_id, metrics
+        self.link_id, self._metrics, self._on_language = link_id, metrics, on_language
         self._send_agent, self._send_customer = send_agent, send_customer
         self._transcript = TranscriptWriter(link_id, vault, transcripts)
         self._open: dict[tuple[str, int], Line] = {}
@@ -96,6 +98,15 @@ class Subtitles:
         self._readers = [
             asyncio.get_running_loop().create_task(self._read(leg, p)) for leg, p in self.pipelines.items()
         ]
+
+    def set_customer_language(self, language: str) -> None:
+        """The agent corrects the customer's language: recognised in it from their next utterance, the agent
+        translated into it. Raises ``UnsupportedLanguage`` (changing nothing) if either cannot be done."""
+        agent = self.pipelines["agent"]
+        if self._router is not None and agent.language is not None:
+            self._router.route(language, agent.language)
+            self._router.route(agent.language, language)
+        self.pipelines["customer"].set_language(language, by="agent")  # its LanguageChanged does the rest
 
     def listen(self, listener: Callable[[str, Event], None]) -> None:
         """Also hand the typed subtitle events (partials, finals, translations) with their leg to ``listener``:
@@ -126,6 +137,10 @@ class Subtitles:
         if isinstance(event, SpeechEnded):
             self._ended[key] = event.wall
             return
+        if isinstance(event, LanguageChanged):
+            if leg == "customer":
+                self._language_changed(event)
+            return
         if isinstance(event, PipelineError):
             self._send({"type": "subtitle_error", "link_id": self.link_id, "speaker": leg, "message": event.message})
             return
@@ -144,11 +159,6 @@ class Subtitles:
             "speech_start": self._started.get(key),
         }
         if isinstance(event, FinalTranscript):
-            if leg == "customer" and self.detected_language is None:
-                self.detected_language = event.language
-                message["detected_language"] = event.language
-                if self.pipelines["agent"].config.target_language is None:  # the link said "detect"
-                    self._retarget_agent(event.language)
             line = Line(
                 leg,
                 event.segment,
@@ -187,6 +197,24 @@ class Subtitles:
         elif isinstance(event, Translation):
             stage.labels("mt").observe(timing["mt"] - timing["asr"])
             stage.labels("subtitle_sent").observe(timing["sent"] - speech_end)
+
+    def _language_changed(self, event: LanguageChanged) -> None:
+        """The customer's language, detected (or re-detected) or set by the agent: the agent is translated into
+        it from the next line, the console shows it, and the call's page follows it."""
+        changed, self.detected_language = event.language != self.detected_language, event.language
+        if changed and self.pipelines["agent"].config.target_language != event.language:
+            self._retarget_agent(event.language)  # tried once per language: a missing route is said once
+        self._send_agent(
+            {
+                "type": "language",
+                "link_id": self.link_id,
+                "language": event.language,
+                "confidence": None if event.confidence is None else round(event.confidence, 2),
+                "settled": event.settled,
+                "by": event.by,
+            }
+        )
+        self._on_language(event.language)
 
     def _retarget_agent(self, language: str) -> None:
         """Translate the agent for the customer in the language just detected, if anything can; else say so once,

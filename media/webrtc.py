@@ -159,6 +159,7 @@ class CallMedia:
         # Who hears each side (the legs' speech taps): called with every decoded frame, on the event loop.
         self.customer_listeners: list[AudioListener] = []
         self.agent_listeners: list[AudioListener] = []
+        self.on_agent_left: Callable[[], None] | None = None  # the console's connection failed or closed
 
     # -- the customer ------------------------------------------------------------------------------------------
 
@@ -239,6 +240,11 @@ class CallMedia:
             if track.kind == "audio":
                 self.voice.attach(self.relay.subscribe(track, buffered=False))
                 self._spawn(self._read_audio(self.relay.subscribe(track), self.agent_listeners))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed") and pc is self.agent_pc and self.on_agent_left:
+                self.on_agent_left()
 
         await _apply_offer(pc, offer)
         for track in (self.customer_video, self.customer_audio):

@@ -26,7 +26,7 @@ async def login(request: web.Request) -> web.Response:
     agent = await calls.access.sign_in(name, password, client(request))
     token, csrf = new_token(), new_token(16)
     calls.store.agents.add_web_session(token_hash(token), agent.id, csrf, SESSION_TTL)
-    response = web.json_response({"agent": agent_view(agent), "csrf": csrf})
+    response = web.json_response(_me(calls, agent, csrf))
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -55,9 +55,17 @@ async def me(request: web.Request) -> web.Response:
     agent = agent_of(request)
     calls = request.app[CALLS]
     found = calls.store.agents.web_session(token_hash(request.cookies.get(SESSION_COOKIE, "")))
-    return web.json_response(
-        {"agent": agent_view(agent), "csrf": found[1] if found else None, "ice_servers": calls.settings.ice_servers()}
-    )
+    return web.json_response(_me(calls, agent, found[1] if found else None))
+
+
+def _me(calls: CallService, agent: Agent, csrf: str | None) -> dict:
+    """What the console starts from, whether it has just signed in or reloads."""
+    return {
+        "agent": agent_view(agent),
+        "csrf": csrf,
+        "ice_servers": calls.settings.ice_servers(),
+        "languages": sorted(calls.engines.asr.languages()) if calls.engines is not None else [],
+    }
 
 
 @routes.put("/api/me")
@@ -70,4 +78,10 @@ async def update_me(request: web.Request) -> web.Response:
 
 
 def agent_view(agent: Agent) -> dict:
-    return {"id": agent.id, "name": agent.name, "language": agent.language, "role": agent.role}
+    return {
+        "id": agent.id,
+        "name": agent.name,
+        "display_name": agent.display_name,
+        "language": agent.language,
+        "role": agent.role,
+    }

@@ -91,6 +91,11 @@ async def console(request: web.Request) -> web.FileResponse:
     return web.FileResponse(WEB_DIR / "console.html", headers=page_headers())
 
 
+@pages.get("/favicon.ico")
+async def favicon(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(WEB_DIR / "favicon.ico", headers={"Cache-Control": "max-age=86400"})
+
+
 @pages.get("/static/{name}")
 async def static(request: web.Request) -> web.FileResponse:
     """The pages' scripts, styles and images: one folder, known file types only."""

@@ -110,7 +110,7 @@ class AudioHookStream:
                 self._timer.cancel()
             if self.call is not None:
                 await self.call.end("the platform's AudioHook stream was lost")
-                await self.call.ended
+                await self.call.finished
             self._out.put_nowait(None)
             await self._writer
             await self.ws.close()
@@ -126,7 +126,7 @@ class AudioHookStream:
         if step.close is not None:
             if self.call is not None:  # the last words' transcripts go out before closed
                 await self.call.end(f"the platform closed the stream ({step.close})")
-                await self.call.ended
+                await self.call.finished
             self._send(self.session.closed())
             self._close_soon()
 

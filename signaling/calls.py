@@ -38,8 +38,14 @@ async def create_link(request: web.Request) -> web.Response:
 
 @routes.get("/api/links")
 async def list_links(request: web.Request) -> web.Response:
+    """The agent's links, newest first, 50 at a time: ``?before=CREATED`` pages back through the history."""
     agent = agent_of(request)
-    return web.json_response({"links": [link.to_dict() for link in request.app[CALLS].store.links.of_agent(agent.id)]})
+    try:
+        before = float(request.query["before"]) if "before" in request.query else None
+    except ValueError:
+        raise Invalid("before must be a time in seconds") from None
+    links = request.app[CALLS].store.links.of_agent(agent.id, before=before)
+    return web.json_response({"links": [link.to_dict() for link in links]})
 
 
 @routes.get("/api/links/{id}")
@@ -74,6 +80,25 @@ async def agent_offer(request: web.Request) -> web.Response:
 async def end_call(request: web.Request) -> web.Response:
     link = await request.app[CALLS].agent_end(agent_of(request), request.match_info["id"])
     return web.json_response({"link": link.to_dict()})
+
+
+@routes.post("/api/calls/{id}/watching")
+async def watching(request: web.Request) -> web.Response:
+    """The console reports the customer's media on screen (``{"watching": true}``) or no longer: the customer's
+    page tells them whether the agent can see them from this, and only from this."""
+    body = await json_body(request)
+    if not isinstance(body.get("watching"), bool):
+        raise Invalid("watching: true or false")
+    request.app[CALLS].set_watched(agent_of(request), request.match_info["id"], body["watching"])
+    return web.json_response({"watching": body["watching"]})
+
+
+@routes.post("/api/calls/{id}/language")
+async def customer_language(request: web.Request) -> web.Response:
+    """The agent corrects the customer's language mid-call (``{"language": "pt"}``)."""
+    body = await json_body(request)
+    link = request.app[CALLS].set_customer_language(agent_of(request), request.match_info["id"], body.get("language"))
+    return web.json_response({"link": link.to_dict(), "language": body["language"]})
 
 
 @routes.post("/api/calls/{id}/snapshots")
@@ -124,7 +149,7 @@ async def offer_enrolment(request: web.Request) -> web.Response:
 
 @routes.get("/api/calls/{id}/transcript")
 async def transcript(request: web.Request) -> web.Response:
-    data, origin = request.app[CALLS].transcript(agent_of(request), request.match_info["id"])
+    data, origin = await request.app[CALLS].transcript(agent_of(request), request.match_info["id"])
     name = f"transcript-{request.match_info['id']}"
     if request.query.get("format", "json") == "vtt":
         return web.Response(

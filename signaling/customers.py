@@ -17,23 +17,35 @@ from store.errors import Invalid
 routes = web.RouteTableDef()
 
 
+PAGE = (WEB_DIR / "customer.html").read_text()
+
+
 @routes.get("/j/{token}")
 async def page(request: web.Request) -> web.Response:
-    """The customer's page. A GET never uses the link up: chat apps fetch URLs to preview them."""
-    request.app[CALLS].customer_link(request.match_info["token"], client(request))
-    return web.FileResponse(WEB_DIR / "customer.html", headers=page_headers())
+    """The customer's page, in their language from the first byte (``<html lang>``). A GET never uses the link
+    up: chat apps fetch URLs to preview them."""
+    calls = request.app[CALLS]
+    link = calls.customer_link(request.match_info["token"], client(request))
+    language = calls.page_language(link, _accept_language(request))
+    html = PAGE.replace('<html lang="en">', f'<html lang="{language}">', 1)
+    return web.Response(text=html, content_type="text/html", headers=page_headers())
 
 
 @routes.get("/api/join/{token}")
 async def join_info(request: web.Request) -> web.Response:
-    info = request.app[CALLS].join_info(request.match_info["token"], client(request))
+    info = request.app[CALLS].join_info(request.match_info["token"], client(request), _accept_language(request))
     return web.json_response(info, headers={"Cache-Control": "no-store"})
 
 
 @routes.post("/api/join/{token}/offer")
 async def offer(request: web.Request) -> web.Response:
     sdp = parse_offer(await json_body(request))
-    return web.json_response(await request.app[CALLS].customer_offer(request.match_info["token"], sdp, client(request)))
+    token, who = request.match_info["token"], client(request)
+    return web.json_response(await request.app[CALLS].customer_offer(token, sdp, who, _accept_language(request)))
+
+
+def _accept_language(request: web.Request) -> str | None:
+    return request.headers.get("Accept-Language")
 
 
 async def _step(request: web.Request) -> tuple[LiveIdv, dict]:

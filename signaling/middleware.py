@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import re
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
 SESSION_COOKIE = "vg_session"
 WEB_DIR = Path(str(files("web")))
+NOTICE = (WEB_DIR / "notice.html").read_text()
 
 CALLS = web.AppKey("calls", CallService)
 VOICE_ID = web.AppKey("voice_id", object)  # VoiceId, or None when no speaker encoder is loaded
@@ -79,7 +81,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except Refused as e:
-        return _failed(request, status_of(e), e.message)
+        return _failed(request, status_of(e), e.message, e.text)
     except (SdpError, AudioFormatError) as e:
         return _failed(request, 400, str(e))
     except web.HTTPRequestEntityTooLarge:
@@ -94,10 +96,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(request, 500, "internal error; it has been logged")
 
 
-def _failed(request: web.Request, status: int, message: str) -> web.Response:
+def _failed(request: web.Request, status: int, message: str, text: str | None = None) -> web.Response:
     if kind := _media_kind(request.path):
         request.app[CALLS].services.metrics.errors.labels(kind).inc()
-    return error_response(request, status, message)
+    return error_response(request, status, message, text)
 
 
 def _media_kind(path: str) -> str | None:
@@ -107,19 +109,26 @@ def _media_kind(path: str) -> str | None:
     return "webrtc" if path.endswith(("/offer", "/agent-offer")) else None
 
 
-def error_response(request: web.Request, status: int, message: str) -> web.Response:
+def error_response(request: web.Request, status: int, message: str, text: str | None = None) -> web.Response:
+    """JSON with the message. A customer reads their refusals in their own words (``text``, a key of the
+    catalogue; else the message), and on their link's URL as a page."""
+    customer = request.path.startswith(("/j/", "/api/join/"))
+    if not customer:
+        return web.json_response({"error": message}, status=status)
+    texts = request.app[CALLS].services.texts
+    language = texts.choose(None, request.headers.get("Accept-Language"))
+    words = texts.render(language, text) if text else message
     if request.path.startswith("/j/"):
-        return notice_page(status, message)
-    return web.json_response({"error": message}, status=status)
+        title = {404: "notice.invalid", 410: "notice.invalid", 429: "notice.wait"}.get(status, "notice.error")
+        return notice_page(status, texts.render(language, title), words, language)
+    return web.json_response({"error": message, "message": words}, status=status)
 
 
-def notice_page(status: int, message: str) -> web.Response:
-    """What a customer sees for a link that cannot be used: a page, not JSON."""
-    titles = {404: "Link not found", 410: "Link no longer valid", 429: "Please wait"}
-    html = (WEB_DIR / "notice.html").read_text().replace("{title}", titles.get(status, "Something went wrong"))
-    return web.Response(
-        text=html.replace("{message}", message), status=status, content_type="text/html", headers=page_headers()
-    )
+def notice_page(status: int, title: str, message: str, language: str = "en") -> web.Response:
+    """What a customer sees for a link that cannot be used: a page in their language, not JSON."""
+    values = {"{lang}": language, "{title}": html.escape(title), "{message}": html.escape(message)}
+    page = re.sub("|".join(re.escape(k) for k in values), lambda m: values[m.group(0)], NOTICE)
+    return web.Response(text=page, status=status, content_type="text/html", headers=page_headers())
 
 
 async def common_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -11,6 +11,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from signaling.middleware import CALLS, SOCKETS, agent_of, check_origin, still_signed_in
 
 SESSION_CHECK = 10.0  # seconds between checks that a console's agent is still signed in
+HELLO_LINKS = 200  # the latest links a console starts with (its live calls always); older ones by /api/links
 
 routes = web.RouteTableDef()
 
@@ -21,7 +22,8 @@ async def console_events(request: web.Request) -> web.WebSocketResponse:
     check_origin(request)
     agent = agent_of(request)
     calls = request.app[CALLS]
-    links = calls.store.links.of_agent(agent.id)
+    live = [link for call in calls.live.values() if (link := calls.store.links.get(call.id)).agent_id == agent.id]
+    links = list({link.id: link for link in live + calls.store.links.of_agent(agent.id, HELLO_LINKS)}.values())
     idv = {link.id: record for link in links if (record := calls.store.idv.get(link.id))}
     hello = {"type": "hello", "links": [link.to_dict() for link in links], "idv": idv}
     return await stream(request, agent.id, calls.hub.subscribe(agent.id), [hello], still_signed_in(request))

@@ -122,3 +122,15 @@ def enrolment(utterances, seconds=20.0):
     joined = np.concatenate(utterances)
     assert len(joined) >= seconds * 16000
     return joined[: int(seconds * 16000)]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_mdns_state():
+    """aioice keeps its mDNS resolver and its lock per thread, bound to the event loop that first used them;
+    each test runs on a loop of its own, so each starts without them (one server process has one loop)."""
+    yield
+    import aioice.ice
+
+    for name in ("lock", "protocol", "subscribers"):
+        if hasattr(aioice.ice._mdns, name):
+            delattr(aioice.ice._mdns, name)

@@ -51,8 +51,16 @@ class TestServer:
         return self.node.voice_id
 
     def add_agent(
-        self, name: str = "alice", password: str = "correct horse", language: str = "en", role: str = "agent"
+        self,
+        name: str = "alice",
+        password: str = "correct horse",
+        language: str = "en",
+        role: str = "agent",
+        display_name: str | None = None,
     ) -> str:
         api_token = new_token()
-        self.store.agents.add(name, hash_password(password), token_hash(api_token), language, role)
+        self.store.agents.add(name, hash_password(password), token_hash(api_token), language, role, display_name)
         return api_token
+
+    def agent(self, name: str = "alice"):
+        return self.store.agents.by_name(name)

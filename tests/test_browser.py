@@ -135,7 +135,7 @@ async def test_escalation_in_real_browsers(tmp_path, data, chromium, customer_wa
             assert await customer.text_content("#phrase") == phrase
             await customer.check("#consent")
             await customer.click("#start")
-            await customer.wait_for_function("document.getElementById('status').textContent.startsWith('Connected')")
+            await customer.wait_for_function("window.vg.state === 'watched'")  # the console shows them
             link_id = next(iter(server.calls.live))
             media = server.calls.live[link_id].media
             await wait_until(lambda: media.media_started is not None, 10)
@@ -219,7 +219,7 @@ async def test_live_translated_subtitles_in_real_browsers(tmp_path, data, chromi
             console, url, _ = await create_link_in_console(agent_browser, server.base, {"#language": "pt"})
 
             customer = await customer_starts(customer_browser, url)
-            await customer.wait_for_function("document.getElementById('status').textContent.startsWith('Connected')")
+            await customer.wait_for_function("window.vg.state === 'watched'")  # the console shows them
 
             # The console: the customer's Portuguese as a final line, English underneath.
             line = console.locator("#transcript li.customer.final").first
@@ -355,12 +355,12 @@ async def test_switching_calls_releases_the_previous_view(tmp_path, data, chromi
             console, first_url, _ = await create_link_in_console(
                 browser, server.base, {"#customer-ref": "first"}, init_script=RESOURCE_COUNTERS, errors=errors
             )
-            first = await console.get_attribute("#links tr:first-child", "data-id")
+            first = await console.get_attribute("#new-result", "data-id")
             await console.fill("#customer-ref", "second")
             await console.click("#new-link button[type=submit]")
             await console.wait_for_function(f"document.getElementById('link-url').value !== '{first_url}'")
             second_url = await console.input_value("#link-url")
-            second = await console.get_attribute("#links tr:first-child", "data-id")
+            second = await console.get_attribute("#new-result", "data-id")
             assert first != second
 
             views = 0

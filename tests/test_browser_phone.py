@@ -68,11 +68,12 @@ async def test_phone_call_in_the_console(tmp_path, data, chromium, engines):
             speech = ulaw_decode(phone_audio(data / "asr/multilingual/test_pt.wav", pad_seconds=1.0))
             speaker = asyncio.create_task(speak(media, speech))
 
-            # The console opens it by itself, names it by the number, and says so in the tab's title.
+            # The console opens it by itself with a tone, names it by the number, and lists it in the strip.
             name = f"Phone call from {CALLER} (Twilio)"
             await console.wait_for_selector("#live:not([hidden])", timeout=10000)
             assert await console.text_content("#live-ref") == name
-            assert await console.title() == f"{name} — VoxGate agent console"
+            assert await console.text_content(f'#strip button[data-id="{call.id}"]') == name
+            assert await console.evaluate("window.vg.alerts") == 1
             row = console.locator(f'tr[data-id="{call.id}"]')
             assert name in await row.text_content()
             assert await row.locator('td[data-state="connected"]').count() == 1

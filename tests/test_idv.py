@@ -411,7 +411,8 @@ async def test_enrolment_with_consent_in_a_call_and_from_a_recording_then_the_vo
 
     await wait_for(lambda: progress() and progress()[-1]["speech_seconds"] >= 5, timeout=20)
     assert [e["speech_seconds"] for e in progress()][:2] == [1.0, 2.0]  # "1 of 20 s", "2 of 20 s", ...
-    await caller.hang_up()  # mid-enrolment: what was collected is kept
+    await caller.hang_up()  # mid-enrolment: what was collected is kept, once the call's parts have closed
+    await wait_for(lambda: not server.calls.winding and not server.calls.live)
     status = server.voice_id.status("C-200")
     assert not status["enrolled"] and status["enrolment"]["speech_seconds"] >= 5
     assert status["enrolment"]["consent"]["by"].startswith("customer, on their page")

@@ -165,8 +165,9 @@ async def test_a_detected_language_with_no_route_back_is_said_once_and_the_custo
 
     await wait_for(lambda: of("translation"), timeout=60)
     await asyncio.sleep(3.0)
-    final = of("final")[0]
-    assert final["language"] == "es" and final.get("detected_language") == "es"
+    assert of("final")[0]["language"] == "es"
+    detected = [m for m in messages if m.get("type") == "language"]
+    assert detected and detected[0]["language"] == "es" and detected[0]["by"] == "detected", detected
     await wait_for(lambda: len(of("translation")) == len(of("final")), timeout=30)  # the sentence may come in two
     assert {"las", "son"} <= {w for f in of("final") for w in normalise_words(f["text"])}, of("final")
     english = " ".join(t["text"] for t in of("translation")).lower()

@@ -1,8 +1,11 @@
-// The agent console: sign in, create links, watch calls live, take stills.
+// The agent console: sign in, create links, a strip of my live calls, the call on screen (video and identity on
+// one side, the conversation on the other), and my links in Live, Waiting and History tables.
 "use strict";
 const $ = (id) => document.getElementById(id);
 const vg = window.vg = {csrf: null, agent: null, links: new Map(), events: [], videoFrames: 0, audioLevels: [], live: null,
-  subtitles: [], subtitleBacklog: new Map(), voiceid: [], voiceidLatest: new Map(), idv: new Map(), enrolments: []};
+  subtitles: [], subtitleBacklog: new Map(), voiceid: [], voiceidLatest: new Map(), idv: new Map(), enrolments: [],
+  unviewed: new Set(), alerts: 0, languages: new Map(), watching: new Set(), pages: {live: 0, waiting: 0, history: 0},
+  olderDone: false};
 const LABELS = {created: "Link created", opened: "Link opened", connected: "In progress", ended: "Done", expired: "Expired", revoked: "Revoked", interrupted: "Interrupted"};
 const NAMES = {customer: "Customer", agent: "You"};
 const DECISIONS = {authenticated: "Authenticated", not_authenticated: "Not authenticated",
@@ -11,18 +14,35 @@ const FACTORS = {voice: "voice", pin: "PIN", otp: "one-time code"};
 const HOW = {phone: "calling number", identifier: "customer number"};
 // Calls the contact-centre platform streams to us: the caller is on the phone, with no video and no link.
 const CHANNELS = {audiohook: "Genesys", twilio: "Twilio", whip: "WHIP"};
+const TABLES = [
+  {name: "live", title: "Live", states: ["connected"]},
+  {name: "waiting", title: "Waiting", states: ["created", "opened"]},
+  {name: "history", title: "History", states: ["ended", "expired", "revoked", "interrupted"]},
+];
+const PAGE = 10;
 const TITLE = document.title;
+const languageName = (code) => { try { return new Intl.DisplayNames(["en"], {type: "language"}).of(code); } catch { return code; } };
 
 const isPhone = (link) => link.channel in CHANNELS;
 const callName = (link) => isPhone(link)
   ? `Phone call from ${link.phone || "unknown number"} (${CHANNELS[link.channel]})`
   : link.customer_ref || link.phone || link.id;
+const when = (seconds) => new Date(seconds * 1000).toLocaleString([], {dateStyle: "medium", timeStyle: "short"});
 
 // The call on screen and what showing it holds: the peer connection, the agent's microphone, the level meter's
 // AudioContext and timer, the frame-callback chain. closeView() releases all of it.
 let view = null;
 
-function toast(text) { $("toast").textContent = text; }
+// A passing message at the top of the page (errors stay inline, beside what failed).
+let toastTimer = null;
+function toast(text) {
+  $("toast").textContent = text;
+  $("toast").hidden = !text;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { $("toast").hidden = true; }, 8000);
+}
+// An inline error, always the current one: each action clears its own before it runs.
+function fail(id, text) { $(id).textContent = text; }
 
 async function api(path, options = {}) {
   const headers = {"Content-Type": "application/json", ...(options.headers || {})};
@@ -35,72 +55,108 @@ async function api(path, options = {}) {
 
 async function boot() {
   try {
-    const me = await api("/api/me");
-    signedIn(me);
+    signedIn(await api("/api/me"));
   } catch {
     $("login").hidden = false;
+    $("login-name").focus();
   }
 }
 
 function signedIn(me) {
   vg.csrf = me.csrf; vg.agent = me.agent; vg.iceServers = me.ice_servers || [];
   $("login").hidden = true; $("app").hidden = false; $("logout").hidden = false;
-  $("whoami").textContent = `Signed in as ${me.agent.name}`;
+  $("whoami").textContent = `Signed in as ${me.agent.display_name || me.agent.name}`;
   $("language").value = me.agent.language || "en";
   $("my-language").value = me.agent.language || "en";
   $("my-language-box").hidden = false;
+  $("customer-language").replaceChildren(...(me.languages || []).map((code) =>
+    Object.assign(document.createElement("option"), {value: code, textContent: `${languageName(code)} (${code})`})));
   connectEvents();
 }
 
 $("login").addEventListener("submit", async (e) => {
   e.preventDefault();
+  fail("login-error", "");
   try {
     signedIn(await api("/api/login", {method: "POST", body: JSON.stringify({name: $("login-name").value, password: $("login-password").value})}));
-  } catch (err) { $("login-error").textContent = err.message; }
+  } catch (err) { fail("login-error", `Could not sign in: ${err.message}`); }
 });
 
 $("my-language").addEventListener("change", async () => {
   try { await api("/api/me", {method: "PUT", body: JSON.stringify({language: $("my-language").value})}); toast("Language saved: new calls use it."); }
-  catch (err) { toast(err.message); }
+  catch (err) { toast(`Language not saved: ${err.message}`); }
 });
 
 $("logout").addEventListener("click", async () => { await api("/api/logout", {method: "POST"}); location.reload(); });
 
 $("new-link").addEventListener("submit", async (e) => {
   e.preventDefault();
+  fail("new-error", "");
   try {
     showLink(await api("/api/links", {method: "POST", body: JSON.stringify({
       customer_ref: $("customer-ref").value || null, phone: $("phone").value || null,
       language: $("language").value || null, expires_in: Number($("expires").value) * 60,
     })}), "");
-  } catch (err) { toast(`Could not create the link: ${err.message}`); }
+  } catch (err) {
+    $("new-result").hidden = true;
+    fail("new-error", `Could not create the link: ${err.message}`);
+  }
 });
 
 // A new link's URL, QR code and phrase in the new-link card: made with the form, or escalated from a phone call.
 function showLink(r, note) {
+  $("new-card").open = true;
   $("new-result").hidden = false;
+  $("new-result").dataset.id = r.link.id;
   $("new-for").textContent = note;
   $("link-url").value = r.url;
+  $("copy-status").textContent = "";
   $("qr").replaceChildren(Object.assign(document.createElement("img"), {src: "data:image/svg+xml;base64," + btoa(r.qr_svg), alt: "QR code of the link"}));
   $("new-phrase").textContent = r.link.phrase;
   upsert(r.link);
 }
 
-$("copy").addEventListener("click", () => navigator.clipboard?.writeText($("link-url").value));
+// A link that can no longer be used is taken off the card: nobody should send it.
+function retireShownLink(link) {
+  if ($("new-result").dataset.id === link.id && !["created", "opened"].includes(link.state)) {
+    $("new-result").hidden = true;
+    $("link-url").value = "";
+    $("qr").replaceChildren();
+  }
+}
+
+$("copy").addEventListener("click", async () => {
+  try {
+    await navigator.clipboard.writeText($("link-url").value);
+    $("copy-status").textContent = "Copied.";
+  } catch {
+    $("link-url").select();
+    $("copy-status").textContent = "Press Ctrl+C to copy the selected link.";
+  }
+});
 
 function connectEvents() {
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/ws`);
+  ws.onopen = () => { if ($("toast").textContent.startsWith("Connection")) toast(""); };
   ws.onmessage = (m) => {
     const ev = JSON.parse(m.data);
     vg.events.push(ev);
-    if (ev.type === "hello") { Object.entries(ev.idv || {}).forEach(([id, r]) => vg.idv.set(id, {link_id: id, ...r})); ev.links.forEach(upsert); }
+    if (ev.type === "hello") {
+      Object.entries(ev.idv || {}).forEach(([id, r]) => vg.idv.set(id, {link_id: id, ...r}));
+      ev.links.forEach((link) => vg.links.set(link.id, link));
+      renderAll();
+      const live = ev.links.filter((l) => l.state === "connected").sort((a, b) => b.connected - a.connected);
+      if (!vg.live && live.length) watch(live[0].id);
+    }
     if (ev.type === "link") {
-      const known = vg.links.has(ev.link.id);
+      const known = vg.links.get(ev.link.id);
       upsert(ev.link);
-      if (!known) arrived(ev.link);
+      if (ev.link.state === "connected" && known?.state !== "connected") arrived(ev.link);
     }
     if (ev.type === "snapshot" && vg.live === ev.link_id) addSnapshot(ev.snapshot);
     if (ev.type === "subtitle") subtitle(ev);
+    if (ev.type === "language") language(ev);
+    if (ev.type === "watching") { ev.watching ? vg.watching.add(ev.link_id) : vg.watching.delete(ev.link_id); showWatching(); }
     if (ev.type === "voiceid" || ev.type === "voiceid_alert") voiceId(ev);
     if (ev.type === "idv") identity(ev);
     if (ev.type === "enrolment") enrolment(ev);
@@ -111,26 +167,138 @@ function connectEvents() {
 
 function upsert(link) {
   vg.links.set(link.id, link);
-  let row = document.querySelector(`tr[data-id="${link.id}"]`);
-  if (!row) {
-    row = document.createElement("tr");
-    row.dataset.id = link.id;
-    $("links").prepend(row);
+  retireShownLink(link);
+  if (link.state !== "connected") vg.unviewed.delete(link.id);
+  if (vg.live === link.id && link.state !== "connected") {
+    stopWatching(`Call ${LABELS[link.state].toLowerCase()}${link.end_reason ? `: ${link.end_reason}` : ""}.`);
   }
-  const when = new Date(link.created * 1000).toLocaleTimeString();
-  row.innerHTML = "";
+  renderAll();
+}
+
+// A call that has just connected, with a tone: shown at once when nothing else is on screen; otherwise (or while
+// this tab is in the background) flagged in the strip and the tab's title until the agent looks at it.
+function arrived(link) {
+  beep();
+  if (!vg.live) watch(link.id);
+  if (vg.live !== link.id || document.hidden) {
+    vg.unviewed.add(link.id);
+    toast(`New call: ${callName(link)}`);
+  }
+  renderAll();
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && vg.live && vg.unviewed.delete(vg.live)) renderAll();
+});
+
+function beep() {
+  vg.alerts++;
+  try {
+    const ctx = new AudioContext();
+    const tone = ctx.createOscillator();
+    const gain = ctx.createGain();
+    gain.gain.value = 0.15;
+    tone.frequency.value = 880;
+    tone.connect(gain).connect(ctx.destination);
+    tone.start();
+    tone.stop(ctx.currentTime + 0.25);
+    tone.onended = () => ctx.close();
+  } catch { /* no audio output: the strip and the title still say it */ }
+}
+
+function renderAll() {
+  renderStrip();
+  renderTables();
+  const n = vg.unviewed.size;
+  document.title = n ? `(${n}) New call — ${TITLE}` : TITLE;
+}
+
+// Every live call of mine, one button each: the one on screen marked, the ones not yet seen flagged.
+function renderStrip() {
+  const live = [...vg.links.values()].filter((l) => l.state === "connected").sort((a, b) => a.connected - b.connected);
+  $("strip").hidden = !live.length;
+  $("strip").replaceChildren(...live.map((link) => {
+    const b = button(callName(link), () => watch(link.id));
+    b.dataset.id = link.id;
+    b.className = "call-tab";
+    if (vg.unviewed.has(link.id)) {
+      b.classList.add("unviewed");
+      b.append(Object.assign(document.createElement("span"), {className: "badge", textContent: "New"}));
+    }
+    if (vg.live === link.id) b.setAttribute("aria-current", "true");
+    return b;
+  }));
+}
+
+// Live, Waiting and History: newest first, dated, ten rows a page.
+function renderTables() {
+  const all = [...vg.links.values()];
+  $("tables").replaceChildren(...TABLES.map((spec) => {
+    const rows = all.filter((l) => spec.states.includes(l.state))
+      .sort((a, b) => (b.connected || b.created) - (a.connected || a.created));
+    const pages = Math.max(1, Math.ceil(rows.length / PAGE));
+    const page = vg.pages[spec.name] = Math.min(vg.pages[spec.name], pages - 1);
+    const section = document.createElement("section");
+    section.className = "table-block";
+    section.setAttribute("aria-labelledby", `${spec.name}-heading`);
+    section.append(Object.assign(document.createElement("h3"), {id: `${spec.name}-heading`, textContent: `${spec.title} (${rows.length})`}));
+    if (!rows.length && spec.name !== "history") {
+      section.append(Object.assign(document.createElement("p"), {className: "muted", textContent: spec.name === "live" ? "No call in progress." : "No link waiting for a customer."}));
+      return section;
+    }
+    const table = document.createElement("table");
+    table.id = `${spec.name}-table`;
+    table.createTHead().insertRow().append(...["When", "Customer", "Phrase", "State", "Identity", "Actions"].map((text) =>
+      Object.assign(document.createElement("th"), {textContent: text, scope: "col"})));
+    const body = table.createTBody();
+    body.id = `${spec.name}-rows`;
+    rows.slice(page * PAGE, (page + 1) * PAGE).forEach((link) => body.append(row(link)));
+    section.append(table);
+    const more = spec.name === "history" && !vg.olderDone;
+    if (pages > 1 || more) section.append(pager(spec.name, page, pages, more));
+    return section;
+  }));
+}
+
+function pager(name, page, pages, more) {
+  const nav = document.createElement("nav");
+  nav.className = "pager";
+  nav.setAttribute("aria-label", `${name} pages`);
+  const prev = button("Previous", () => { vg.pages[name]--; renderTables(); });
+  prev.disabled = page === 0;
+  const next = button("Next", () => { vg.pages[name]++; renderTables(); });
+  next.disabled = page >= pages - 1;
+  nav.append(prev, Object.assign(document.createElement("span"), {textContent: ` Page ${page + 1} of ${pages} `}), next);
+  if (more && page >= pages - 1) nav.append(button("Load older", loadOlder));
+  return nav;
+}
+
+async function loadOlder() {
+  const oldest = Math.min(...[...vg.links.values()].map((l) => l.created));
+  try {
+    const {links} = await api(`/api/links?before=${oldest}`);
+    links.forEach((link) => vg.links.set(link.id, link));
+    vg.olderDone = links.length === 0;
+    renderTables();
+  } catch (err) { toast(`Could not load older links: ${err.message}`); }
+}
+
+function row(link) {
+  const tr = document.createElement("tr");
+  tr.dataset.id = link.id;
   const who = isPhone(link) ? callName(link) : link.customer_ref || link.phone || "—";
-  for (const text of [when, who, link.phrase || "—"]) row.insertCell().textContent = text;
-  const state = row.insertCell();
+  for (const text of [when(link.connected || link.created), who, link.phrase || "—"]) tr.insertCell().textContent = text;
+  const state = tr.insertCell();
   state.textContent = LABELS[link.state] || link.state;
   state.className = `state ${link.state}`;
   state.dataset.state = link.state;
   const idv = vg.idv.get(link.id);
-  const identityCell = row.insertCell();
+  const identityCell = tr.insertCell();
   identityCell.className = "idv-cell";
   identityCell.dataset.status = idv ? idv.status : "";
   identityCell.textContent = idv ? `${idv.status_label}${idv.verified_by ? ` (${FACTORS[idv.verified_by]})` : ""}` : "";
-  const actions = row.insertCell();
+  const actions = tr.insertCell();
+  actions.className = "actions";
   if (link.state === "connected") actions.append(button("View", () => watch(link.id)));
   if (["connected", "ended", "revoked", "interrupted"].includes(link.state) && link.connected) {
     for (const format of ["json", "vtt"]) {
@@ -138,18 +306,22 @@ function upsert(link) {
     }
   }
   if (isPhone(link) && link.state === "connected") actions.append(button("End call", () => endCall(link.id)));
-  else if (["created", "opened", "connected"].includes(link.state)) actions.append(button("Revoke", () => api(`/api/links/${link.id}/revoke`, {method: "POST"}).catch((e) => toast(e.message))));
-  if (vg.live === link.id && link.state !== "connected") stopWatching(`Call ${LABELS[link.state].toLowerCase()}: ${link.end_reason || ""}`);
-  if (link.state === "connected" && !vg.live) watch(link.id);
+  else if (["created", "opened", "connected"].includes(link.state)) actions.append(button("Revoke", () => revoke(link.id)));
+  return tr;
 }
 
-// A phone call the platform has just put through to this agent: shown at once (unless another call is on screen:
-// its view stays, and the new call waits in the table), and named in the tab's title.
-function arrived(link) {
-  if (!isPhone(link) || link.state !== "connected") return;
-  if (!vg.live) watch(link.id);
-  document.title = `${callName(link)} — ${TITLE}`;
-  toast(`Incoming: ${callName(link)}`);
+// Revoking a live call ends it for the customer: the agent confirms first. A link not yet used goes at once.
+async function revoke(linkId) {
+  const link = vg.links.get(linkId);
+  if (link.state === "connected") {
+    $("confirm-text").textContent = `Revoke the link of ${callName(link)}? This ends their call now.`;
+    $("confirm").returnValue = "";
+    $("confirm").showModal();
+    const answer = await new Promise((resolve) => $("confirm").addEventListener("close", () => resolve($("confirm").returnValue), {once: true}));
+    if (answer !== "ok") return;
+  }
+  try { upsert((await api(`/api/links/${linkId}/revoke`, {method: "POST"})).link); toast("Link revoked."); }
+  catch (err) { toast(`Could not revoke: ${err.message}`); }
 }
 
 function button(text, onclick) {
@@ -168,20 +340,25 @@ async function watch(linkId) {
   const link = vg.links.get(linkId);
   const phone = isPhone(link);
   // A phone call has no video to join: the agent hears the caller on the phone, and sees identity and subtitles.
-  const v = view = {pc: phone ? null : new RTCPeerConnection({iceServers: vg.iceServers}), mic: null, audio: null, timer: null, frame: null, closed: false};
+  const v = view = {id: linkId, pc: phone ? null : new RTCPeerConnection({iceServers: vg.iceServers}), mic: null, audio: null, timer: null, frame: null, closed: false, reported: false};
   const pc = v.pc;
   vg.live = linkId;
+  vg.unviewed.delete(linkId);
+  renderAll();
+  $("new-card").open = false;
   $("live").hidden = false;
+  $("live-error").textContent = "";
   $("live-ref").textContent = callName(link);
   $("live-phrase").textContent = link.phrase;
-  for (const id of ["live-phrase-row", "remote", "snapshot", "stills"]) $(id).hidden = phone;
+  for (const id of ["live-phrase-row", "remote", "snapshot", "stills", "watching"]) $(id).hidden = phone;
   $("escalate").hidden = !phone;
   $("snapshots").replaceChildren();
   $("transcript").replaceChildren();
   showVoiceId(linkId);
   showIdentity(linkId);
+  showLanguage(linkId);
+  showWatching();
   $("enrolment").textContent = "";
-  $("detected").textContent = "";
   (vg.subtitleBacklog.get(linkId) || []).forEach(subtitle);
   if (phone) return;
   pc.addTransceiver("video", {direction: "recvonly"});
@@ -208,15 +385,24 @@ async function watch(linkId) {
     const answer = await api(`/api/calls/${linkId}/agent-offer`, {method: "POST", body: JSON.stringify({type: "offer", sdp: pc.localDescription.sdp})});
     if (v.closed) return;
     await pc.setRemoteDescription(answer);
-  } catch (err) { if (!v.closed) toast(`Could not join the call: ${err.message}`); return; }
+  } catch (err) { if (!v.closed) fail("live-error", `Could not join the call: ${err.message}`); return; }
   countFrames(v);
   const {snapshots} = await api(`/api/calls/${linkId}/snapshots`);
   if (!v.closed) snapshots.forEach(addSnapshot);
 }
 
+// The customer is told the agent can see them only once a frame of theirs is on this screen, and told again
+// when it no longer is.
+function reportWatching(v, watching) {
+  if (v.reported === watching) return;
+  v.reported = watching;
+  if (watching) vg.firstFrameAt = Date.now();
+  api(`/api/calls/${v.id}/watching`, {method: "POST", body: JSON.stringify({watching})}).catch(() => {});
+}
+
 function countFrames(v) {
   const video = $("remote");
-  const tick = () => { vg.videoFrames++; v.frame = video.requestVideoFrameCallback(tick); };
+  const tick = () => { vg.videoFrames++; reportWatching(v, true); v.frame = video.requestVideoFrameCallback(tick); };
   v.frame = video.requestVideoFrameCallback(tick);
 }
 
@@ -236,14 +422,13 @@ function measureAudio(v, track) {
   }, 20);
 }
 
-// Releases everything the call on screen holds (and the new call's note in the tab's title); safe to call when
-// nothing is shown.
+// Releases everything the call on screen holds; safe to call when nothing is shown.
 function closeView() {
   const v = view;
   view = null;
-  document.title = TITLE;
   if (!v) return;
   v.closed = true;
+  if (v.reported && vg.links.get(v.id)?.state === "connected") reportWatching(v, false);
   v.pc?.close();
   v.mic?.getTracks().forEach((t) => t.stop());
   v.audio?.close();
@@ -257,24 +442,65 @@ function stopWatching(message) {
   $("live").hidden = true;
   $("remote").srcObject = null;
   toast(message);
+  const next = [...vg.links.values()].find((l) => l.state === "connected");
+  if (!next) $("new-card").open = true;
+  renderAll();
+}
+
+function showWatching() {
+  const id = vg.live;
+  $("watching").textContent = id && vg.watching.has(id) ? "The customer is told you can see them." : "The customer is told: waiting for you.";
 }
 
 $("snapshot").addEventListener("click", async () => {
+  fail("live-error", "");
   try { await api(`/api/calls/${vg.live}/snapshots`, {method: "POST"}); toast("Still taken."); }
-  catch (err) { toast(`No still: ${err.message}`); }
+  catch (err) { fail("live-error", `No still: ${err.message}`); }
 });
 
-function endCall(linkId) { api(`/api/calls/${linkId}/end`, {method: "POST"}).catch((e) => toast(e.message)); }
+function endCall(linkId) {
+  fail("live-error", "");
+  api(`/api/calls/${linkId}/end`, {method: "POST"}).then((r) => upsert(r.link)).catch((e) => fail("live-error", `Could not end the call: ${e.message}`));
+}
 
 $("end").addEventListener("click", () => endCall(vg.live));
 
 // A video link for the caller on the phone, shown in the new-link card for the agent to read out or text.
 $("escalate").addEventListener("click", async () => {
   const link = vg.links.get(vg.live);
+  fail("live-error", "");
   try {
     showLink(await api(`/api/calls/${link.id}/escalate`, {method: "POST"}), `${callName(link)}: read the link out to the caller, or text it.`);
     $("new-result").scrollIntoView({block: "nearest"});
-  } catch (err) { toast(`Could not escalate to video: ${err.message}`); }
+  } catch (err) { fail("live-error", `Could not escalate to video: ${err.message}`); }
+});
+
+// The customer's language: detected (and re-detected until sure), or set here by the agent.
+function language(ev) {
+  vg.languages.set(ev.link_id, ev);
+  if (ev.link_id === vg.live) showLanguage(ev.link_id);
+}
+
+function showLanguage(linkId) {
+  const ev = vg.languages.get(linkId);
+  const link = vg.links.get(linkId);
+  const code = ev?.language || (link.language !== "detect" ? link.language : null);
+  const how = !ev ? (code ? "set on the link" : "detecting…")
+    : ev.by === "agent" ? "set by you"
+    : `detected${ev.confidence != null ? `, ${Math.round(ev.confidence * 100)}% sure` : ""}${ev.settled ? "" : ", still listening"}`;
+  $("detected").textContent = code ? `Customer speaks ${languageName(code)} (${how}).` : `Customer's language: ${how}`;
+  $("detected").dataset.language = code || "";
+  if (code) $("customer-language").value = code;
+}
+
+$("language-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  fail("live-error", "");
+  const code = $("customer-language").value;
+  try {
+    await api(`/api/calls/${vg.live}/language`, {method: "POST", body: JSON.stringify({language: code})});
+    toast(`Customer's language set to ${languageName(code)}.`);
+  } catch (err) { fail("live-error", `Could not change the language: ${err.message}`); }
 });
 
 // Subtitles: one list item per utterance; grey partial text, then the final line with its translation below.
@@ -285,7 +511,6 @@ function subtitle(ev) {
     vg.subtitleBacklog.get(ev.link_id).push(ev);
     return;
   }
-  if (ev.detected_language) $("detected").textContent = `(customer speaks: ${ev.detected_language})`;
   const key = `${ev.speaker}-${ev.segment}`;
   let li = document.querySelector(`#transcript li[data-key="${key}"]`);
   if (!li) {
@@ -348,6 +573,8 @@ function showIdentity(linkId) {
   const r = vg.idv.get(linkId);
   const status = $("idv-status");
   status.dataset.status = r ? r.status : "";
+  $("idv-controls").hidden = !r;  // no identity check in this call: nothing to ask for or enrol
+  $("idv-what").hidden = !r;
   if (!r) { status.textContent = "No identity check in this call."; $("idv-detail").textContent = ""; $("idv-history").replaceChildren(); return; }
   // Verified: the factor says it all; otherwise the reason is what the agent needs (what failed, what is awaited).
   status.textContent = r.verified_by ? `${r.status_label} by ${FACTORS[r.verified_by]}` : `${r.status_label} — ${r.reason}`;
@@ -371,12 +598,12 @@ function enrolment(ev) {
   else $("enrolment").textContent = `Voice print: ${ev.speech_seconds} of ${ev.needed} s of speech`;
 }
 
-$("ask-code").addEventListener("click", () => api(`/api/calls/${vg.live}/idv/code`, {method: "POST"}).catch((e) => toast(e.message)));
+$("ask-code").addEventListener("click", () => api(`/api/calls/${vg.live}/idv/code`, {method: "POST"}).catch((e) => fail("live-error", e.message)));
 $("enrol").addEventListener("click", async () => {
   try {
     const r = await api(`/api/calls/${vg.live}/enrolment`, {method: "POST"});
     enrolment({link_id: vg.live, ...r});
-  } catch (e) { toast(e.message); }
+  } catch (e) { fail("live-error", e.message); }
 });
 
 function addSnapshot(s) {
