@@ -62,14 +62,29 @@ async def test_subtitles_both_ways_with_timings_and_transcript(server, http, dat
             if m.get("type") == "subtitle" and m["speaker"] == speaker and m["kind"] == "translation"
         ]
 
-    await wait_for(lambda: translated(to_agent, "customer") and translated(to_customer, "agent"), timeout=30)
+    def partials() -> bool:
+        return any(
+            m.get("type") == "subtitle" and m["speaker"] == "customer" and m["kind"] == "partial" for m in to_agent
+        )
+
+    await wait_for(
+        lambda: translated(to_agent, "customer") and translated(to_customer, "agent") and partials(), timeout=30
+    )
     stop.set()
     await asyncio.gather(*readers)
 
     # Customer -> agent: Portuguese partials, then the final, then its English translation.
     customer_lines = [m for m in to_agent if m.get("type") == "subtitle" and m["speaker"] == "customer"]
-    kinds = [m["kind"] for m in customer_lines if m["segment"] == customer_lines[0]["segment"]]
-    assert kinds[0] == "partial" and kinds.index("final") < kinds.index("translation")
+    by_segment = {}
+    for m in customer_lines:
+        by_segment.setdefault(m["segment"], []).append(m["kind"])
+    # Partials, then the final, then its translation. A busy scheduler may skip a line's partials (never its
+    # final), so the customer's partials are waited for on whichever line shows them.
+    for kinds in by_segment.values():
+        if "final" in kinds:
+            f = kinds.index("final")
+            assert "partial" not in kinds[f:] and ("translation" not in kinds or f < kinds.index("translation"))
+    assert any(kinds[0] == "partial" for kinds in by_segment.values()), by_segment
     final = next(m for m in customer_lines if m["kind"] == "final")
     assert final["language"] == "pt" and {"raposa", "velha"} <= set(normalise_words(final["text"]))
     english = translated(to_agent, "customer")[0]
