@@ -29,7 +29,7 @@ from enum import StrEnum
 
 from calls.hub import Hub, customer_topic
 from calls.metrics import Metrics
-from calls.subtitles import Subtitles
+from calls.subtitles import Subtitles, language_message
 from calls.texts import Catalogue
 from identity.idv import IdvContext, LiveIdv
 from identity.live import EnrolmentUpdate, LiveVoice, VoiceEvent, VoiceVerdict, WatchlistAlert
@@ -197,8 +197,7 @@ class Call:
         if self.subtitles is not None:
             self.subtitles.set_customer_language(language)  # raises UnsupportedLanguage, changing nothing
             return
-        message = {"type": "language", "link_id": self.id, "language": language, "by": "agent", "settled": True}
-        self.to_agent({**message, "confidence": None})
+        self.to_agent(language_message(self.id, language, None, settled=True, by="agent"))
         self._language_changed(language)
 
     def _language_changed(self, language: str) -> None:

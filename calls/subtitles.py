@@ -204,16 +204,7 @@ class Subtitles:
         changed, self.detected_language = event.language != self.detected_language, event.language
         if changed and self.pipelines["agent"].config.target_language != event.language:
             self._retarget_agent(event.language)  # tried once per language: a missing route is said once
-        self._send_agent(
-            {
-                "type": "language",
-                "link_id": self.link_id,
-                "language": event.language,
-                "confidence": None if event.confidence is None else round(event.confidence, 2),
-                "settled": event.settled,
-                "by": event.by,
-            }
-        )
+        self._send_agent(language_message(self.link_id, event.language, event.confidence, event.settled, event.by))
         self._on_language(event.language)
 
     def _retarget_agent(self, language: str) -> None:
@@ -232,6 +223,18 @@ class Subtitles:
         message.setdefault("timing", {})["sent"] = time.time()
         self._send_agent(message)
         self._send_customer(message)
+
+
+def language_message(link_id: str, language: str, confidence: float | None, settled: bool, by: str) -> dict:
+    """The console's news of the customer's language: detected (how sure, settled yet) or set by the agent."""
+    return {
+        "type": "language",
+        "link_id": link_id,
+        "language": language,
+        "confidence": None if confidence is None else round(confidence, 2),
+        "settled": settled,
+        "by": by,
+    }
 
 
 class TranscriptWriter:

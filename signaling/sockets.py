@@ -22,7 +22,7 @@ async def console_events(request: web.Request) -> web.WebSocketResponse:
     check_origin(request)
     agent = agent_of(request)
     calls = request.app[CALLS]
-    live = [link for call in calls.live.values() if (link := calls.store.links.get(call.id)).agent_id == agent.id]
+    live = [calls.store.links.get(call.id) for call in calls.live.values() if call.link.agent_id == agent.id]
     links = list({link.id: link for link in live + calls.store.links.of_agent(agent.id, HELLO_LINKS)}.values())
     idv = {link.id: record for link in links if (record := calls.store.idv.get(link.id))}
     hello = {"type": "hello", "links": [link.to_dict() for link in links], "idv": idv}

@@ -29,7 +29,7 @@ function render() {
   $("self").setAttribute("aria-label", t("page.your_camera"));
   $("subtitles").setAttribute("aria-label", t("page.subtitles"));
   if (vg.state) status(t(STATES[vg.state]));
-  document.querySelectorAll("#subtitles .who").forEach((el) => { el.textContent = `${t(el.dataset.t)}: `; });
+  document.querySelectorAll("#subtitles .who").forEach((el) => { el.textContent = `${t(el.dataset.who)}: `; });
 }
 
 const STATES = {waiting: "page.waiting", watched: "page.watched", ended: "page.ended"};
@@ -175,7 +175,7 @@ function subtitle(ev) {
   const who = mine ? "page.you" : "page.agent";
   li.append(Object.assign(document.createElement("span"), {className: "who", textContent: `${t(who)}: `}),
     Object.assign(document.createElement("span"), {className: "text", textContent: ev.text}));
-  li.querySelector(".who").dataset.t = who;
+  li.querySelector(".who").dataset.who = who;
   list.append(li);
   li.scrollIntoView({block: "nearest"});
 }
