@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from calls.limits import Throttle
+from calls.limits import Limiter, Limiters, local_limiters
 from calls.metrics import Metrics
 from store.base import Agent, Store
 from store.errors import Forbidden, Invalid, Throttled, Unauthenticated
@@ -79,15 +79,17 @@ class Access:
     """Sign-in and permissions for one server. Attempts are reserved before a password is checked, per address
     and per name, so a concurrent burst is held to the limit; refusals of permission are audited."""
 
-    def __init__(self, store: Store, secrets: SecretChecks, metrics: Metrics) -> None:
+    def __init__(
+        self, store: Store, secrets: SecretChecks, metrics: Metrics, limiters: Limiters = local_limiters
+    ) -> None:
         self.store, self.secrets, self.failures = store, secrets, metrics.sign_in_failures
-        self.per_address = Throttle(limit=20, window=60.0, lockout=60.0)
-        self.per_name = Throttle(limit=10, window=900.0, lockout=60.0)
+        self.per_address = limiters("sign-in-address", 20, 60.0, 60.0)
+        self.per_name = limiters("sign-in-name", 10, 900.0, 60.0)
 
-    def check_address(self, address: str) -> None:
+    async def check_address(self, address: str) -> None:
         """Refuse an address that is locked out before anything else is done for it (its body is not even read):
         during a flood, each refusal is the cheapest the server can make."""
-        self._refuse_if_locked(self.per_address, f"address:{address}", "from this address")
+        await self._refuse_if_locked(self.per_address, f"address:{address}", "from this address", check_only=True)
 
     async def sign_in(self, name: str, password: str, address: str) -> Agent:
         by_address, by_name = f"address:{address}", f"name:{name.casefold()}"
@@ -95,25 +97,28 @@ class Access:
             (self.per_address, by_address, "from this address"),
             (self.per_name, by_name, "for this name"),
         ):
-            self._refuse_if_locked(throttle, key, what)
-            throttle.take(key)  # reserved before the password is checked: a burst is held to the limit
+            if not await throttle.take(key):  # reserved before the password is checked: a burst is held to it
+                await self._refuse_if_locked(throttle, key, what)
         found = self.store.agents.login(name)
         if not await self.secrets.password(password, found[1] if found else None):
-            locked = self.per_name.retry_after(by_name) or self.per_address.retry_after(by_address)
+            locked = await self.per_name.retry_after(by_name) or await self.per_address.retry_after(by_address)
             detail = f"from {address}" + (f", locked for {int(locked)} s" if locked else "")
             self.store.audit.add("login", "login.fail", printable(name), detail)
             self.failures.labels("wrong").inc()
             raise Unauthenticated("wrong name or password")
         assert found is not None
-        self.per_address.refund(by_address)
-        self.per_name.forgive(by_name)
+        await self.per_address.refund(by_address)
+        await self.per_name.forgive(by_name)
         self.store.audit.add(found[0].name, "login", None, address)
         return found[0]
 
-    def _refuse_if_locked(self, throttle: Throttle, key: str, what: str) -> None:
-        if wait := throttle.retry_after(key):
+    async def _refuse_if_locked(self, throttle: Limiter, key: str, what: str, check_only: bool = False) -> None:
+        if wait := await throttle.retry_after(key):
             self.failures.labels("throttled").inc()
             raise Throttled(f"too many failed sign-ins {what}; try again in {int(wait) + 1} s")
+        if not check_only:  # it was locked when taken, and is no longer: refuse all the same
+            self.failures.labels("throttled").inc()
+            raise Throttled(f"too many failed sign-ins {what}; try again in a few seconds")
 
     def may(self, agent: Agent, permission: Permission, customer: str | None = None) -> bool:
         if permission in GRANTS.get(agent.role, frozenset()):

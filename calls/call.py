@@ -27,7 +27,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from enum import StrEnum
 
+from calls.cluster import Cluster
 from calls.hub import Hub, customer_topic
+from calls.limits import Limiters, local_limiters
 from calls.metrics import Metrics
 from calls.subtitles import Subtitles, language_message
 from calls.texts import Catalogue
@@ -69,6 +71,8 @@ class Services:
     voice_id: VoiceId | None = None
     voice_executor: Executor | None = None  # live voice decisions, apart from transcription
     idv: IdvContext | None = None  # None: no identity check on this server
+    cluster: Cluster | None = None  # None: one node; else where the other nodes' calls are
+    limiters: Limiters = local_limiters  # sign-in and unknown-link limits: this node's, or shared by the nodes
 
 
 class Call:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 
 class Hub:
-    """Subscribers by key (an agent, a call); a listener that stops reading loses its oldest events, never memory."""
+    """Subscribers by key (an agent, a call); a listener that stops reading loses its oldest events, never memory.
+
+    ``relay``, when set (several nodes: ``cluster.bus``), is handed every event published here as well, for the
+    listeners on other nodes, which ``deliver`` it to theirs.
+    """
 
     def __init__(self, maxsize: int = 1000) -> None:
         self._queues: dict[Hashable, set[asyncio.Queue]] = defaultdict(set)
         self._maxsize = maxsize
+        self.relay: Callable[[Hashable, object], None] | None = None
 
     def subscribe(self, key: Hashable) -> asyncio.Queue:
         q: asyncio.Queue = asyncio.Queue(maxsize=self._maxsize)
@@ -28,6 +33,12 @@ class Hub:
 
     def publish(self, key: Hashable, event: object) -> None:
         """``None`` tells listeners the stream has ended."""
+        self.deliver(key, event)
+        if self.relay is not None:
+            self.relay(key, event)
+
+    def deliver(self, key: Hashable, event: object) -> None:
+        """To this node's listeners only."""
         for q in list(self._queues.get(key, ())):
             if q.full():
                 q.get_nowait()

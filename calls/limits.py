@@ -11,8 +11,22 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from store.errors import AtCapacity
+
+
+class Limiter(Protocol):
+    """Attempts per key: this node's ``Throttle``, or one the nodes share (``cluster.throttle``)."""
+
+    async def take(self, key: str) -> bool: ...
+    async def retry_after(self, key: str) -> float: ...
+    async def refund(self, key: str) -> None: ...
+    async def forgive(self, key: str) -> None: ...
+
+
+# name, limit, window, lockout -> a limiter (the composition root picks this node's or the shared kind)
+Limiters = Callable[[str, int, float, float], Limiter]
 
 
 @dataclass
@@ -29,7 +43,8 @@ class Throttle:
     ``take`` reserves an attempt before it is checked; ``refund`` gives it back when it succeeded (a right
     password does not count against its address), ``forgive`` forgets the key's failures and back-off (its
     owner proved who they are). Keys are bounded in number: the oldest are forgotten first, so
-    a flood of made-up names cannot grow memory.
+    a flood of made-up names cannot grow memory. The methods are coroutines only to share ``Limiter``'s shape:
+    none awaits, so each is still one step on the event loop.
     """
 
     def __init__(
@@ -46,12 +61,12 @@ class Throttle:
         self.max_keys, self.clock = max_keys, clock
         self._keys: OrderedDict[str, _Key] = OrderedDict()
 
-    def retry_after(self, key: str) -> float:
+    async def retry_after(self, key: str) -> float:
         """Seconds until ``key`` may try again (0: it may now)."""
         state = self._keys.get(key)
         return max(0.0, state.locked_until - self.clock()) if state else 0.0
 
-    def take(self, key: str) -> bool:
+    async def take(self, key: str) -> bool:
         """Reserve an attempt for ``key``; False (and nothing counted) when it is locked out. The attempt that
         fills the window is allowed and locks the key for the next ones."""
         now, state = self.clock(), self._state(key)
@@ -66,11 +81,11 @@ class Throttle:
             state.attempts.clear()
         return True
 
-    def refund(self, key: str) -> None:
+    async def refund(self, key: str) -> None:
         if (state := self._keys.get(key)) is not None and state.attempts:
             state.attempts.pop()
 
-    def forgive(self, key: str) -> None:
+    async def forgive(self, key: str) -> None:
         self._keys.pop(key, None)
 
     def _state(self, key: str) -> _Key:
@@ -79,6 +94,11 @@ class Throttle:
         while len(self._keys) > self.max_keys:
             self._keys.popitem(last=False)
         return state
+
+
+def local_limiters(name: str, limit: int, window: float, lockout: float) -> Limiter:
+    """``Limiters`` for one node: each limit held in this process."""
+    return Throttle(limit, window, lockout=lockout)
 
 
 class CallSlots:

@@ -22,7 +22,7 @@ from aiortc import RTCIceServer, RTCSessionDescription
 from calls.access import Access
 from calls.call import Call, Services
 from calls.hub import customer_topic
-from calls.limits import CallSlots, Slot, Throttle
+from calls.limits import CallSlots, Slot
 from calls.logcontext import bind
 from calls.settings import Settings
 from calls.subtitles import load_transcript
@@ -49,23 +49,46 @@ class CallService:
     def __init__(self, settings: Settings, services: Services) -> None:
         self.settings, self.services = settings, services
         self.store, self.hub, self.engines = services.store, services.hub, services.engines
-        self.access = Access(self.store, services.secrets, services.metrics)
-        self.unknown_links = Throttle(limit=20, window=60.0, lockout=60.0)  # per address
+        self.access = Access(self.store, services.secrets, services.metrics, services.limiters)
+        self.unknown_links = services.limiters("unknown-link", 20, 60.0, 60.0)  # per address
+        self.cluster = services.cluster
         self.slots = CallSlots(settings.max_calls, settings.max_calls_per_agent)
         self.live: dict[str, Call] = {}
         self._slots: dict[str, Slot] = {}  # each live call's place under the limits
         self._tasks: set[asyncio.Task] = set()  # fire-and-forget work, held until done
         self.winding: dict[str, Call] = {}  # ended calls whose transcription is finishing
         (settings.data_dir / "snapshots").mkdir(parents=True, exist_ok=True)
-        self._recover()
+        if self.cluster is None:
+            self._recover()
 
     def _recover(self) -> None:
         """Calls the store still has live were left by a process that stopped without ending them (a crash, a
         lost machine): none of them can still have media here. Each is marked interrupted and audited; consoles
-        read that state on connecting, and the calls no longer count against any limit."""
+        read that state on connecting, and the calls no longer count against any limit. One node only: in a
+        cluster, the store's live calls are the other nodes' too (``start`` settles this node's own)."""
         for link in self.store.links.interrupt_live("interrupted: the server stopped during the call"):
             self.store.audit.add("server", "call.interrupted", link.id, link.channel)
             log.warning("call %s was live when the server last stopped: marked interrupted", link.id)
+
+    async def start(self) -> None:
+        """Join the cluster, if any: this node's calls of its last run, and those of any node that dies while this
+        one runs, are interrupted here."""
+        if self.cluster is not None:
+            await self.cluster.start(self._interrupted)
+
+    async def _interrupted(self, call_ids: list[str], why: str) -> None:
+        for call_id in call_ids:
+            if self.store.links.finish(call_id, "interrupted", f"interrupted: {why}"):
+                link = self.store.links.get(call_id)
+                self.store.audit.add("server", "call.interrupted", call_id, link.channel if link else None)
+                log.warning("call %s marked interrupted: %s", call_id, why)
+                self._publish(link)
+
+    async def _claim(self, call: Call) -> None:
+        """This node holds the call's media: recorded before anyone is told the call is live, so the agent's
+        requests for it find their way here from any node."""
+        if self.cluster is not None:
+            await self.cluster.claim(call.id)
 
     def idv_active(self) -> bool:
         """ID&V runs when there is a directory to identify callers in: the operator's, or customers loaded here."""
@@ -143,7 +166,7 @@ class CallService:
         bind(link.id, agent.name)
         return link
 
-    def customer_link(self, token: str, who: str) -> Link:
+    async def customer_link(self, token: str, who: str) -> Link:
         """The link behind a customer's token, or the refusal they should see (unknown, used or expired).
 
         Only unknown tokens count against an address: a real link always opens, so customers sharing an address
@@ -151,7 +174,7 @@ class CallService:
         has 256 bits to find."""
         link = self.store.links.by_token(token_hash(token)) if 20 <= len(token) <= 64 else None
         if link is None:
-            if not self.unknown_links.take(who):
+            if not await self.unknown_links.take(who):
                 raise Throttled("too many unknown links from this address; try again in a minute", "link.throttled")
             raise NotFound("this link does not exist; check it, or ask the agent for a new one", "link.unknown")
         if link.state == "expired":
@@ -166,9 +189,9 @@ class CallService:
         """The customer page's language: the link's, or for ``detect`` the browser's (until speech says)."""
         return self.services.texts.choose(link.language, accept_language)
 
-    def join_info(self, token: str, who: str, accept_language: str | None = None) -> dict:
+    async def join_info(self, token: str, who: str, accept_language: str | None = None) -> dict:
         """What the customer's page shows, in its language: the texts, who asks and why, the phrase."""
-        link = self.customer_link(token, who)
+        link = await self.customer_link(token, who)
         if self.store.links.mark_opened(link.id):
             link = self.store.links.get(link.id)
             self.store.audit.add("customer", "link.open", link.id)
@@ -203,7 +226,7 @@ class CallService:
     async def customer_offer(
         self, token: str, offer: RTCSessionDescription, who: str, accept_language: str | None = None
     ) -> dict:
-        link = self.customer_link(token, who)
+        link = await self.customer_link(token, who)
         agent = self.store.agents.get(link.agent_id)
         bind(link.id, agent.name if agent else None)  # before any task: the call's media and pipelines inherit it
         slot = self.slots.take(link.agent_id)  # before the negotiation: concurrent offers cannot all pass
@@ -234,6 +257,7 @@ class CallService:
         self.live[link.id] = call
         try:
             desc = await media.answer_customer()
+            await self._claim(call)
         except Exception:
             await call.end("could not answer the customer")
             raise
@@ -281,8 +305,13 @@ class CallService:
             call_id=call_id,
         )
 
-    def _begin(self, info: PhoneCall, agent: Agent, call: Call) -> None:
+    async def _begin(self, info: PhoneCall, agent: Agent, call: Call) -> None:
         self.live[call.id] = call
+        try:
+            await self._claim(call)
+        except Exception:
+            await call.end("the cluster could not record the call")
+            raise
         self.store.audit.add(info.channel, "call.connect", call.id, f"agent={agent.name}")
         self._publish(call.link)
         if self.idv_active():
@@ -316,7 +345,7 @@ class CallService:
         )
         call = self._call(link, media, agent)
         media.start()
-        self._begin(info, agent, call)
+        await self._begin(info, agent, call)
         return call, media
 
     async def open_whip_call(self, info: PhoneCall, offer: RTCSessionDescription) -> tuple[Call, str]:
@@ -338,7 +367,7 @@ class CallService:
         link = self._record(info, agent, language, call_id)
         self._slots[link.id] = slot
         call = self._call(link, media, agent)
-        self._begin(info, agent, call)
+        await self._begin(info, agent, call)
         try:
             desc = await media.answer_customer()
         except Exception:
@@ -434,12 +463,19 @@ class CallService:
         self.store.links.finish(call.id, state, reason)
         self.store.audit.add("server", "call.end", call.id, reason)
         self._publish(self.store.links.get(call.id))
+        if self.cluster is not None:
+            try:
+                await self.cluster.release(call.id)
+            except Exception as e:  # ended here all the same; its owner record goes when this node does
+                log.warning("call %s: the cluster did not hear that it ended: %s", call.id, e)
 
     async def close(self, reason: str = "server shutting down") -> None:
-        """End every call, then let their transcripts finish."""
+        """End every call, then let their transcripts finish; then leave the cluster."""
         for call in list(self.live.values()):
             await call.end(reason)
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.cluster is not None:
+            await self.cluster.close()
 
     # -- ID&V: the customer's steps on their page, and the agent's ---------------------------------------------
 
@@ -517,8 +553,8 @@ class CallService:
         while True:
             await asyncio.sleep(interval)
             now = self.store.clock()
-            for link in self.store.links.expired_since(since):
-                self._publish(link)
+            for link in self.store.links.expired_since(since):  # every node sees it: each tells its own consoles
+                self.hub.deliver(link.agent_id, {"type": "link", "link": link.to_dict()})
             since = now
 
     def _background(self, work: Awaitable[None]) -> None:

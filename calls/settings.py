@@ -39,6 +39,12 @@ class Settings:
     queues: dict[str, str] = field(default_factory=dict)  # a platform's queue name -> the agent who takes it
     metrics_token: str | None = None  # /metrics for this bearer token (None: not on the public port)
     metrics_port: int | None = None  # /metrics on this loopback port, without a token
+    # Several nodes (README, "Run several nodes"): shared state in PostgreSQL, coordination in Redis.
+    database: str | None = None  # postgresql://...; None: SQLite in data_dir
+    redis_url: str | None = None  # redis://...; None: one node (in-process events and limits)
+    node_id: str | None = None  # unique per node (default: the host name and port)
+    node_url: str | None = None  # where the other nodes reach this one (default: public_url)
+    asr_workers: bool = True  # with Redis: decode on `voxgate asr-worker` processes while any is alive
     clock: Callable[[], float] = time.time
 
     def ice_servers(self, ttl: float = 3600.0) -> list[dict]:

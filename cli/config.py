@@ -27,6 +27,8 @@ SECRETS = frozenset(
         "whip_token",
         "audiohook_key",
         "metrics_token",
+        "database",  # a URL may carry a password
+        "redis",
     }
 )
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")

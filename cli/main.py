@@ -119,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
         help="agent (own calls), supervisor (any customer's voice print, deletion, the audit log), fraud (the "
         "watch list, the audit log) or admin (everything); for add (default agent) and role",
     )
-    a.add_argument("--data-dir", type=Path, default=_default_data_dir())
+    _store_flags(a)
     a.set_defaults(run=_agent)
 
     c = sub.add_parser("customer", help="the embedded customer directory (ID&V identifies callers in it)")
@@ -129,11 +129,11 @@ def _parser() -> argparse.ArgumentParser:
     ca.add_argument("--name")
     ca.add_argument("--phone", action="append", default=[], help="a number they call from (repeatable)")
     ca.add_argument("--pin", action="store_true", help="set their PIN (asked for; stored as an scrypt hash)")
-    ca.add_argument("--data-dir", type=Path, default=_default_data_dir())
+    _store_flags(ca)
     ca.set_defaults(run=_customer_add)
     ci = csub.add_parser("import", help="add or update customers from CSV: customer_id,name,phones,pin")
     ci.add_argument("file", type=Path, help="phones separated by ';'; pin may be empty")
-    ci.add_argument("--data-dir", type=Path, default=_default_data_dir())
+    _store_flags(ci)
     ci.set_defaults(run=_customer_import)
 
     v = sub.add_parser("voiceid", help="voice ID: enrol, delete, evaluate and calibrate voice prints")
@@ -188,12 +188,33 @@ def _parser() -> argparse.ArgumentParser:
     en.add_argument("--by", help="who recorded the consent (agent or system)")
     en.add_argument("--watchlist", metavar="REASON", help="put this voice on the fraud watch list instead")
     _speaker_flag(en)
-    en.add_argument("--data-dir", type=Path, default=_default_data_dir())
+    _store_flags(en)
     en.set_defaults(run=_voiceid_enrol)
     de = vsub.add_parser("delete", help="delete a customer's voice print (a deletion request)")
     de.add_argument("customer")
-    de.add_argument("--data-dir", type=Path, default=_default_data_dir())
+    _store_flags(de)
     de.set_defaults(run=_voiceid_delete)
+
+    w = sub.add_parser(
+        "asr-worker",
+        help="decode the nodes' speech on this machine (several nodes: README, Run several nodes)",
+        description="Take Whisper decodes from the cluster's Redis Stream (finals first) until SIGTERM. Load the "
+        "same models as the nodes (--whisper-model, --english-model as `serve`'s).",
+    )
+    w.add_argument("--redis", required=True, metavar="redis://...", help="the nodes' Redis")
+    w.add_argument("--whisper-model", default="base", metavar="base|tiny.en|DIR", help="as serve's (default: base)")
+    w.add_argument("--english-model", default=default(EngineOptions, "whisper_english"), metavar="tiny.en|off|DIR")
+    w.add_argument("--device", default=default(EngineOptions, "device"), choices=("auto", "cpu", "cuda"))
+    w.add_argument("--whisper-threads", type=int, default=0, help="threads per decode (default: every core, up to 4)")
+    w.add_argument("--beam-size", type=int, default=1, help="as the nodes' --beam-size")
+    w.add_argument("--batch", type=int, default=4, help="finals decoded in one encoder call, at most")
+    w.add_argument("--claim-idle", type=float, default=5.0, help="seconds before a dead worker's job is taken over")
+    w.add_argument("--id", help="this worker's name (default: host and process id)")
+    w.add_argument("--stale-partial", type=float, default=1.5, help="seconds after which a queued partial is dropped")
+    w.add_argument("--ttl", type=float, default=3.0, help="seconds the worker's heartbeat outlives its last renewal")
+    w.add_argument("--prefix", default="voxgate:asr", help=argparse.SUPPRESS)  # tests: one Redis, apart
+    w.add_argument("--hold-before-decode", type=float, default=0.0, help=argparse.SUPPRESS)  # tests: die mid-job
+    w.set_defaults(run=_asr_worker)
 
     m = sub.add_parser("models", help="list every engine, whether its model is present, and how to get it")
     m.add_argument("--json", action="store_true")
@@ -211,6 +232,7 @@ def _serve_options(s: argparse.ArgumentParser) -> None:
         "precedence: flag > VOXGATE_* environment > file > default",
     )
     s.add_argument("--data-dir", type=Path, default=_default_data_dir(), help="store, keys and stills live here")
+    s.add_argument("--database", metavar="postgresql://...", help="keep state in this PostgreSQL (default: SQLite)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--public-url", help="base URL customers reach (default http://HOST:PORT)")
@@ -253,6 +275,13 @@ def _serve_options(s: argparse.ArgumentParser) -> None:
         "--metrics-port",
         type=int,
         help="serve /metrics on this port, on the loopback address only, with no token (for a local scraper)",
+    )
+    n = s.add_argument_group("several nodes (README: Run several nodes)")
+    n.add_argument("--redis", metavar="redis://...", help="join the nodes sharing this Redis (needs --database)")
+    n.add_argument("--node-id", help="this node's name in the cluster, unique (default: host name and port)")
+    n.add_argument("--node-url", help="where the other nodes reach this one (default: --public-url)")
+    n.add_argument(
+        "--no-asr-workers", action="store_true", help="decode here even while `voxgate asr-worker` processes run"
     )
     i = s.add_argument_group("identification and verification (ID&V)")
     i.add_argument("--no-idv", action="store_true", help="no identity check (it runs when there is a directory)")
@@ -503,12 +532,19 @@ def _serve(args: argparse.Namespace) -> int:
         metrics_token=args.metrics_token,
         metrics_port=args.metrics_port,
         queues=_pairs(args.queue, "--queue", "QUEUE=AGENT"),
+        database=args.database,
+        redis_url=args.redis,
+        node_id=args.node_id,
+        node_url=args.node_url,
+        asr_workers=not args.no_asr_workers,
     )
+    if args.redis and not (args.database or "").startswith(("postgresql://", "postgres://")):
+        raise SystemExit("--redis joins several nodes, which share one store: give --database postgresql://...")
     engines = None if args.no_subtitles else load_engines(engine_options(args))
     if engines is not None:
         engines.warm_up()
     calibration = Calibration.parse(args.voiceid_thresholds, args.voiceid_phone_thresholds)
-    first = _first_run_credentials(args.data_dir)
+    first = _first_run_credentials(args.data_dir, args.database)
     app = build_node(settings, engines, calibration).app()
     context = None
     if args.tls_cert:
@@ -559,12 +595,42 @@ def _pairs(values: list[str], flag: str, shape: str) -> dict[str, str]:
     return pairs
 
 
-def _open_store(data_dir: Path):
+def _store_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=_default_data_dir(), help="the store (unless --database) and keys")
+    p.add_argument("--database", metavar="postgresql://...", help="the nodes' shared PostgreSQL (default: SQLite)")
+
+
+def _asr_worker(args: argparse.Namespace) -> int:
+    try:
+        from cluster.asr import run_worker
+    except ImportError as e:
+        raise SystemExit(f"asr-worker needs the cluster extra: pip install 'voxgate[cluster]' ({e})") from None
+    logging.getLogger("voxgate").setLevel(logging.INFO)
+    run_worker(
+        args.redis,
+        args.whisper_model,
+        args.english_model,
+        device=args.device,
+        cpu_threads=args.whisper_threads,
+        beam_size=args.beam_size,
+        worker_id=args.id,
+        prefix=args.prefix,
+        batch=args.batch,
+        claim_idle=args.claim_idle,
+        stale_partial=args.stale_partial,
+        ttl=args.ttl,
+        beat=min(1.0, args.ttl / 3),
+        hold=args.hold_before_decode,
+    )
+    return 0
+
+
+def _open_store(data_dir: Path, database: str | None = None):
+    from store import open_store
     from store.security import private_dir
-    from store.sqlite import SqliteStore
 
     os.umask(0o077)  # the store, keys and stills are the owner's alone
-    return SqliteStore(private_dir(data_dir) / "voxgate.db")
+    return open_store(database or private_dir(data_dir) / "voxgate.db")
 
 
 def _pepper(data_dir: Path) -> bytes:
@@ -574,9 +640,9 @@ def _pepper(data_dir: Path) -> bytes:
     return Vault.from_file(data_dir / "secret.key").derive("pin")
 
 
-def _first_run_credentials(data_dir: Path) -> tuple[str, str] | None:
+def _first_run_credentials(data_dir: Path, database: str | None = None) -> tuple[str, str] | None:
     """Like Jupyter's first-run token: with no agent yet, create 'admin' and show its password once."""
-    store = _open_store(data_dir)
+    store = _open_store(data_dir, database)
     try:
         if store.agents.count():
             return None
@@ -614,7 +680,7 @@ def _display_name(name: str | None) -> str | None:
 
 def _agent(args: argparse.Namespace) -> int:
     """Credentials are printed once (only hashes are stored); every other change ends the agent's sessions."""
-    store = _open_store(args.data_dir)
+    store = _open_store(args.data_dir, args.database)
     try:
         if args.action == "add":
             password, api_token = _create_agent(
@@ -651,7 +717,8 @@ def _agent(args: argparse.Namespace) -> int:
 
 
 def _encoders(args: argparse.Namespace) -> list:
-    return [build_speaker(name, args.ecapa_dir) for name in (args.encoder or [DEFAULT_SPEAKER])]
+    threads = os.cpu_count() or 1  # one recording after another: each embedding may take every core
+    return [build_speaker(name, args.ecapa_dir, threads) for name in (args.encoder or [DEFAULT_SPEAKER])]
 
 
 def _channel_flag(p: argparse.ArgumentParser) -> None:
@@ -700,11 +767,11 @@ def _voiceid_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _voice_id(data_dir: Path, encoders: list):
+def _voice_id(data_dir: Path, encoders: list, database: str | None = None):
     from identity.voiceid import VoiceId
     from store.security import Vault
 
-    return VoiceId(_open_store(data_dir), Vault.from_file(data_dir / "secret.key"), encoders)
+    return VoiceId(_open_store(data_dir, database), Vault.from_file(data_dir / "secret.key"), encoders)
 
 
 def _voiceid_enrol(args: argparse.Namespace) -> int:
@@ -719,7 +786,7 @@ def _voiceid_enrol(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     vad = registry.build("vad", "webrtc")
     speech = np.concatenate([pcm_to_float(net_speech(read_pcm(f), vad)) for f in args.files])
-    voice_id = _voice_id(args.data_dir, [build_speaker(args.speaker, args.ecapa_dir)])
+    voice_id = _voice_id(args.data_dir, [build_speaker(args.speaker, args.ecapa_dir)], args.database)
     try:
         if args.watchlist:
             progress = voice_id.watch(args.customer, speech, reason=args.watchlist, by=args.by)
@@ -741,7 +808,7 @@ def _voiceid_enrol(args: argparse.Namespace) -> int:
 
 
 def _voiceid_delete(args: argparse.Namespace) -> int:
-    voice_id = _voice_id(args.data_dir, [])  # deleting needs no encoder: every encoder's print goes
+    voice_id = _voice_id(args.data_dir, [], args.database)  # deleting needs no encoder: every encoder's print goes
     try:
         gone = voice_id.delete(args.customer, actor="cli")
     finally:
@@ -778,7 +845,7 @@ def _customer_add(args: argparse.Namespace) -> int:
     from store.base import Customer
     from store.security import hash_pin
 
-    store = _open_store(args.data_dir)
+    store = _open_store(args.data_dir, args.database)
     try:
         customer_id(args.customer)
         pin_hash = hash_pin(_ask_pin(), _pepper(args.data_dir)) if args.pin else None
@@ -817,7 +884,7 @@ def _customer_import(args: argparse.Namespace) -> int:
                 return EXIT_USAGE
             phones = tuple(p.strip() for p in (row.get("phones") or "").split(";") if p.strip())
             rows.append((Customer(cid, (row.get("name") or "").strip() or None, phones), pin))
-    store, pepper = _open_store(args.data_dir), _pepper(args.data_dir)
+    store, pepper = _open_store(args.data_dir, args.database), _pepper(args.data_dir)
     try:
         for customer, pin in rows:
             store.customers.put(customer, hash_pin(pin, pepper) if pin else None)

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from calls.call import Services
+from calls.cluster import Cluster
 from calls.hub import Hub
+from calls.limits import Limiters, local_limiters
 from calls.metrics import Metrics
 from calls.service import CallService
 from calls.settings import Settings
@@ -21,8 +23,8 @@ from media.webrtc import use_fast_audio_level
 from models.engines import Engines
 from signaling.app import create_app
 from signaling.middleware import WEB_DIR
+from store import open_store
 from store.security import SecretChecks, Vault, private_dir
-from store.sqlite import SqliteStore
 
 
 @dataclass
@@ -57,7 +59,7 @@ def build_node(settings: Settings, engines: Engines | None = None, calibration: 
     encoder; without them, video only."""
     use_fast_audio_level()
     private_dir(settings.data_dir)
-    store = SqliteStore(settings.data_dir / "voxgate.db", clock=settings.clock)
+    store = open_store(settings.database or settings.data_dir / "voxgate.db", clock=settings.clock)
     vault = Vault.from_file(settings.data_dir / "secret.key")
     secrets = SecretChecks(vault.derive("pin"))
     metrics = Metrics()
@@ -79,10 +81,50 @@ def build_node(settings: Settings, engines: Engines | None = None, calibration: 
     directory = RestDirectory(s.directory_url, http, s.directory_token) if s.directory_url else None
     idv = IdvContext(s, directory or StoreDirectory(store.customers), store, voice_id, http, settings.company, secrets)
     texts = Catalogue(WEB_DIR / "i18n", settings.texts_dir)
-    services = Services(store, vault, Hub(), secrets, metrics, texts, engines, executor, voice_id, voice_executor, idv)
+    hub = Hub()
+    cluster, limiters = _join(settings, hub, engines) if settings.redis_url else (None, local_limiters)
+    services = Services(
+        store, vault, hub, secrets, metrics, texts, engines, executor, voice_id, voice_executor, idv, cluster, limiters
+    )
     calls = CallService(settings, services)
     _watch(metrics, calls)
     return Node(settings, calls, voice_id, http, pools, secrets)
+
+
+def _join(settings: Settings, hub: Hub, engines: Engines | None) -> tuple[Cluster, Limiters]:
+    """This node's part in a cluster on Redis: its heartbeat and calls, events across nodes, shared limits, and
+    decoding on the ASR workers while any is alive."""
+    try:
+        from redis.asyncio import Redis
+
+        from cluster.bus import EventBus
+        from cluster.nodes import ClusterNode
+        from cluster.throttle import RedisThrottle
+    except ImportError as e:
+        raise RuntimeError(f"--redis needs the cluster extra: pip install 'voxgate[cluster]' ({e})") from None
+    assert settings.redis_url is not None
+    redis = Redis.from_url(settings.redis_url)
+    node_id = settings.node_id or _default_node_id(settings)
+    bus = EventBus(redis, node_id, hub.deliver)
+    hub.relay = bus.relay
+    # The URL is read when the node joins: a server on port 0 knows its public URL only once listening.
+    node = ClusterNode(redis, node_id, lambda: settings.node_url or settings.public_url, bus)
+
+    def limiters(name: str, limit: int, window: float, lockout: float) -> RedisThrottle:
+        return RedisThrottle(redis, name, limit, window, lockout=lockout)
+
+    if engines is not None and settings.asr_workers and hasattr(engines.asr, "scheduler"):
+        from cluster.asr import RemoteScheduler
+
+        engines.asr.scheduler = RemoteScheduler(settings.redis_url, node_id, engines.asr.scheduler)
+    return node, limiters
+
+
+def _default_node_id(settings: Settings) -> str:
+    import socket
+    from urllib.parse import urlsplit
+
+    return f"{socket.gethostname()}:{urlsplit(settings.public_url).port or 80}"
 
 
 def _watch(metrics: Metrics, calls: CallService) -> None:

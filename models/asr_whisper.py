@@ -196,7 +196,10 @@ class WhisperStream(AsrStream):
         future = self._engine.scheduler.offer(job, self)
         if future is None:
             return []  # no worker to spare: try again with more audio
-        decoded = future.result()
+        try:
+            decoded = future.result()
+        except CancelledError:  # given up (a cluster's workers were too late): try again with more audio
+            return []
         self._decoded_at = self._samples
         # A language detected on a partial's first half-second is a guess: only the final's decides.
         words = decoded.texts[self._task].split()

@@ -121,7 +121,10 @@ def english_model_dir(choice: str) -> Path | None:
     return locate.whisper_tiny_en_dir() if choice == "tiny.en" else Path(choice)
 
 
-def build_speaker(name: str | None, ecapa_dir: Path | None = None) -> SpeakerEncoder | None:
+def build_speaker(name: str | None, ecapa_dir: Path | None = None, threads: int = 1) -> SpeakerEncoder | None:
+    """``threads``: cores one embedding may use (the d-vector's): 1 in a server, where calls share the cores; all of
+    them for an offline run (evaluation, calibration) that embeds one recording after another."""
     if not name:
         return None
-    return registry.build("speaker", name, **({"checkpoint_dir": ecapa_dir} if name == "ecapa" else {}))
+    options = {"checkpoint_dir": ecapa_dir} if name == "ecapa" else {"threads": threads} if name == "dvector" else {}
+    return registry.build("speaker", name, **options)

@@ -18,7 +18,7 @@ routes = web.RouteTableDef()
 @routes.post("/api/login")
 async def login(request: web.Request) -> web.Response:
     calls: CallService = request.app[CALLS]
-    calls.access.check_address(client(request))
+    await calls.access.check_address(client(request))
     body = await json_body(request)
     name, password = body.get("name"), body.get("password")
     if not isinstance(name, str) or not isinstance(password, str) or not 0 < len(name) <= 64 or len(password) > 1024:

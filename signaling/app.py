@@ -33,6 +33,7 @@ from signaling.middleware import (
     errors_middleware,
     page_headers,
 )
+from signaling.routing import close_client, routing_middleware
 
 STATIC_TYPES = (".js", ".css", ".svg", ".png", ".ico", ".woff2")  # never the package's own .py files
 
@@ -45,7 +46,8 @@ def create_app(
     on_cleanup: Callable[[], Awaitable[None]] | None = None,
 ) -> web.Application:
     """``on_cleanup`` releases what the composition root built (store, threads, HTTP client) after the last request."""
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_middleware, auth_middleware])
+    middlewares = [errors_middleware, routing_middleware, auth_middleware]
+    app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[CALLS] = service
     app[VOICE_ID] = voice_id
     public_https = service.settings.public_url.startswith("https")
@@ -59,10 +61,12 @@ def create_app(
     app.on_response_prepare.append(common_headers)
 
     async def lifecycle(app: web.Application):
+        await service.start()
         sweeper = asyncio.get_running_loop().create_task(service.sweep_expired())
         yield
         sweeper.cancel()
         await service.close()
+        await close_client(app)
         if on_cleanup is not None:
             await on_cleanup()
 

@@ -25,7 +25,7 @@ async def page(request: web.Request) -> web.Response:
     """The customer's page, in their language from the first byte (``<html lang>``). A GET never uses the link
     up: chat apps fetch URLs to preview them."""
     calls = request.app[CALLS]
-    link = calls.customer_link(request.match_info["token"], client(request))
+    link = await calls.customer_link(request.match_info["token"], client(request))
     language = calls.page_language(link, _accept_language(request))
     html = PAGE.replace('<html lang="en">', f'<html lang="{language}">', 1)
     return web.Response(text=html, content_type="text/html", headers=page_headers())
@@ -33,7 +33,7 @@ async def page(request: web.Request) -> web.Response:
 
 @routes.get("/api/join/{token}")
 async def join_info(request: web.Request) -> web.Response:
-    info = request.app[CALLS].join_info(request.match_info["token"], client(request), _accept_language(request))
+    info = await request.app[CALLS].join_info(request.match_info["token"], client(request), _accept_language(request))
     return web.json_response(info, headers={"Cache-Control": "no-store"})
 
 

@@ -104,6 +104,8 @@ async def readyz(request: web.Request) -> web.Response:
         "event_loop": loop_check(request.app),
         "capacity": capacity_check(request.app),
     }
+    if request.app[CALLS].cluster is not None:
+        checks["cluster"] = await cluster_check(request.app)
     ready = all(check["ok"] for check in checks.values())
     body = {"status": "ready" if ready else "unready", "checks": checks}
     return web.json_response(body, status=200 if ready else 503, headers=NO_STORE)
@@ -117,6 +119,17 @@ def store_check(app: web.Application) -> dict:
         log.warning("readiness: the store did not answer (%s)", type(e).__name__)
         return {"ok": False, "error": type(e).__name__}
     return {"ok": True}
+
+
+async def cluster_check(app: web.Application) -> dict:
+    """Several nodes: Redis carries the events, the limits and the calls' owners; without it, no new calls here."""
+    cluster = app[CALLS].cluster
+    try:
+        await asyncio.wait_for(cluster.ping(), 2.0)
+    except Exception as e:
+        log.warning("readiness: Redis did not answer (%s)", type(e).__name__)
+        return {"ok": False, "node": cluster.node_id, "error": type(e).__name__}
+    return {"ok": True, "node": cluster.node_id}
 
 
 def engines_check(app: web.Application) -> dict:

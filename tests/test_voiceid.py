@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -11,6 +12,8 @@ import pytest
 from cli.main import main
 from models.metrics import equal_error_rate, frr_at_far, min_dcf
 from tests.conftest import enrolment
+
+CORES = os.cpu_count() or 1  # an offline evaluation embeds one recording after another: every core
 
 
 def test_metrics_on_known_score_sets():
@@ -104,7 +107,7 @@ def voice_id(tmp_path):
     from store.sqlite import SqliteStore
 
     store = SqliteStore(tmp_path / "voxgate.db")
-    yield VoiceId(store, Vault.from_file(tmp_path / "secret.key"), [DVectorEncoder()])
+    yield VoiceId(store, Vault.from_file(tmp_path / "secret.key"), [DVectorEncoder(threads=CORES)])
     store.close()
 
 
@@ -396,7 +399,7 @@ def phone_trials(phone_store, librispeech_speech, phone_speech):
     from store.security import Vault
 
     store, key = phone_store
-    voice_id = VoiceId(store, Vault.from_file(key), [DVectorEncoder()])
+    voice_id = VoiceId(store, Vault.from_file(key), [DVectorEncoder(threads=CORES)])
     tests = []
     for speaker, wideband in librispeech_speech.items():
         k = enrolled_from(wideband)
@@ -458,7 +461,7 @@ def test_phone_scores_on_the_wideband_thresholds_let_impostors_through(phone_sto
 
     store, key = phone_store
     wideband = Calibration()
-    lax = VoiceId(store, Vault.from_file(key), [DVectorEncoder()], Calibration(phone=wideband.thresholds))
+    lax = VoiceId(store, Vault.from_file(key), [DVectorEncoder(threads=CORES)], Calibration(phone=wideband.thresholds))
     _, tests = phone_trials
     passed = []
     for speaker, _, speech in tests:
@@ -467,7 +470,7 @@ def test_phone_scores_on_the_wideband_thresholds_let_impostors_through(phone_sto
     print(f"\nphone calls on the wideband thresholds: {np.mean(passed):.1%} of {len(passed)} impostors accepted")
     assert np.mean(passed) >= 0.2
 
-    encoder = [DVectorEncoder()]
+    encoder = [DVectorEncoder(threads=CORES)]
     across = []
     for speaker, utterances in librispeech_speech.items():
         k = enrolled_from(utterances)
