@@ -11,10 +11,8 @@ import asyncio
 import dataclasses
 import io
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from functools import partial
-from pathlib import Path
 
 import segno
 from aiortc import RTCIceServer, RTCSessionDescription
@@ -32,7 +30,7 @@ from media.transport import Transport
 from media.webrtc import CallMedia
 from models.engines import is_language_code
 from models.errors import UnsupportedLanguage
-from store.base import FINAL_STATES, Agent, Link, Snapshot, new_call_id
+from store.base import FINAL_STATES, Agent, Link, Snapshot, new_call_id, new_snapshot_id
 from store.errors import Conflict, Forbidden, Gone, Invalid, NotFound, Throttled
 from store.security import new_token, security_phrase, token_hash
 
@@ -57,7 +55,6 @@ class CallService:
         self._slots: dict[str, Slot] = {}  # each live call's place under the limits
         self._tasks: set[asyncio.Task] = set()  # fire-and-forget work, held until done
         self.winding: dict[str, Call] = {}  # ended calls whose transcription is finishing
-        (settings.data_dir / "snapshots").mkdir(parents=True, exist_ok=True)
         if self.cluster is None:
             self._recover()
 
@@ -516,8 +513,9 @@ class CallService:
         if frame is None:
             raise Conflict("no live video to take a still from")
         jpeg = await asyncio.to_thread(_jpeg, frame)  # tens of ms of CPU at 720p: not on the event loop
-        snap = self.store.links.add_snapshot(call.id, agent.id, frame.width, frame.height, len(jpeg))
-        _write_private(self._snapshot_path(snap.id), self.services.vault.seal(jpeg, f"snapshot:{snap.id}"))
+        snap_id = new_snapshot_id()
+        sealed = self.services.vault.seal(jpeg, f"snapshot:{snap_id}")
+        snap = self.store.links.add_snapshot(call.id, agent.id, frame.width, frame.height, len(jpeg), sealed, snap_id)
         self.store.audit.add(agent.name, "snapshot.take", call.id, snap.id)
         self.hub.publish(agent.id, {"type": "snapshot", "link_id": call.id, "snapshot": snapshot_view(snap, agent)})
         return snap
@@ -529,11 +527,11 @@ class CallService:
         snap = self.store.links.snapshot(snap_id)
         if snap is None or snap.agent_id != agent.id:
             raise NotFound("no such snapshot")
+        sealed = self.store.links.snapshot_image(snap.id)
+        if sealed is None:  # taken by an earlier VoxGate, which kept stills in files
+            sealed = (self.settings.data_dir / "snapshots" / f"{snap.id}.jpg.sealed").read_bytes()
         self.store.audit.add(agent.name, "snapshot.view", snap.link_id, snap.id)
-        return self.services.vault.open(self._snapshot_path(snap.id).read_bytes(), f"snapshot:{snap.id}")
-
-    def _snapshot_path(self, snap_id: str) -> Path:
-        return self.settings.data_dir / "snapshots" / f"{snap_id}.jpg.sealed"
+        return self.services.vault.open(sealed, f"snapshot:{snap.id}")
 
     # -- events ------------------------------------------------------------------------------------------------
 
@@ -587,12 +585,6 @@ def snapshot_view(s: Snapshot, agent: Agent) -> dict:
         "agent": agent.name,
         "url": f"/api/snapshots/{s.id}",
     }
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """A new file only its owner may read, whatever the process's umask."""
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
-        f.write(data)
 
 
 def _qr_svg(url: str) -> str:

@@ -46,6 +46,7 @@ class ClusterNode:
         self._on_lost: Lost | None = None
         self._task: asyncio.Task | None = None
         self._closed = False
+        self._calls: set[str] = set()  # the calls this node owns, said again at every beat
 
     async def start(self, on_lost: Lost) -> None:
         """Join (the heartbeat and the watch on the others begin) after settling what this node's last run left."""
@@ -76,11 +77,13 @@ class ClusterNode:
 
     async def claim(self, call_id: str) -> None:
         """This node holds the call's media from now on."""
+        self._calls.add(call_id)
         async with self.redis.pipeline() as pipe:
             pipe.hset("voxgate:owner", call_id, self.node_id).sadd(f"voxgate:calls:{self.node_id}", call_id)
             await pipe.execute()
 
     async def release(self, call_id: str) -> None:
+        self._calls.discard(call_id)
         async with self.redis.pipeline() as pipe:
             pipe.hdel("voxgate:owner", call_id).srem(f"voxgate:calls:{self.node_id}", call_id)
             await pipe.execute()
@@ -105,8 +108,12 @@ class ClusterNode:
         return f"voxgate:node:{node_id}"
 
     async def _heartbeat(self) -> None:
+        """The node's key, and its calls said again: a Redis that restarted empty knows them within a beat."""
         async with self.redis.pipeline() as pipe:
             pipe.set(self._key(self.node_id), self.url, px=int(self.ttl * 1000)).sadd("voxgate:nodes", self.node_id)
+            if calls := sorted(self._calls):
+                pipe.hset("voxgate:owner", mapping=dict.fromkeys(calls, self.node_id))
+                pipe.sadd(f"voxgate:calls:{self.node_id}", *calls)
             await pipe.execute()
 
     async def _run(self) -> None:

@@ -85,6 +85,10 @@ class Customer:
     phones: tuple[str, ...] = ()
 
 
+def new_snapshot_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
 def new_call_id() -> str:
     """A link's or call's id: 48 random bits, short enough to read out, never a secret (the token is)."""
     return uuid.uuid4().hex[:12]
@@ -237,9 +241,23 @@ class Links(Protocol):
         """Move a link to a final state (ended/revoked) unless it is in one already."""
 
     def expired_since(self, since: float) -> list[Link]: ...
-    def add_snapshot(self, link_id: str, agent_id: int, width: int, height: int, size: int) -> Snapshot: ...
+    def add_snapshot(
+        self,
+        link_id: str,
+        agent_id: int,
+        width: int,
+        height: int,
+        size: int,
+        sealed: bytes | None = None,
+        snap_id: str | None = None,
+    ) -> Snapshot:
+        """A still's record and its image, sealed by the caller (with ``snap_id``, which the seal names): in the
+        store, so every node can show it."""
+
     def snapshots(self, link_id: str) -> list[Snapshot]: ...
     def snapshot(self, snap_id: str) -> Snapshot | None: ...
+    def snapshot_image(self, snap_id: str) -> bytes | None:
+        """The still's sealed image; None for one an earlier VoxGate kept in a file (``snapshots/``)."""
 
 
 class Audit(Protocol):

@@ -75,6 +75,8 @@ CREATE TABLE transcript_records (
     link_id TEXT NOT NULL, seq INTEGER NOT NULL, sealed BYTEA NOT NULL, at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (link_id, seq));
 """,
+    # 2: stills' images in the store (sealed), so that any node can show them.
+    "ALTER TABLE snapshots ADD COLUMN sealed BYTEA;",
 )
 
 _LEDGER = "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied DOUBLE PRECISION)"

@@ -12,7 +12,6 @@ one writer and under PostgreSQL's READ COMMITTED with several nodes alike.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
@@ -28,8 +27,11 @@ from store.base import (
     Snapshot,
     VoicePrintRecord,
     new_call_id,
+    new_snapshot_id,
     phone_key,
 )
+
+_SNAPSHOT = "id, link_id, agent_id, taken, width, height, bytes"  # a still's record, without its image
 
 
 class Row(Protocol):
@@ -302,21 +304,35 @@ class _Links:
     def expired_since(self, since: float) -> list[Link]:
         return self._all("SELECT * FROM links WHERE state = 'expired' AND ended >= ?", (since,))
 
-    def add_snapshot(self, link_id: str, agent_id: int, width: int, height: int, size: int) -> Snapshot:
-        snap = Snapshot(uuid.uuid4().hex[:16], link_id, agent_id, self._db.clock(), width, height, size)
+    def add_snapshot(
+        self,
+        link_id: str,
+        agent_id: int,
+        width: int,
+        height: int,
+        size: int,
+        sealed: bytes | None = None,
+        snap_id: str | None = None,
+    ) -> Snapshot:
+        snap = Snapshot(snap_id or new_snapshot_id(), link_id, agent_id, self._db.clock(), width, height, size)
         self._db.run(
-            "INSERT INTO snapshots (id, link_id, agent_id, taken, width, height, bytes) VALUES (?,?,?,?,?,?,?)",
-            (snap.id, link_id, agent_id, snap.taken, width, height, size),
+            "INSERT INTO snapshots (id, link_id, agent_id, taken, width, height, bytes, sealed)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (snap.id, link_id, agent_id, snap.taken, width, height, size, sealed),
         )
         return snap
 
     def snapshots(self, link_id: str) -> list[Snapshot]:
-        rows = self._db.all("SELECT * FROM snapshots WHERE link_id = ? ORDER BY taken", (link_id,))
+        rows = self._db.all(f"SELECT {_SNAPSHOT} FROM snapshots WHERE link_id = ? ORDER BY taken", (link_id,))
         return [Snapshot(**dict(r)) for r in rows]
 
     def snapshot(self, snap_id: str) -> Snapshot | None:
-        row = self._db.one("SELECT * FROM snapshots WHERE id = ?", (snap_id,))
+        row = self._db.one(f"SELECT {_SNAPSHOT} FROM snapshots WHERE id = ?", (snap_id,))
         return Snapshot(**dict(row)) if row else None
+
+    def snapshot_image(self, snap_id: str) -> bytes | None:
+        value = self._db.value("SELECT sealed FROM snapshots WHERE id = ?", (snap_id,))
+        return bytes(value) if value is not None else None
 
     # Reads expire first: a link nobody connected through before its expiry reads as 'expired' from then on,
     # with no timer to run (a live call is not cut).

@@ -43,7 +43,7 @@ CREATE INDEX IF NOT EXISTS links_agent ON links(agent_id, created);
 CREATE INDEX IF NOT EXISTS links_state ON links(state);
 CREATE TABLE IF NOT EXISTS snapshots (
     id TEXT PRIMARY KEY, link_id TEXT NOT NULL REFERENCES links(id), agent_id INTEGER NOT NULL,
-    taken REAL NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL, bytes INTEGER NOT NULL);
+    taken REAL NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL, bytes INTEGER NOT NULL, sealed BLOB);
 CREATE TABLE IF NOT EXISTS voiceprints (
     customer_id TEXT PRIMARY KEY, sealed BLOB, speech_seconds REAL NOT NULL DEFAULT 0,
     consent_by TEXT, consent_at REAL, consent_wording TEXT, opted_out INTEGER NOT NULL DEFAULT 0,
@@ -99,6 +99,7 @@ class _Db:
                 ("state", "TEXT NOT NULL DEFAULT 'active'"),
                 ("display_name", "TEXT"),
             ),
+            "snapshots": (("sealed", "BLOB"),),  # stills kept in files before (their files are still read)
         }
         for table, new in added.items():
             columns = {r["name"] for r in self._conn.execute(f"PRAGMA table_info({table})")}

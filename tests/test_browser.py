@@ -162,7 +162,7 @@ async def test_escalation_in_real_browsers(tmp_path, data, chromium, customer_wa
             # Full resolution: the still is as wide as the video the server receives (WebRTC may scale the
             # 1280x720 the page asks for when the CPU is busy), and never below the 640 px fake camera.
             assert width == server.store.links.snapshot(snap_id).width >= 640
-            sealed = (server.settings.data_dir / "snapshots" / f"{snap_id}.jpg.sealed").read_bytes()
+            sealed = server.store.links.snapshot_image(snap_id)
             assert not sealed.startswith(b"\xff\xd8")
 
             # A second device opening the same link is told it has been used.

@@ -180,7 +180,10 @@ def test_snapshots(store: Store, agent: Agent) -> None:
     link = add_link(store, agent)
     snap = store.links.add_snapshot(link.id, agent.id, 640, 480, 12345)
     assert store.links.snapshot(snap.id) == snap and store.links.snapshot("nope") is None
-    assert store.links.snapshots(link.id) == [snap]
+    assert store.links.snapshots(link.id) == [snap] and store.links.snapshot_image(snap.id) is None
+    sealed = store.links.add_snapshot(link.id, agent.id, 640, 480, 3, b"\x00sealed\xff", "s2")
+    assert sealed.id == "s2" and store.links.snapshot_image("s2") == b"\x00sealed\xff"
+    assert store.links.snapshots(link.id) == [snap, sealed]
 
 
 # -- audit, customers, ID&V ------------------------------------------------------------------------------------------
@@ -396,6 +399,27 @@ def test_migrations_are_recorded_and_reopening_applies_none(pg_url: str, clock: 
     try:  # applied at the first opening only, and what it stored is there
         assert rows(store, "SELECT version, applied FROM schema_migrations ORDER BY version") == ledger
         assert store.agents.get(agent.id) == agent
+    finally:
+        store.close()
+
+
+def test_a_database_of_an_earlier_version_is_brought_up_to_date(pg_url: str, clock: Clock) -> None:
+    """A database left at version 1 (before stills were kept in the store) gains what came since, keeping its rows."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(MIGRATIONS[0])
+        conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied DOUBLE PRECISION)")
+        conn.execute("INSERT INTO schema_migrations VALUES (1, 0)")
+        conn.execute("INSERT INTO agents (name, password_hash, api_token_hash, created) VALUES ('old', 'p', 'a', 0)")
+    store = PostgresStore(pg_url, clock=clock)
+    try:
+        assert store.schema_version == len(MIGRATIONS) > 1
+        old = store.agents.by_name("old")
+        assert old is not None
+        link = add_link(store, old)
+        store.links.add_snapshot(link.id, old.id, 640, 480, 3, b"img", "s1")
+        assert store.links.snapshot_image("s1") == b"img"
     finally:
         store.close()
 
