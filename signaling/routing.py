@@ -143,6 +143,8 @@ async def _proxy_socket(request: web.Request, calls: CallService, owner: str) ->
     url = owner.replace("http", "ws", 1) + request.path_qs
     try:
         upstream = await _session(request).ws_connect(url, headers=_headers(request, calls), heartbeat=20)
+    except aiohttp.WSServerHandshakeError as e:  # the owner refused it (a wrong key, say): its answer, not ours
+        return web.json_response({"error": e.message}, status=e.status)  # type: ignore[return-value]
     except (TimeoutError, aiohttp.ClientError):
         raise web.HTTPBadGateway(text="the node holding this call did not answer") from None
     ws = web.WebSocketResponse(heartbeat=20)

@@ -85,6 +85,14 @@ async def test_a_call_on_one_node_is_worked_from_another_and_survives_its_node(p
             await console.wait(state_is(link_id, "connected"))
             assert cluster_states(console.states(link_id)) == ["opened", "connected"]
 
+            # The customer's page's event stream, opened on node a, is relayed from node b (the key is checked there).
+            token1 = url.rsplit("/", 1)[1]
+            page = await http.ws_connect(f"{a.base}/api/join/{token1}/ws?key={answer['call_key']}")
+            assert (await asyncio.wait_for(page.receive_json(), 10)) == {"type": "call", "state": "waiting"}
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await http.ws_connect(f"{a.base}/api/join/{token1}/ws?key=wrong")
+            assert refused.value.status == 403
+
             # The agent's offer reaches node a, which proxies it to node b (the media's owner).
             agent, seen = await agent_connect(http, a.base, link_id, headers)
             _, final = await console.wait(
@@ -94,6 +102,11 @@ async def test_a_call_on_one_node_is_worked_from_another_and_survives_its_node(p
             async with http.post(f"{a.base}/api/calls/{link_id}/snapshots", headers=headers) as r:
                 assert r.status == 201, await r.text()
             await console.wait(lambda e: e["type"] == "snapshot" and e["link_id"] == link_id)
+            async with http.post(f"{a.base}/api/calls/{link_id}/watching", json={"watching": True}, headers=headers):
+                pass
+            while (told := await asyncio.wait_for(page.receive_json(), 10))["type"] != "call":
+                assert told["type"] == "subtitle"  # the customer's page has them too
+            assert told == {"type": "call", "state": "watched"}
 
             # A link is consumed once across nodes: 10 devices at once, alternately on each node.
             contested = await new_link(http, b.base, headers)
