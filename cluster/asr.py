@@ -9,9 +9,10 @@ Why it is built this way:
   entries in its hands every second. An entry left idle past ``claim_idle`` was taken by a worker that died;
   any live worker takes it over with XAUTOCLAIM. Delivery is at least once: a job decoded but not acked is decoded
   again, and the node keeps the first answer.
-* **Finals first, across the cluster.** A worker reads finals (up to a batch that shares one encoder call) and
-  takes a partial only when no final waits; a partial that waited past ``stale_partial`` is dropped unread, since
-  its stream has asked again with more audio by then.
+* **Finals first, across the cluster.** A worker reads finals (up to a batch that shares one encoder call) in
+  one lane and partials in another, which takes one only while no final is in hand (and a final that comes
+  meanwhile starts beside it, on a second replica); a partial that waited past ``stale_partial`` is dropped
+  unread, since its stream has asked again with more audio by then.
 * **No utterance lost.** The node decodes on its own ``Scheduler`` whenever no live worker holds the job's model;
   and a final sent out but not answered within ``final_deadline``, or whose every worker died, is decoded locally
   too (a remote answer that still comes first wins). A partial not answered in time is cancelled: its stream
@@ -403,6 +404,9 @@ class AsrWorker:
         self._hand_lock = threading.Lock()
         self._in_hand: dict[str, list[str]] = {}  # stream -> entries read and not yet acked
         self._offset = 0.0  # the Redis server's clock minus ours: stream ids carry the server's time
+        self._next_claim = 0.0
+        self._finals_busy = threading.Event()  # finals wait or are in hand: partials wait (the cores are theirs)
+        self._finals_busy.set()  # until the finals' lane has looked
         self.counts: Counter[str] = Counter()  # "final", "partial", "stale", "refused", "error", "reclaimed"
 
     def close(self) -> None:
@@ -410,38 +414,56 @@ class AsrWorker:
         self._stop.set()
 
     def run(self) -> None:
+        """Two lanes, as a node's scheduler has: finals (and reclaimed jobs), and partials in a thread of their
+        own, which takes one only while no final is in hand, so a final never waits behind a partial."""
         self._join()
         self.heartbeat()  # alive before the first read
-        beater = threading.Thread(target=self._beating, name="asr-heartbeat", daemon=True)
-        beater.start()
+        threads = [
+            threading.Thread(target=self._beating, name="asr-heartbeat", daemon=True),
+            threading.Thread(target=self._lane, args=(self._next_partial,), name="asr-partials", daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
         log.info("ASR worker %s serving %s", self.id, ", ".join(self.runners))
-        next_claim = 0.0
         try:
-            while not self._stop.is_set():
-                try:
-                    entries: list[Entry] = []
-                    if time.monotonic() >= next_claim:
-                        entries, next_claim = self._reclaim(), time.monotonic() + self.claim_every
-                    entries = entries or self._next()
-                    if entries:
-                        self._handle(entries)
-                except redis.RedisError as e:
-                    log.warning("ASR worker %s: %s; retrying", self.id, e)
-                    if "NOGROUP" in str(e):
-                        self._join()  # the streams went (a Redis restart without persistence)
-                    self._stop.wait(1)
+            self._lane(self._next_finals)
         finally:
             self._stop.set()
-            beater.join()
+            for thread in threads:
+                thread.join()
             self._leave()
 
-    def _next(self) -> list[Entry]:
-        """Finals first (a batch of them), then one partial; else wait briefly for either."""
-        return (
-            self._read({self._finals: ">"}, self.batch)
-            or self._read({self._partials: ">"}, 1)
-            or self._read({self._finals: ">", self._partials: ">"}, 1, self.block)
-        )
+    def _lane(self, take: Callable[[], list[Entry]]) -> None:
+        while not self._stop.is_set():
+            try:
+                if entries := take():
+                    self._handle(entries)
+            except redis.RedisError as e:
+                log.warning("ASR worker %s: %s; retrying", self.id, e)
+                if "NOGROUP" in str(e):
+                    self._join()  # the streams went (a Redis restart without persistence)
+                self._stop.wait(1)
+
+    def _next_finals(self) -> list[Entry]:
+        """A dead worker's jobs now and then; else a batch of finals. The lane counts as busy (no partial starts)
+        until it finds no final waiting; then it waits briefly for one."""
+        entries: list[Entry] = []
+        if time.monotonic() >= self._next_claim:
+            entries, self._next_claim = self._reclaim(), time.monotonic() + self.claim_every
+        entries = entries or self._read({self._finals: ">"}, self.batch)
+        if not entries:
+            self._finals_busy.clear()
+            entries = self._read({self._finals: ">"}, self.batch, self.block)
+        if entries:
+            self._finals_busy.set()
+        return entries
+
+    def _next_partial(self) -> list[Entry]:
+        """One partial, only while the finals' lane is idle."""
+        if self._finals_busy.is_set():
+            self._stop.wait(0.01)
+            return []
+        return self._read({self._partials: ">"}, 1, min(self.block, 0.1))
 
     def _read(self, streams: dict[str, str], count: int, block: float | None = None) -> list[Entry]:
         got = self._redis.xreadgroup(
@@ -461,6 +483,7 @@ class AsrWorker:
         return []
 
     def _handle(self, entries: list[Entry]) -> None:
+        """Decode what one lane read (finals grouped into shared decodes); the entries stay in hand until then."""
         with self._hand_lock:
             for stream, entry, _ in entries:
                 self._in_hand.setdefault(stream, []).append(entry)
@@ -479,7 +502,8 @@ class AsrWorker:
                     self._decode([t])
         finally:
             with self._hand_lock:
-                self._in_hand.clear()
+                for stream, entry, _ in entries:
+                    self._in_hand[stream].remove(entry)
 
     def _task(self, stream: str, entry: str, f: dict[bytes, bytes]) -> _Task:
         model = f[b"model"].decode()
@@ -603,9 +627,9 @@ def load_runners(
         cpu_threads=cpu_threads,
         compute_type=compute_type,
         beam_size=beam_size,
-        workers=1,
+        workers=2,  # two replicas (sharing their weights): a final starts beside a partial in flight
     )
-    engine.scheduler.close()  # a worker's loop is its scheduler
+    engine.scheduler.close()  # a worker's lanes are its scheduler
     return [r for r in (engine.runner, engine.english) if r is not None]
 
 

@@ -274,9 +274,13 @@ class CallMedia:
         await self._on_end(reason)
 
     async def discard(self) -> None:
-        """Drop media that never started (its offer was refused): no end event, the link untouched."""
+        """Drop media that never started (its offer was refused, another device won the link): no end event, the
+        link untouched; its readers are cancelled and awaited, never left pending for the collector."""
         self._ended = True
+        for t in self._tasks:
+            t.cancel()
         await self.customer_pc.close()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _spawn(self, coro) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro))
