@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from calls.limits import Limiter, Limiters, local_limiters
+from calls.limits import Limiters, local_limiters
 from calls.metrics import Metrics
 from store.base import Agent, Store
 from store.errors import Forbidden, Invalid, Throttled, Unauthenticated
@@ -89,7 +89,8 @@ class Access:
     async def check_address(self, address: str) -> None:
         """Refuse an address that is locked out before anything else is done for it (its body is not even read):
         during a flood, each refusal is the cheapest the server can make."""
-        await self._refuse_if_locked(self.per_address, f"address:{address}", "from this address", check_only=True)
+        if wait := await self.per_address.retry_after(f"address:{address}"):
+            raise self._throttled(wait, "from this address")
 
     async def sign_in(self, name: str, password: str, address: str) -> Agent:
         by_address, by_name = f"address:{address}", f"name:{name.casefold()}"
@@ -98,7 +99,7 @@ class Access:
             (self.per_name, by_name, "for this name"),
         ):
             if not await throttle.take(key):  # reserved before the password is checked: a burst is held to it
-                await self._refuse_if_locked(throttle, key, what)
+                raise self._throttled(await throttle.retry_after(key), what)
         found = self.store.agents.login(name)
         if not await self.secrets.password(password, found[1] if found else None):
             locked = await self.per_name.retry_after(by_name) or await self.per_address.retry_after(by_address)
@@ -112,13 +113,9 @@ class Access:
         self.store.audit.add(found[0].name, "login", None, address)
         return found[0]
 
-    async def _refuse_if_locked(self, throttle: Limiter, key: str, what: str, check_only: bool = False) -> None:
-        if wait := await throttle.retry_after(key):
-            self.failures.labels("throttled").inc()
-            raise Throttled(f"too many failed sign-ins {what}; try again in {int(wait) + 1} s")
-        if not check_only:  # it was locked when taken, and is no longer: refuse all the same
-            self.failures.labels("throttled").inc()
-            raise Throttled(f"too many failed sign-ins {what}; try again in a few seconds")
+    def _throttled(self, wait: float, what: str) -> Throttled:
+        self.failures.labels("throttled").inc()
+        return Throttled(f"too many failed sign-ins {what}; try again in {int(wait) + 1} s")
 
     def may(self, agent: Agent, permission: Permission, customer: str | None = None) -> bool:
         if permission in GRANTS.get(agent.role, frozenset()):
