@@ -74,7 +74,7 @@ from benchmarks.subtitles import (
     pct,
     summarise,
 )
-from peers.cluster import CLI, Cluster, Node, wait_ready
+from peers.cluster import CLI, Cluster, Node
 from peers.servers import postgres_server, redis_server
 from peers.webrtc import SpeechTrack, agent_connect, customer_connect, wait_gathered
 
@@ -457,12 +457,12 @@ async def links(args: argparse.Namespace, work: Path, result: dict, save: Callab
         headers = bearer(cluster.add_agent("linker"))
         try:
             cluster.start_node(cluster.nodes[0])  # the others are not running yet: one node, as one
-            await wait_ready(cluster.nodes[0])
+            await cluster.nodes[0].ready()
             first = cluster.nodes[0]
             runs = [await link_rate([first.base], headers, args.link_clients, args.link_seconds, pids(cluster))]
             for node in cluster.nodes[1:]:
                 cluster.start_node(node)
-            await asyncio.gather(*(wait_ready(node) for node in cluster.nodes[1:]))
+            await asyncio.gather(*(node.ready() for node in cluster.nodes[1:]))
             bases = [x.base for x in cluster.nodes]
             runs.append(await link_rate(bases, headers, args.link_clients, args.link_seconds, pids(cluster)))
         finally:
@@ -603,7 +603,7 @@ async def subtitles(args: argparse.Namespace, work: Path, result: dict, save: Ca
             for mode, flags in (("workers", []), ("local", ["--no-asr-workers"])):
                 cluster.extra["a"] = [*LIMITS, *platforms, *args.serve_arg, *flags]
                 cluster.start_node(node)
-                await wait_ready(node)
+                await node.ready()
                 await asyncio.sleep(2.5)  # the node's view of the live workers refreshes every second
                 runs[mode] = await subtitle_run(node, tokens, args, redis, pids(cluster))
                 print(json.dumps({mode: {k: v for k, v in runs[mode].items() if k != "rows"}}), flush=True)

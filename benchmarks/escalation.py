@@ -26,26 +26,11 @@ import aiohttp
 import numpy as np
 
 from peers.ports import free_port
+from peers.servers import wait_ready
 from peers.webrtc import agent_connect
 
 DATA = Path(os.environ.get("VOXGATE_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-async def wait_ready(base: str, timeout: float = 60.0) -> None:
-    """Until the server answers HTTP (it loads its engines, then binds)."""
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while True:
-            try:
-                async with http.get(f"{base}/console") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server at {base} did not start")
-            await asyncio.sleep(0.2)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -45,6 +45,7 @@ import aiohttp
 import numpy as np
 
 from peers.ports import free_port
+from peers.servers import wait_ready
 
 BURST_FROM, PAGES_FROM = "127.0.0.1", "127.0.0.2"  # the attacker's address, and a customer's
 MORE_ATTACKERS = ("127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6")  # later bursts: a fresh address each
@@ -170,18 +171,7 @@ class Server:
         log = (self.data_dir / "server.log").open("w")
         args = [sys.executable, "-m", "cli", "serve", "--no-subtitles", *where]
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        await self.wait_ready()
-
-    async def wait_ready(self, timeout: float = 60.0) -> None:
-        """Until the console page answers; a server that exits meanwhile fails at once."""
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as http:
-            while (status := (await request(http, "GET", f"{self.base}/console"))[0]) != "200":
-                if self.process is not None and self.process.poll() is not None:
-                    raise RuntimeError(f"voxgate serve exited ({self.process.returncode}):\n{self.log_tail()}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"voxgate serve not ready after {timeout} s (last: {status})")
-                await asyncio.sleep(0.2)
+        await wait_ready(self.base, self.process, self.data_dir / "server.log")
 
     def log_tail(self, lines: int = 30) -> str:
         path = self.data_dir / "server.log"

@@ -65,13 +65,14 @@ import aiohttp
 import numpy as np
 
 from benchmarks.conversation import Conversation, Line, conversations, turns_per_call
-from benchmarks.escalation import cpu_seconds, rss_mb, wait_ready
+from benchmarks.escalation import cpu_seconds, rss_mb
 from models.metrics import word_error_rate
 from peers.audiohook import AudioHookClient
 from peers.phone import phone_audio, silence
 from peers.ports import free_port
 from peers.prometheus import BINARY as PROMETHEUS
 from peers.prometheus import Prometheus
+from peers.servers import wait_ready
 from peers.twilio import TwilioPeer
 from peers.webrtc import SpeechTrack, agent_connect, customer_connect
 
@@ -401,7 +402,7 @@ class Server:
         log = (self.data_dir / "server.log").open("w")
         args = [*cli, "serve", *where, *secrets, *serve_args(self.extra, self.partials)]
         self.process = subprocess.Popen(args, stdout=log, stderr=log)
-        await wait_ready(self.base)
+        await wait_ready(self.base, self.process, self.data_dir / "server.log")
 
     def stop(self) -> None:
         if self.process is None:

@@ -50,7 +50,6 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
-from benchmarks.escalation import wait_ready
 from benchmarks.subtitles import pct
 from identity.evaluation import evaluate, load_speech, plot_det, rates_at, run_trials
 from identity.voiceid import Calibration, Channel
@@ -60,6 +59,7 @@ from models import registry
 from models.base import SAMPLE_RATE, pcm_to_float
 from models.voiceprint import enrol
 from peers.ports import free_port
+from peers.servers import wait_ready
 from peers.webrtc import SpeechTrack, customer_connect
 
 DATA = Path(os.environ.get("VOXGATE_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -63,9 +63,9 @@ class CallService:
         lost machine): none of them can still have media here. Each is marked interrupted and audited; consoles
         read that state on connecting, and the calls no longer count against any limit. One node only: in a
         cluster, the store's live calls are the other nodes' too (``start`` settles this node's own)."""
-        for link in self.store.links.interrupt_live("interrupted: the server stopped during the call"):
-            self.store.audit.add("server", "call.interrupted", link.id, link.channel)
-            log.warning("call %s was live when the server last stopped: marked interrupted", link.id)
+        why = "the server stopped during the call"
+        for link in self.store.links.interrupt_live(f"interrupted: {why}"):
+            self._was_interrupted(link, why)
 
     async def start(self) -> None:
         """Join the cluster, if any: this node's calls of its last run, and those of any node that dies while this
@@ -76,10 +76,14 @@ class CallService:
     async def _interrupted(self, call_ids: list[str], why: str) -> None:
         for call_id in call_ids:
             if self.store.links.finish(call_id, "interrupted", f"interrupted: {why}"):
-                link = self.store.links.get(call_id)
-                self.store.audit.add("server", "call.interrupted", call_id, link.channel if link else None)
-                log.warning("call %s marked interrupted: %s", call_id, why)
-                self._publish(link)
+                self._was_interrupted(self.store.links.get(call_id), why)
+
+    def _was_interrupted(self, link: Link | None, why: str) -> None:
+        """Audited once, logged, and told to the consoles (their hello says it too)."""
+        if link is not None:
+            self.store.audit.add("server", "call.interrupted", link.id, link.channel)
+            log.warning("call %s marked interrupted: %s", link.id, why)
+            self._publish(link)
 
     async def _claim(self, call: Call) -> None:
         """This node holds the call's media: recorded before anyone is told the call is live, so the agent's

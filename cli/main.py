@@ -602,17 +602,20 @@ def _store_flags(p: argparse.ArgumentParser) -> None:
 
 def _asr_worker(args: argparse.Namespace) -> int:
     try:
-        from cluster.asr import run_worker
+        from cluster.asr import load_runners, run_worker
     except ImportError as e:
         raise SystemExit(f"asr-worker needs the cluster extra: pip install 'voxgate[cluster]' ({e})") from None
     logging.getLogger("voxgate").setLevel(logging.INFO)
-    run_worker(
-        args.redis,
+    runners = load_runners(
         args.whisper_model,
         args.english_model,
         device=args.device,
         cpu_threads=args.whisper_threads,
         beam_size=args.beam_size,
+    )
+    run_worker(
+        args.redis,
+        runners,
         worker_id=args.id,
         prefix=args.prefix,
         batch=args.batch,

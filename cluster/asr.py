@@ -633,21 +633,8 @@ def load_runners(
     return [r for r in (engine.runner, engine.english) if r is not None]
 
 
-def run_worker(
-    redis_url: str,
-    model: str = "base",
-    english: str = "tiny.en",
-    *,
-    device: str = "auto",
-    cpu_threads: int = 0,
-    compute_type: str | None = None,
-    beam_size: int = 1,
-    **options,
-) -> None:
-    """Load the models and decode jobs until SIGTERM or SIGINT (which finish the jobs in hand first)."""
-    runners = load_runners(
-        model, english, device=device, cpu_threads=cpu_threads, compute_type=compute_type, beam_size=beam_size
-    )
+def run_worker(redis_url: str, runners: Iterable[WhisperRunner], **options) -> None:
+    """Decode jobs with ``runners`` (``load_runners``) until SIGTERM or SIGINT (which finish the jobs in hand first)."""
     worker = AsrWorker(redis_url, runners, **options)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.close())

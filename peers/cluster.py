@@ -10,13 +10,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
-
 from peers.ports import free_port
+from peers.servers import wait_ready
 
 CLI = [sys.executable, "-m", "cli"]
 
@@ -35,6 +33,9 @@ class Node:
     @property
     def log(self) -> Path:
         return self.data_dir / "server.log"
+
+    async def ready(self) -> None:
+        await wait_ready(self.base, self.process, self.log)
 
 
 class Cluster:
@@ -65,7 +66,7 @@ class Cluster:
     async def start(self) -> Cluster:
         for node in self.nodes:
             self.start_node(node)
-        await asyncio.gather(*(wait_ready(node) for node in self.nodes))
+        await asyncio.gather(*(node.ready() for node in self.nodes))
         return self
 
     def start_node(self, node: Node) -> None:
@@ -100,19 +101,3 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-async def wait_ready(node: Node, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if node.process is not None and node.process.poll() is not None:
-                raise RuntimeError(f"node {node.node_id} exited:\n{node.log.read_text()[-3000:]}")
-            try:
-                async with http.get(f"{node.base}/readyz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError(f"node {node.node_id} not ready in {timeout} s:\n{node.log.read_text()[-3000:]}")

@@ -7,6 +7,7 @@ files in a temporary folder and are stopped, with the folder removed, on exit.
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import pwd
@@ -17,6 +18,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import aiohttp
 
 from peers.ports import free_port
 
@@ -110,6 +113,30 @@ def redis_server() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(home, ignore_errors=True)
+
+
+async def wait_ready(
+    base: str, process: subprocess.Popen | None = None, log: Path | None = None, timeout: float = 90.0
+) -> None:
+    """Until a ``voxgate serve`` at ``base`` says it is ready (``/readyz``: its engines loaded, its store and
+    event loop answering); one that exits meanwhile fails at once, with the tail of its ``log``."""
+
+    def tail() -> str:
+        return log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
+
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"voxgate serve at {base} exited ({process.returncode}):\n{tail()}")
+            try:
+                async with http.get(f"{base}/readyz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"voxgate serve at {base} not ready in {timeout} s:\n{tail()}")
 
 
 def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = 10.0) -> None:

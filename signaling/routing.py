@@ -15,7 +15,6 @@ with the request and the owner checks it against the shared store, as for any re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import re
@@ -26,6 +25,7 @@ from aiohttp import WSMsgType, web
 
 from calls.service import CallService
 from signaling.middleware import CALLS, MAX_BODY, SOCKETS, Handler, check_origin
+from signaling.sockets import cancel
 from store.security import token_hash
 
 NODE_HEADER = "X-VoxGate-Node"
@@ -106,6 +106,9 @@ def _headers(request: web.Request, calls: CallService) -> dict[str, str]:
     return headers
 
 
+_CLIENT = web.AppKey("node client", aiohttp.ClientSession)
+
+
 def _session(request: web.Request) -> aiohttp.ClientSession:
     """One client per app for talking to the other nodes (made on first use, closed with the app)."""
     session = request.app.get(_CLIENT)
@@ -113,9 +116,6 @@ def _session(request: web.Request) -> aiohttp.ClientSession:
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30), cookie_jar=aiohttp.DummyCookieJar())
         request.app[_CLIENT] = session
     return session
-
-
-_CLIENT = web.AppKey("node client", aiohttp.ClientSession)
 
 
 async def close_client(app: web.Application) -> None:
@@ -165,11 +165,7 @@ async def _proxy_socket(request: web.Request, calls: CallService, owner: str) ->
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, ConnectionResetError, RuntimeError):
-                await task
+        await cancel(tasks)
         await upstream.close()
         await ws.close()
         request.app[SOCKETS].discard(ws)

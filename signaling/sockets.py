@@ -73,11 +73,16 @@ async def stream(
             if msg.type == WSMsgType.ERROR:
                 break
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, ConnectionResetError, RuntimeError):
-                await task
+        await cancel(tasks)
         hub.unsubscribe(topic, queue)
         request.app[SOCKETS].discard(ws)
     return ws
+
+
+async def cancel(tasks: list[asyncio.Task]) -> None:
+    """Stop a socket's tasks and wait for them: a peer gone mid-send is not an error."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, ConnectionResetError, RuntimeError):
+            await task

