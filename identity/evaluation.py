@@ -4,9 +4,13 @@
 rate). Each speaker enrols from their first files, up to ``enrol_seconds`` of
 net speech; every other file is a test utterance cut to ``test_seconds`` of net
 speech. Every test is tried against every enrolment: genuine trials (same
-speaker) and impostor trials (another). Scores are cosine similarities to
-the print (or, with ``scoring="snorm"``, S-norm'ed against a cohort of the
-*other* speakers' tests, never the two voices of the trial).
+speaker) and impostor trials (another). Scores are what ``serve`` computes:
+S-norm against the cohort that ships with VoxGate (or ``--cohort``), or, with
+``scoring="cosine"``, cosine similarities to the print. The summary gives the
+false accepts and rejects at the thresholds ``serve`` would use (or others).
+
+``voxgate voiceid cohort DIR`` builds a cohort from recordings of people who
+are not customers (public speech): 3 s windows of each, in both spaces.
 
 ``voxgate voiceid calibrate DIR`` runs the same trials at each duration live
 calls decide at (``Calibration.checkpoints``: 1.5, 3 and 6 s of net speech) and gives the thresholds that
@@ -28,12 +32,12 @@ from statistics import NormalDist
 
 import numpy as np
 
-from identity.voiceid import Calibration, Channel
+from identity.voiceid import Calibration, Channel, on_the_phone, shipped_cohort, space_key
 from media.audio_io import AudioFormatError, read_pcm
 from media.speech import net_speech
 from models.base import SAMPLE_RATE, SpeakerEncoder, VadEngine, pcm_to_float
 from models.metrics import det_curve, equal_error_rate, frr_at_far, min_dcf
-from models.voiceprint import Scorer, embed, enrol, raw_score
+from models.voiceprint import Cohort, embed, enrol, raw_score, windows
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".opus", ".mp3"}
 
@@ -51,48 +55,75 @@ class Trial:
         return self.enrolled == self.tested
 
 
-def load_speakers(root: Path) -> dict[str, list[Path]]:
+def load_speakers(roots: Path | Sequence[Path]) -> dict[str, list[Path]]:
+    """``ROOT/<speaker>/<files>`` of each root; with several roots a speaker is ``root/speaker``."""
+    roots = [roots] if isinstance(roots, Path) else list(roots)
     speakers = {
-        d.name: sorted(f for f in d.iterdir() if f.suffix.lower() in AUDIO_SUFFIXES)
+        f"{root.name}/{d.name}" if len(roots) > 1 else d.name: sorted(
+            f for f in d.iterdir() if f.suffix.lower() in AUDIO_SUFFIXES
+        )
+        for root in roots
         for d in sorted(root.iterdir())
         if d.is_dir()
     }
-    speakers = {k: v for k, v in speakers.items() if len(v) >= 2}
+    speakers = {k: v for k, v in speakers.items() if v}
     if len(speakers) < 2:
-        raise AudioFormatError(f"{root}: need at least two speaker folders with two recordings each")
+        raise AudioFormatError(f"{', '.join(map(str, roots))}: need at least two speaker folders with recordings")
     return speakers
 
 
 Speech = dict[str, list[np.ndarray]]  # per speaker, each recording's net speech (float32, 16 kHz), in file order
 
+# A speaker with one recording (public sets often have one per reader) is tested on its last 6 s of net speech (the
+# longest checkpoint) and enrols from the rest, at least 4 s. Both sides then come from one session: kinder to
+# genuine trials than two calls on different days would be.
+SPLIT_TEST_SECONDS, SPLIT_ENROL_SECONDS = 6.0, 4.0
 
-def load_speech(root: Path, vad: VadEngine, channel: Channel = Channel.WIDEBAND) -> Speech:
-    """Every speaker's recordings as heard on ``channel``, cut to net speech by the VAD calls use."""
-    return {
+
+def load_speech(
+    root: Path | Sequence[Path], vad: VadEngine, channel: Channel = Channel.WIDEBAND, split: bool = True
+) -> Speech:
+    """Every speaker's recordings as heard on ``channel``, cut to net speech by the VAD calls use. ``split``: for
+    trials, a single recording is split in two (enrolment, test); one too short for both is left out."""
+    speech = {
         speaker: [pcm_to_float(net_speech(channel.hear(read_pcm(f)), vad)) for f in files]
         for speaker, files in load_speakers(root).items()
     }
+    if not split:
+        return speech
+    tail, head = int(SPLIT_TEST_SECONDS * SAMPLE_RATE), int(SPLIT_ENROL_SECONDS * SAMPLE_RATE)
+    for speaker, recordings in list(speech.items()):
+        if len(recordings) == 1:
+            s = recordings[0]
+            if len(s) >= head + tail:
+                speech[speaker] = [s[:-tail], s[-tail:]]
+            else:
+                del speech[speaker]
+    if len(speech) < 2:
+        raise AudioFormatError(f"{root}: need two speakers with two recordings, or one long enough to split")
+    return speech
 
 
 def evaluate(
-    root: Path,
+    root: Path | Sequence[Path],
     encoders: Sequence[SpeakerEncoder],
     vad: VadEngine,
     enrol_seconds: float = Calibration().enrol_seconds,
     test_seconds: float | None = 3.0,
-    scoring: str = "cosine",
     channel: Channel = Channel.WIDEBAND,
     calibration: Calibration = Calibration(),
+    cohort: Cohort | None = None,
 ) -> tuple[dict, list[Trial]]:
     """Run every trial; returns (summary, trials). ``test_seconds=None`` tests on whole utterances.
 
-    ``scoring``: ``cosine`` (default: measured best with the bundled encoders and 20 s prints) or
-    ``snorm``, which pays off only with a cohort of many voices (an operator's own recordings).
+    Scored as ``serve`` scores with ``calibration`` (its ``scoring``, against ``cohort`` or the shipped one);
     ``channel``: how every recording is heard. The summary gives the rates at ``calibration``'s threshold for
     the channel and duration: what a live call would decide.
     """
     speech = load_speech(root, vad, channel)
-    summary, trials = run_trials(speech, speech, encoders, enrol_seconds, test_seconds, scoring)
+    summary, trials = run_trials(
+        speech, speech, encoders, enrol_seconds, test_seconds, calibration.scoring, cohort=cohort, channel=channel
+    )
     threshold = calibration.for_channel(channel).threshold(test_seconds) if test_seconds is not None else None
     summary["channel"] = channel.value
     if threshold is not None:
@@ -134,9 +165,13 @@ def run_trials(
     test_seconds: float | None,
     scoring: str,
     enrolled: Enrolled | None = None,
+    cohort: Cohort | None = None,
+    channel: Channel = Channel.WIDEBAND,
 ) -> tuple[dict, list[Trial]]:
     """Each speaker enrols from the first of ``enrolments``' recordings; the rest of ``recordings`` are tests.
-    ``enrolled`` (from ``enrol_speakers``) saves embedding the same prints again for another test length."""
+    ``enrolled`` (from ``enrol_speakers``) saves embedding the same prints again for another test length.
+    Every trial gets both scores, raw and S-norm against ``cohort`` (default: the shipped one) in ``channel``'s
+    space; ``scoring`` says which one decides."""
     prints, used = enrolled or enrol_speakers(enrolments, encoders, enrol_seconds)
     tests = []
     for speaker in prints:
@@ -147,16 +182,30 @@ def run_trials(
                 s = s[: int(test_seconds * SAMPLE_RATE)]
             tests.append((speaker, embed(encoders, s)))
     names = [e.name for e in encoders]
-    cohort = {n: np.stack([t[n] for _, t in tests]) for n in names}
-    owners = np.array([spk for spk, _ in tests])
-    scorer = Scorer(cohort)
+    scorer = (cohort or shipped_cohort()).scorer({n: space_key(n, channel) for n in names})
     trials = []
     for speaker, vp in prints.items():
         for tested, t in tests:
-            exclude = (owners == speaker) | (owners == tested)
-            raw, snorm = raw_score(vp.vectors, t), scorer.score(vp.vectors, t, exclude)
+            raw, snorm = raw_score(vp.vectors, t), scorer.score(vp.vectors, t)
             trials.append(Trial(speaker, tested, snorm if scoring == "snorm" else raw, raw, snorm))
     return summarise(trials, enrol_seconds, test_seconds, names, prints, scoring), trials
+
+
+def build_cohort(speech: Speech, encoders: Sequence[SpeakerEncoder], per_speaker: int, about: str) -> Cohort:
+    """Up to ``per_speaker`` 3 s windows of each speaker, embedded in the wideband and the phone space.
+
+    ``speech`` is as recorded (wideband): the phone space hears it through ``telephone``, as prints do.
+    """
+    rows: dict[str, list[np.ndarray]] = {}
+    for recordings in speech.values():
+        joined = np.concatenate(recordings)
+        chunks = windows(joined)[::2][:per_speaker]  # half-overlapping windows: every other one does not overlap
+        for space in Channel:
+            for chunk in chunks:
+                heard = chunk if space is Channel.WIDEBAND else on_the_phone(chunk)
+                for name, v in embed(encoders, heard).items():
+                    rows.setdefault(space_key(name, space), []).append(v)
+    return Cohort({k: np.stack(v) for k, v in rows.items()}, about)
 
 
 def summarise(
@@ -194,7 +243,7 @@ def summarise(
         "enrol_seconds_min": round(min(p.speech_seconds for p in prints.values()), 2),
         "test_seconds": test_seconds,
         "encoders": encoders,
-        "scoring": scoring if scoring == "cosine" else "snorm (cohort: other speakers' tests, never the trial's two)",
+        "scoring": scoring,
         "fusion": "mean of the encoders' scores" if len(encoders) > 1 else None,
     }
 
@@ -235,16 +284,18 @@ def plot_det(trials: list[Trial], path: Path, title: str) -> None:
 
 
 def calibrate(
-    root: Path,
+    root: Path | Sequence[Path],
     encoders: Sequence[SpeakerEncoder],
     vad: VadEngine,
     target_far: float = 0.01,
     durations: Sequence[float] = Calibration().checkpoints,
     enrol_seconds: float = Calibration().enrol_seconds,
     channel: Channel = Channel.WIDEBAND,
+    scoring: str = Calibration().scoring,
+    cohort: Cohort | None = None,
 ) -> dict:
     """Thresholds by duration for ``target_far`` false accepts, as ``voxgate serve --voiceid-thresholds`` (or,
-    for ``channel`` phone, ``--voiceid-phone-thresholds``) takes them.
+    for ``channel`` phone, ``--voiceid-phone-thresholds``) takes them, in ``scoring``'s units.
 
     A duration with no trials (recordings too short for it) is left out: live calls then keep the threshold
     of the longest shorter duration, which is stricter on more speech only if the data says so.
@@ -254,7 +305,7 @@ def calibrate(
     rows = []
     for seconds in durations:
         try:
-            _, trials = run_trials(speech, speech, encoders, enrol_seconds, seconds, "cosine", enrolled)
+            _, trials = run_trials(speech, speech, encoders, enrol_seconds, seconds, scoring, enrolled, cohort, channel)
         except AudioFormatError:
             continue
         genuine = [t.score for t in trials if t.genuine]
@@ -276,6 +327,7 @@ def calibrate(
     return {
         "target_far_percent": round(target_far * 100, 3),
         "channel": channel.value,
+        "scoring": scoring,
         "thresholds": ",".join(f"{r['test_seconds']:g}:{r['threshold']}" for r in rows),
         "durations": rows,
         "encoders": [e.name for e in encoders],

@@ -64,6 +64,7 @@ class Texts(Protocol):
 
 # Voice ID's ``Decision`` values that ID&V acts on, compared as strings so the machine needs no voice model.
 AUTHENTICATED, NOT_AUTHENTICATED = "authenticated", "not_authenticated"
+SPOOF = "possible synthetic or replayed voice"
 
 
 class Status(StrEnum):
@@ -117,6 +118,7 @@ class IdvRecord:
     code_attempts: int = 0
     voice: dict | None = None  # the latest voice decision: the only place a score is kept (deletion scrubs it)
     risk: str | None = None  # "high": the voice matches the fraud watch list
+    spoof: bool = False  # the voice sounds replayed or synthetic: it verifies nothing in this call
     watchlist_hits: list[dict] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
 
@@ -559,6 +561,8 @@ class IdvFlow:
         r.voice = {**verdict.to_dict(), "early": early}
         decision = None if early else verdict.decision
         effects: list[Effect] = []
+        if decision == AUTHENTICATED and r.spoof:
+            decision = None  # never by voice once the call sounds spoofed (voice ID says so too; this is the lock)
         if decision == AUTHENTICATED and r.verified_by is None:
             self._otp, self._awaiting = None, None
             effects.append(self._verified("voice", f"verified by voice on {verdict.speech_seconds:.1f} s of speech"))
@@ -571,6 +575,25 @@ class IdvFlow:
             effects.append(self._audit("idv.voice_mismatch", f"at {verdict.speech_seconds:.1f} s"))
             self._say = ("idv.thanks_agent_helps", {})
         return [*effects, Publish()]
+
+    def on_spoof(self) -> list[Effect]:
+        """The call sounds replayed or synthetic (on enough speech): voice verifies nothing from now on. A caller
+        verified by voice loses it, and one waiting on their voice is asked for a PIN or code at once: something
+        a recording or a cloned voice does not have."""
+        r = self.record
+        if r.spoof:
+            return []
+        r.spoof = True
+        audit = self._audit("idv.spoof_suspected", "the voice sounds replayed or synthetic")
+        if r.verified_by == "voice":
+            r.verified_by, r.step = None, Step.DONE
+            self._note(f"{SPOOF}: no longer verified by voice")
+            return [audit, *self._offer_code(f"{SPOOF}: verified by voice no more")]
+        if r.step == Step.VOICE and self._awaiting is None:
+            self._note(SPOOF)
+            return [audit, *self._offer_code(SPOOF)]
+        self._note(SPOOF)
+        return [audit, Publish()]
 
     def on_alert(self, hits: list[dict]) -> list[Effect]:
         """The voice matches the fraud watch list: high risk, whoever the caller claims to be."""
@@ -847,6 +870,9 @@ class LiveIdv:
 
     def on_alert(self, hits: list[dict]) -> None:
         self._run_now(self.flow.on_alert(hits))
+
+    def on_spoof(self) -> None:
+        self._run_now(self.flow.on_spoof())
 
     def ask_consent(self) -> dict:
         answer, effects = self.flow.ask_consent()

@@ -1,7 +1,9 @@
-"""Voice ID in a live call: verify the caller and screen the watch list from the first seconds of speech.
+"""Voice ID in a live call: verify the caller, screen the watch list and listen for a replayed or synthetic
+voice from the first seconds of speech.
 
 The same objects that decide (``VoiceVerdict``, ``WatchlistAlert``,
-``EnrolmentUpdate``) go to the agent's console and to the ID&V flow.
+``SpoofSignal``, ``EnrolmentUpdate``) go to the agent's console and to the
+ID&V flow.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from identity.voiceid import Channel, Progress, Verdict, VoiceId
+from identity.voiceid import Channel, Decision, Liveness, Progress, Verdict, VoiceId
 from media.segmenter import Signal
 from media.speech import NetSpeech
 from models.base import SAMPLE_RATE, pcm_to_float
@@ -62,6 +64,25 @@ class WatchlistAlert:
 
 
 @dataclass(frozen=True)
+class SpoofSignal:
+    """The spoof detector at a checkpoint. ``early``: on less speech than decisions need, shown only."""
+
+    link_id: str
+    liveness: Liveness
+    early: bool
+
+    def to_message(self) -> dict:
+        risk = "high" if self.liveness.spoofed and not self.early else None
+        return {
+            "type": "voiceid_spoof",
+            "link_id": self.link_id,
+            **self.liveness.to_dict(),
+            "early": self.early,
+            "risk": risk,
+        }
+
+
+@dataclass(frozen=True)
 class EnrolmentUpdate:
     link_id: str
     progress: Progress
@@ -70,7 +91,7 @@ class EnrolmentUpdate:
         return {"type": "enrolment", "link_id": self.link_id, **self.progress.to_dict()}
 
 
-VoiceEvent = VoiceVerdict | WatchlistAlert | EnrolmentUpdate
+VoiceEvent = VoiceVerdict | WatchlistAlert | SpoofSignal | EnrolmentUpdate
 
 
 class LiveVoice:
@@ -107,6 +128,7 @@ class LiveVoice:
         self._enrol_samples = 0
         self._enrol_base = 0.0  # seconds the enrolment had before this call
         self._reported = 0
+        self.spoofed = False
         self._tasks: set[asyncio.Task] = set()
         self._in_order = asyncio.Lock()  # decisions reach the console in the order their speech was heard
 
@@ -174,15 +196,26 @@ class LiveVoice:
             return
         loop = asyncio.get_running_loop()
         async with self._in_order:
-            verdict, hits = await loop.run_in_executor(
-                self._executor, self.voice_id.check, claimed, speech, screen, self.channel
-            )
+            verdict, hits, liveness = await loop.run_in_executor(self._executor, self._decide, claimed, speech, screen)
+        decide = self.voice_id.calibration.decide_seconds - 1e-6
+        if liveness is not None:  # first: the flow must know before it hears a verdict on the same speech
+            early = liveness.speech_seconds < decide
+            self.spoofed |= liveness.spoofed and not early
+            self._emit(SpoofSignal(self.link_id, liveness, early))
         if verdict is not None:
+            if self.spoofed and verdict.decision is Decision.AUTHENTICATED:
+                verdict = replace(verdict, decision=Decision.SPOOF_SUSPECTED)
             timing = {"speech_reached": reached, "decided": time.time()}
-            early = verdict.speech_seconds < self.voice_id.calibration.decide_seconds - 1e-6
-            self._emit(VoiceVerdict(self.link_id, claimed, verdict, timing, early))
+            self._emit(VoiceVerdict(self.link_id, claimed, verdict, timing, verdict.speech_seconds < decide))
         if hits:
             self._emit(WatchlistAlert(self.link_id, hits, len(speech) / SAMPLE_RATE))
+
+    def _decide(
+        self, claimed: str | None, speech: np.ndarray, screen: bool
+    ) -> tuple[Verdict | None, list[dict], Liveness | None]:
+        """Off the loop: the verdict and watch-list hits, and at a checkpoint (``screen``) the spoof score."""
+        verdict, hits = self.voice_id.check(claimed, speech, screen, self.channel)
+        return verdict, hits, self.voice_id.liveness(speech, self.channel) if screen else None
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)

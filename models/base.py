@@ -132,6 +132,21 @@ class SpeakerEncoder(ABC):
         """Embed float32 16 kHz mono speech; returns a unit vector of length ``dim``."""
 
 
+class SpoofDetector(ABC):
+    """Tells live human speech (bona fide) from a replayed recording or a synthetic voice.
+
+    ``score`` is higher for bona fide speech; a calibrated threshold (``voxgate voiceid spoof-eval``) turns it
+    into a decision. ``seconds``: how much speech the detector looks at (it scores the first that much).
+    """
+
+    name: str
+    seconds: float
+
+    @abstractmethod
+    def score(self, audio: np.ndarray) -> float:
+        """Score float32 16 kHz mono speech: higher is more likely a live human voice."""
+
+
 def pcm_to_float(pcm: np.ndarray) -> np.ndarray:
     """int16 PCM to float32 in [-1, 1)."""
     return pcm.astype(np.float32) / 32768.0

@@ -7,6 +7,7 @@ says what to install when a model is absent.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -15,9 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from models import locate, registry
-from models.base import SAMPLE_RATE, AsrEngine, SpeakerEncoder, TextTranslator, VadEngine
+from models.base import SAMPLE_RATE, AsrEngine, SpeakerEncoder, SpoofDetector, TextTranslator, VadEngine
 from models.errors import UnsupportedLanguage
 from models.routing import Router
+
+log = logging.getLogger(__name__)
 
 
 def is_language_code(value: object) -> bool:
@@ -27,12 +30,14 @@ def is_language_code(value: object) -> bool:
 
 @dataclass
 class Engines:
-    """``vad`` is a factory: VADs keep per-stream state. ``speaker`` is for voice ID, never in a call's pipeline."""
+    """``vad`` is a factory: VADs keep per-stream state. ``speaker`` and ``spoof`` are for voice ID, never in a
+    call's pipeline."""
 
     vad: Callable[[], VadEngine]
     asr: AsrEngine
     router: Router | None = None
     speaker: SpeakerEncoder | None = None
+    spoof: SpoofDetector | None = None
 
     def warm_up(self) -> None:
         """Run each model once before the first call, so that the first caller does not wait for lazy loading
@@ -78,6 +83,7 @@ class EngineOptions:
     argos_packages: tuple[Path, ...] = ()
     speaker: str | None = None
     ecapa_dir: Path | None = None
+    spoof: str = "auto"  # a spoof detector's name, "auto" (AASIST when installed) or "off"
 
 
 def load_engines(o: EngineOptions) -> Engines:
@@ -112,7 +118,23 @@ def load_engines(o: EngineOptions) -> Engines:
             translators.append(registry.build("mt", "argos", packages=list(o.argos_packages)))
         else:
             translators.append(registry.build("mt", name))
-    return Engines(vad=vad, asr=asr, router=Router(translators, speech), speaker=build_speaker(o.speaker, o.ecapa_dir))
+    speaker = build_speaker(o.speaker, o.ecapa_dir)
+    spoof = build_spoof(o.spoof) if speaker is not None else None
+    return Engines(vad=vad, asr=asr, router=Router(translators, speech), speaker=speaker, spoof=spoof)
+
+
+def build_spoof(name: str, threads: int = 1) -> SpoofDetector | None:
+    """``auto``: AASIST if its weights are installed, else none (voice ID then runs without anti-spoofing, and
+    says so at start); a name: that detector, or a clear failure; ``off``: none."""
+    if name == "off":
+        return None
+    if name == "auto":
+        ok, why = registry.spec("spoof", "aasist").status()
+        if not ok:
+            log.warning("anti-spoofing is off: %s", why)
+            return None
+        name = "aasist"
+    return registry.build("spoof", name, threads=threads)
 
 
 def english_model_dir(choice: str) -> Path | None:
@@ -126,5 +148,7 @@ def build_speaker(name: str | None, ecapa_dir: Path | None = None, threads: int 
     them for an offline run (evaluation, calibration) that embeds one recording after another."""
     if not name:
         return None
-    options = {"checkpoint_dir": ecapa_dir} if name == "ecapa" else {"threads": threads} if name == "dvector" else {}
+    options = (
+        {"checkpoint_dir": ecapa_dir} if name == "ecapa" else {} if name == "resemblyzer" else {"threads": threads}
+    )
     return registry.build("speaker", name, **options)

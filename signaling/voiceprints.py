@@ -88,6 +88,9 @@ async def recording(request: web.Request) -> web.Response:
         return voice_id.add_speech(customer, speech)
 
     progress = await asyncio.get_running_loop().run_in_executor(calls.services.executor, enrol)
+    if progress.quality and progress.quality["refuse"]:  # not added: the enrolment stands as it was
+        error = " ".join(progress.quality["messages"])
+        return web.json_response({**progress.to_dict(), "error": error}, status=422)
     return web.json_response(progress.to_dict())
 
 

@@ -593,3 +593,48 @@ async def test_roles_decide_who_may_read_flag_enrol_or_delete_a_voice_print(serv
     assert denied == [("ann", "C-100")] * 4 + [("fran", "C-100")] * 2
     for odd in ("C-%00100", "C-%E2%80%AE001"):  # NUL, a right-to-left override
         assert await ask("sue", "GET", odd) == 400, odd
+
+
+async def test_a_voice_judged_spoofed_never_verifies_and_the_agent_is_warned(
+    tmp_path, engines, aasist, http, data, librispeech_speech
+):
+    """The real AASIST detector scores the call at each checkpoint; at a threshold no voice reaches, Alice's own
+    voice is judged replayed or synthetic: the console is warned, the matching voice is reported as a suspected
+    spoof, not authenticated, and ID&V asks for her PIN instead."""
+    from dataclasses import replace
+
+    from identity.voiceid import Calibration
+
+    server = await TestServer(
+        tmp_path / "data", replace(engines, spoof=aasist), Calibration(spoof=1000.0), idv=IdvSettings()
+    ).start()
+    try:
+        server.add_agent(role="admin")
+        server.store.customers.put(Customer("C-100", "Alice Example", (ALICE,)), hash_password("4321"))
+        server.voice_id.enrol("C-100", enrolment(librispeech_speech["3005"][:6]), by="agent-7", wording="I agree")
+        console = await Console(http, server).open()
+        caller = await console.call(speech_of(data, "3005", -1), phone=ALICE)
+        await wait_for(lambda: (console.idv(caller.link_id) or {}).get("spoof"), timeout=60)
+        r = console.idv(caller.link_id)
+        assert r["verified_by"] is None and r["step"] == "code" and r["code_kind"] == "pin"
+        assert r["reason"] == "possible synthetic or replayed voice: waiting for the customer's PIN"
+        signals = [e for e in console.events if e["type"] == "voiceid_spoof" and e["link_id"] == caller.link_id]
+        print(f"\nspoof signals: {[(s['speech_seconds'], s['score'], s['early']) for s in signals]}")
+        assert signals[0]["early"] and signals[0]["risk"] is None  # 1.5 s: shown, not acted on
+        decided = next(s for s in signals if not s["early"])
+        assert decided["spoofed"] and decided["risk"] == "high" and decided["speech_seconds"] >= 3.0
+        await wait_for(
+            lambda: any(
+                e["type"] == "voiceid" and not e["early"] and e["score"] is not None
+                for e in console.events
+                if e.get("link_id") == caller.link_id
+            )
+        )
+        verdicts = [e for e in console.events if e["type"] == "voiceid" and e["link_id"] == caller.link_id]
+        assert {v["decision"] for v in verdicts if not v["early"] and v["score"] is not None} == {"spoof_suspected"}
+        assert all(v["score"] >= v["threshold"] for v in verdicts if v["decision"] == "spoof_suspected")  # her voice
+        await caller.hang_up()
+        audit = [a["action"] for a in server.store.audit.log(caller.link_id) if a["actor"] == "idv"]
+        assert "idv.spoof_suspected" in audit and "idv.verified" not in audit
+    finally:
+        await server.stop()

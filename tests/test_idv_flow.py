@@ -465,6 +465,41 @@ def test_a_voice_decided_while_the_pin_is_checked_stands():
     assert flow.record.verified_by is None and "did not match" in flow.record.reason
 
 
+def test_a_spoofed_voice_never_verifies_and_a_caller_waiting_on_it_is_asked_for_their_pin():
+    flow, _ = identified(ALICE)
+    r = flow.record
+    effects = flow.on_spoof()
+    assert effects[0] == Audit("idv.spoof_suspected", "C-100: the voice sounds replayed or synthetic")
+    assert r.spoof and (r.step, r.code_kind) == (Step.CODE, "pin")
+    assert r.reason == "possible synthetic or replayed voice: waiting for the customer's PIN"
+    # Voice ID says spoof_suspected of a matching voice; even an "authenticated" verdict no longer verifies.
+    for decision in ("spoof_suspected", "authenticated"):
+        flow.on_verdict("C-100", Verdict(decision, 3.0, 0.9, 0.64))
+        assert r.verified_by is None and r.step == Step.CODE
+    assert flow.on_spoof() == []  # once is enough
+    assert flow.verify_code("4321") == [CheckPin("C-100", "4321")]
+    flow.pin_checked(True)
+    assert r.verified_by == "pin"  # a factor a recording does not have
+
+
+def test_a_spoof_decided_after_the_voice_verified_withdraws_it():
+    flow, _ = identified(ALICE)
+    r = flow.record
+    flow.on_verdict("C-100", Verdict("authenticated", 3.0, 0.9, 0.64))
+    assert r.verified_by == "voice"
+    effects = flow.on_spoof()
+    assert effects[0] == Audit("idv.spoof_suspected", "C-100: the voice sounds replayed or synthetic")
+    assert (r.verified_by, r.status, r.step) == (None, Status.IDENTIFIED, Step.CODE)
+    assert "possible synthetic or replayed voice" in r.reason
+    assert "possible synthetic or replayed voice: no longer verified by voice" in notes(flow)
+
+
+def test_a_spoof_on_a_caller_verified_by_pin_is_noted_and_keeps_the_pin():
+    flow = verified_by_pin(BOB)
+    assert flow.on_spoof()[-1] == Publish()
+    assert flow.record.verified_by == "pin" and flow.record.spoof
+
+
 def test_a_verdict_on_another_claimed_customer_is_ignored():
     flow, _ = identified(ALICE)
     before = flow.agent_view()

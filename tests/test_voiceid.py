@@ -78,6 +78,7 @@ def test_net_speech_of_a_live_stream_matches_the_whole_recording(data):
 
 def test_eval_command_on_librispeech_meets_its_bound(capsys, data, tmp_path):
     from cli.main import main
+    from identity.voiceid import Calibration
 
     plot = tmp_path / "det.png"
     code = main(
@@ -106,8 +107,27 @@ def test_eval_command_on_librispeech_meets_its_bound(capsys, data, tmp_path):
     } <= set(result)
     assert result["test_seconds"] == 3.0 and result["speakers"] == 10
     assert result["genuine_trials"] >= 50 and result["impostor_trials"] == 9 * result["genuine_trials"]
-    assert result["eer_percent"] <= 1.0  # the issue's bar at 3 s; measured 0.0% here (560 trials)
+    assert result["eer_percent"] <= 1.0  # the issue's bar at 3 s; measured 0.2% here (560 trials)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Scored as serve scores (S-norm against the shipped cohort), at serve's threshold for 3 s: these readers are
+    # in neither the cohort nor the calibration, and the thresholds hold on them.
+    assert result["scoring"] == "snorm"
+    at = result["at_threshold"]
+    assert at["threshold"] == Calibration().threshold(3.0) and at["far_percent"] <= 1.2 and at["frr_percent"] <= 5
+
+
+def test_eval_tries_other_thresholds_and_scores_by_cosine_on_request(capsys, data, tmp_path):
+    from cli.main import main
+
+    for speaker in ("1688", "3005", "367"):  # three readers are enough to see the options at work
+        (tmp_path / speaker).symlink_to(data / "voiceid/librispeech-test-other" / speaker)
+    base = ["voiceid", "eval", str(tmp_path), "--test-seconds", "1.5"]
+    assert main([*base, "--thresholds", "1.5:-100"]) == 0
+    lax = json.loads(capsys.readouterr().out)["at_threshold"]
+    assert (lax["threshold"], lax["far_percent"], lax["frr_percent"]) == (-100.0, 100.0, 0.0)
+    assert main([*base, "--scoring", "cosine"]) == 0  # serve's thresholds are S-norm's: no rates at them
+    cosine = json.loads(capsys.readouterr().out)
+    assert cosine["scoring"] == "cosine" and "at_threshold" not in cosine
 
 
 def test_eval_refuses_a_directory_without_speakers(capsys, tmp_path):
@@ -131,7 +151,7 @@ def voice_id(tmp_path):
 
 
 def test_enrolment_builds_up_then_verifies_deletes_and_opts_out(voice_id, librispeech_speech):
-    from identity.voiceid import Decision
+    from identity.voiceid import Calibration, Decision
 
     alice, bob = librispeech_speech["3005"], librispeech_speech["1688"]
     speech = enrolment(alice[:6])
@@ -151,7 +171,7 @@ def test_enrolment_builds_up_then_verifies_deletes_and_opts_out(voice_id, libris
 
     held_back = alice[-1][: 3 * 16000]
     authenticated = voice_id.verify("C-1", held_back)
-    assert authenticated.decision == Decision.AUTHENTICATED and authenticated.threshold == 0.64
+    assert authenticated.decision == Decision.AUTHENTICATED and authenticated.threshold == Calibration().threshold(3.0)
     assert voice_id.verify("C-1", bob[-1][: 3 * 16000]).decision == Decision.NOT_AUTHENTICATED
     assert voice_id.verify("C-1", held_back[:16000]).decision == Decision.INCONCLUSIVE  # 1 s: too little speech
     assert voice_id.verify("C-404", held_back).decision == Decision.NOT_ENROLLED
@@ -252,23 +272,22 @@ def test_cli_enrols_over_several_runs_with_progress_and_deletes(capsys, tmp_path
     assert main(["voiceid", "delete", "C-9", *where]) == 1
 
 
-@pytest.mark.parametrize("channel", ["wideband", "phone"])
-def test_calibrate_command_reproduces_the_default_thresholds(capsys, data, channel):
-    """The shipped thresholds are what calibration on real speech gives, not guesses: as recorded, and heard
-    through the phone channel (the phone's are higher: voices heard on the phone score closer together)."""
+def test_calibrate_command_gives_thresholds_per_duration_in_serves_units(capsys, data):
+    """Calibration on real speech, as an operator runs it on their own calls: S-norm thresholds for 1.5, 3 and 6 s.
+    (The shipped ones come from 168 other readers: python -m benchmarks.voiceid_unseen.)"""
     from cli.main import main
-    from identity.voiceid import Calibration, Channel, parse_thresholds
+    from identity.voiceid import Calibration, parse_thresholds
 
     root = str(data / "voiceid/librispeech-test-other")
-    assert main(["voiceid", "calibrate", root, "--far", "0.01", "--channel", channel]) == 0
+    assert main(["voiceid", "calibrate", root, "--far", "0.01"]) == 0
     result = json.loads(capsys.readouterr().out)
-    print(f"\nvoiceid calibrate on LibriSpeech, {channel}: {result['thresholds']}")
+    print(f"\nvoiceid calibrate on LibriSpeech test-other: {result['thresholds']}")
     measured = parse_thresholds(result["thresholds"])
-    shipped = Calibration().for_channel(Channel(channel)).thresholds
-    assert [s for s, _ in measured] == [s for s, _ in shipped] == [1.5, 3.0, 6.0]
-    for (_, got), (_, ours) in zip(measured, shipped, strict=True):
-        assert abs(got - ours) < 0.01
-    assert result["channel"] == channel and all(row["impostor_trials"] >= 300 for row in result["durations"])
+    assert [s for s, _ in measured] == list(Calibration().checkpoints) == [1.5, 3.0, 6.0]
+    assert result["scoring"] == "snorm" and result["channel"] == "wideband"
+    assert all(row["impostor_trials"] >= 300 for row in result["durations"])
+    for (_, got), (_, shipped) in zip(measured, Calibration().thresholds, strict=True):
+        assert 0.5 < got / shipped < 2  # the same units: a few cohort deviations above the cohort
 
 
 def test_calibration_thresholds_by_duration_and_channel():
@@ -288,6 +307,10 @@ def test_calibration_thresholds_by_duration_and_channel():
         Calibration.parse("three seconds")
     with pytest.raises(ValueError, match="look like"):
         Calibration.parse(None, "0.8")
+    with pytest.raises(ValueError, match="both channels"):
+        Calibration.parse("1.5:0.7", None, "cosine")  # cosine units for one channel, S-norm's for the other
+    cosine = Calibration.parse("1.5:0.7", "1.5:0.8", "cosine")
+    assert cosine.scoring == "cosine" and cosine.for_channel(Channel.PHONE).threshold(2) == 0.8
 
 
 def test_twenty_concurrent_recordings_into_one_enrolment_keep_all_their_speech(voice_id, librispeech_speech):
@@ -452,6 +475,8 @@ def phone_trials(phone_store, librispeech_speech, phone_speech, dvector):
     ("prints", "call"), [("wideband", "phone"), ("phone", "phone"), ("phone", "wideband"), ("wideband", "wideband")]
 )
 def test_callers_are_verified_whichever_channel_they_enrolled_and_call_on(phone_trials, prints, call):
+    from identity.voiceid import Calibration, Channel
+
     """Over every LibriSpeech speaker, a print enrolled on either channel verifies callers on either, and keeps
     impostors out: phone callers (and video callers against a print enrolled on the phone) in the phone space,
     at the phone thresholds, measured (``voxgate voiceid calibrate --channel phone``) at 7% false rejects and
@@ -462,32 +487,40 @@ def test_callers_are_verified_whichever_channel_they_enrolled_and_call_on(phone_
         f"\n{prints} prints, {call} calls: {genuine:.1%} of {len(trials['genuine'])} genuine callers accepted, "
         f"{impostor:.2%} of {len(trials['impostor'])} impostors"
     )
-    if call == "phone":
-        assert trials["thresholds"] == {0.83}  # the phone threshold for 3 s, not the wideband 0.64
+    if call == "phone":  # the phone threshold for 3 s, not the wideband one
+        assert trials["thresholds"] == {Calibration().for_channel(Channel.PHONE).threshold(3.0)}
     assert len(trials["genuine"]) >= 50 and len(trials["impostor"]) >= 450
     assert genuine >= 0.85 and impostor <= 0.02
 
 
-def test_phone_scores_on_the_wideband_thresholds_let_impostors_through(
+# Raw cosine thresholds calibrated on wideband speech (python -m benchmarks.voiceid_unseen, scoring cosine).
+COSINE_WIDEBAND = ((1.5, 0.6785), (3.0, 0.7205), (6.0, 0.737))
+
+
+def test_raw_phone_scores_on_the_wideband_thresholds_let_impostors_through(
     phone_store, phone_trials, librispeech_speech, dvector
 ):
-    """Why each channel has its thresholds: voices heard on the phone crowd together, so the wideband thresholds
-    accept a third of impostors (measured 34% at 3 s). And why prints keep a phone space: a phone voice scored
-    against a print of wideband speech falls below the wideband threshold almost always (measured 89%)."""
+    """Why each channel has its space and thresholds: scored by raw cosine, voices heard on the phone crowd
+    together, so the wideband thresholds accept a large share of impostors. And why prints keep a phone space: a
+    phone voice scored against a print of wideband speech falls below the wideband threshold almost always."""
     from identity.voiceid import Calibration, Channel, VoiceId
     from models.voiceprint import embed, enrol, raw_score
     from store.security import Vault
 
     store, key = phone_store
-    wideband = Calibration()
-    lax = VoiceId(store, Vault.from_file(key), [dvector], Calibration(phone=wideband.thresholds))
+    lax = VoiceId(
+        store,
+        Vault.from_file(key),
+        [dvector],
+        Calibration(thresholds=COSINE_WIDEBAND, phone=COSINE_WIDEBAND, scoring="cosine"),
+    )
     _, tests = phone_trials
     passed = []
     for speaker, _, speech in tests:
         hits = {h["watchlist_id"] for h in lax.screen(speech, Channel.PHONE)}
         passed += [f"wideband-{other}" in hits for other in librispeech_speech if other != speaker]
-    print(f"\nphone calls on the wideband thresholds: {np.mean(passed):.1%} of {len(passed)} impostors accepted")
-    assert np.mean(passed) >= 0.2
+    print(f"\nphone calls on the wideband cosine thresholds: {np.mean(passed):.1%} of {len(passed)} impostors")
+    assert np.mean(passed) >= 0.1
 
     encoder = [dvector]
     across = []
@@ -496,7 +529,7 @@ def test_phone_scores_on_the_wideband_thresholds_let_impostors_through(
         vectors = enrol(encoder, enrolment(utterances[:k])).vectors  # a print of wideband speech, as it was
         across += [raw_score(vectors, embed(encoder, phone)) for spk, _, phone in tests if spk == speaker]
     print(f"phone voices against their wideband prints: median {np.median(across):.3f}")
-    assert np.mean(np.array(across) < wideband.threshold(3.0)) >= 0.75
+    assert np.mean(np.array(across) < COSINE_WIDEBAND[1][1]) >= 0.75
 
 
 def test_a_recording_tells_its_channel_by_its_band(data, librispeech_speech, phone_speech):
@@ -520,6 +553,7 @@ async def test_live_voice_on_a_phone_call_decides_on_the_phone_thresholds(voice_
     import asyncio
 
     from identity.live import LiveVoice, VoiceVerdict, WatchlistAlert
+    from identity.voiceid import Calibration
     from media.audio_io import read_pcm
     from media.phone import PhoneMedia, ulaw_decode
     from media.tap import SpeechTap
@@ -553,13 +587,14 @@ async def test_live_voice_on_a_phone_call_decides_on_the_phone_thresholds(voice_
 
     phone = await call(True, ulaw_decode(phone_audio(held_back)), 8000)
     print(f"\nthe caller on the phone: {[v.to_dict() for v in verdicts(phone)]}")
-    assert [v.threshold for v in verdicts(phone)] == [0.80, 0.83, 0.85]
+    shipped = Calibration()
+    assert [v.threshold for v in verdicts(phone)] == [t for _, t in shipped.phone]
     assert [v.decision for v in verdicts(phone)[1:]] == ["authenticated", "authenticated"]  # decided from 3 s on
     assert not any(isinstance(e, WatchlistAlert) for e in phone)
 
     # The same recording on the video link: the wideband thresholds.
     video = await call(False, read_pcm(held_back), 16000)
-    assert [v.threshold for v in verdicts(video)] == [0.61, 0.64, 0.65]
+    assert [v.threshold for v in verdicts(video)] == [t for _, t in shipped.thresholds]
 
     # The fraudster on the phone is screened against their wideband recordings' print, in its phone space.
     fraud = await call(True, ulaw_decode(phone_audio(sorted((data / LIBRI / "1688").glob("*.flac"))[-1])), 8000)

