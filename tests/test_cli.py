@@ -164,3 +164,11 @@ def test_a_wav_with_unknown_length_is_accepted(capsys, tmp_path, data):
     path = _wav(tmp_path / "stream.wav", claim_bytes=0xFFFFFFFF)
     code, _, err = run_cli(capsys, "transcribe", str(path), "--language", "en")
     assert code == 0, err
+
+
+def test_serve_refuses_another_speaker_encoder_on_the_d_vectors_thresholds(tmp_path, capsys):
+    """The shipped thresholds are the d-vector's: CAM++ scores sit higher (13% of impostors would pass them)."""
+    from cli.main import main
+
+    with pytest.raises(SystemExit, match="--speaker campplus needs its own --voiceid-thresholds"):
+        main(["serve", "--data-dir", str(tmp_path), "--speaker", "campplus"])

@@ -272,20 +272,22 @@ def test_cli_enrols_over_several_runs_with_progress_and_deletes(capsys, tmp_path
     assert main(["voiceid", "delete", "C-9", *where]) == 1
 
 
-def test_calibrate_command_gives_thresholds_per_duration_in_serves_units(capsys, data):
+def test_calibrate_command_gives_thresholds_per_duration_in_serves_units(capsys, data, tmp_path):
     """Calibration on real speech, as an operator runs it on their own calls: S-norm thresholds for 1.5, 3 and 6 s.
     (The shipped ones come from 168 other readers: python -m benchmarks.voiceid_unseen.)"""
     from cli.main import main
     from identity.voiceid import Calibration, parse_thresholds
 
-    root = str(data / "voiceid/librispeech-test-other")
-    assert main(["voiceid", "calibrate", root, "--far", "0.01"]) == 0
+    readers = sorted(d for d in (data / "voiceid/librispeech-test-other").iterdir() if d.is_dir())[:6]
+    for d in readers:  # six readers: the command at work, in a few seconds
+        (tmp_path / d.name).symlink_to(d)
+    assert main(["voiceid", "calibrate", str(tmp_path), "--far", "0.01"]) == 0
     result = json.loads(capsys.readouterr().out)
     print(f"\nvoiceid calibrate on LibriSpeech test-other: {result['thresholds']}")
     measured = parse_thresholds(result["thresholds"])
     assert [s for s, _ in measured] == list(Calibration().checkpoints) == [1.5, 3.0, 6.0]
     assert result["scoring"] == "snorm" and result["channel"] == "wideband"
-    assert all(row["impostor_trials"] >= 300 for row in result["durations"])
+    assert all(row["impostor_trials"] >= 100 for row in result["durations"])
     for (_, got), (_, shipped) in zip(measured, Calibration().thresholds, strict=True):
         assert 0.5 < got / shipped < 2  # the same units: a few cohort deviations above the cohort
 
