@@ -56,6 +56,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ROOMS = ("spatialaudio-clap/rir_clap.wav", "openair-quantumverb/medium_chamber.wav", "freesound-peter1955")
 ESPEAK_VOICES = ("en-us", "en-gb", "en-us+m3", "en-us+f2", "en-gb-x-rp+m7", "en-us+f4")
 FOREIGN = {"es": "es", "de": "de", "fr": "fr-fr", "it": "it", "pt": "pt"}
+SIDES = ("bonafide", "spoof")
 CODECS = {"phone": telephone, "opus": lambda pcm: opus(pcm)}  # a kind's suffix: how its speech reached VoxGate
 
 
@@ -181,13 +182,17 @@ def channel_of(kind: str) -> str:
 
 
 def channels(scores_json: Path) -> None:
-    """Per channel, a summary of its live voices against its spoofs, from a pooled run's ``--json`` scores."""
+    """Per channel, a summary of its live voices against its spoofs, from a pooled run's ``--json`` scores: at
+    the EER's threshold, and at the one the server ships for that channel (Opus is the video link's codec)."""
+    from identity.voiceid import Calibration
+
     run = json.loads(scores_json.read_text())
+    shipped = {"wideband": Calibration().spoof, "phone": Calibration().phone_spoof, "opus": Calibration().spoof}
     for channel in ("wideband", *CODECS):
-        live, fake = (
-            {k: v for k, v in run["scores"][side].items() if channel_of(k) == channel} for side in run["scores"]
-        )
+        live, fake = ({k: v for k, v in run["scores"][side].items() if channel_of(k) == channel} for side in SIDES)
         summary = {"detector": run["detector"], "channel": channel, "from": scores_json.name, **summarise(live, fake)}
+        if shipped[channel] is not None:
+            summary["at_shipped_threshold"] = summarise(live, fake, shipped[channel])
         path = scores_json.with_name(f"{scores_json.stem}-{channel}.json")
         path.write_text(json.dumps(summary, indent=1))
         kinds = ", ".join(f"{k} {v['eer_percent']}%" for k, v in summary["spoof_kinds"].items())
