@@ -818,10 +818,6 @@ def _threshold(text: str) -> float | bool:
         raise argparse.ArgumentTypeError(f"a number or off, not {text!r}") from None
 
 
-def _cohort(args: argparse.Namespace):
-    return _cohort_file(args.cohort)
-
-
 def _cohort_file(path: Path | None):
     from models.voiceprint import Cohort
 
@@ -864,7 +860,14 @@ def _voiceid_eval(args: argparse.Namespace) -> int:
         print(f"voxgate: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     summary, trials = evaluate(
-        args.dir, _encoders(args), vad, args.enrol_seconds, test_seconds, channel, calibration, _cohort(args)
+        args.dir,
+        _encoders(args),
+        vad,
+        args.enrol_seconds,
+        test_seconds,
+        channel,
+        calibration,
+        _cohort_file(args.cohort),
     )
     if args.plot:
         names = "+".join(d.name for d in args.dir)
@@ -888,7 +891,7 @@ def _voiceid_calibrate(args: argparse.Namespace) -> int:
         enrol_seconds=args.enrol_seconds,
         channel=Channel(args.channel),
         scoring=args.scoring,
-        cohort=_cohort(args),
+        cohort=_cohort_file(args.cohort),
     )
     print(json.dumps(result))
     return 0

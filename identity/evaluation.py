@@ -182,11 +182,7 @@ def run_trials(
                 s = s[: int(test_seconds * SAMPLE_RATE)]
             tests.append((speaker, embed(encoders, s)))
     names = [e.name for e in encoders]
-    keys = {n: space_key(n, channel) for n in names}
-    cohort = cohort or shipped_cohort()
-    if missing := cohort.covers(keys.values()):
-        raise AudioFormatError(f"the cohort has no {', '.join(missing)} rows: build one with `voxgate voiceid cohort`")
-    scorer = cohort.scorer(keys)
+    scorer = (cohort or shipped_cohort()).scorer({n: space_key(n, channel) for n in names})
     trials = []
     for speaker, vp in prints.items():
         for tested, t in tests:

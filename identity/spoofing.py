@@ -10,7 +10,6 @@ voices refused.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +25,7 @@ MIN_SECONDS = 1.0  # less net speech than this is no test of a voice
 Scores = dict[str, list[float]]  # per kind ("root" for files at its top, "root/sub" for a sub-folder's), the scores
 
 
-def score_tree(
-    root: Path, detector: SpoofDetector, vad: VadEngine, progress: Callable[[Path], None] | None = None
-) -> Scores:
+def score_tree(root: Path, detector: SpoofDetector, vad: VadEngine) -> Scores:
     """Every recording under ``root`` with at least ``MIN_SECONDS`` of net speech, scored, by kind."""
     files = sorted(f for f in root.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
@@ -41,8 +38,6 @@ def score_tree(
         parts = f.relative_to(root).parts
         kind = f"{root.name}/{parts[0]}" if len(parts) > 1 else root.name
         scores.setdefault(kind, []).append(detector.score(speech[: int(detector.seconds * SAMPLE_RATE)]))
-        if progress:
-            progress(f)
     return scores
 
 

@@ -262,15 +262,8 @@ class VoiceId:
         neither: only verification and screening ask."""
         if self.calibration.scoring == "cosine":
             return raw_score
-        cohort = self._cohort or shipped_cohort()
         keys = {e.name: space_key(e.name, space) for e in self.encoders}
-        if missing := cohort.covers(keys.values()):
-            raise ModelUnavailable(
-                f"the S-norm cohort has no {', '.join(missing)} embeddings: build one for these encoders with "
-                "`voxgate voiceid cohort DIR --out FILE` and pass it with --voiceid-cohort (or score by cosine "
-                "with thresholds calibrated for it)"
-            )
-        return cohort.scorer(keys).score
+        return (self._cohort or shipped_cohort()).scorer(keys).score
 
     # -- enrolment ---------------------------------------------------------------------------------------------
 

@@ -13,13 +13,14 @@ are calibrated on data, in the units of the scoring used.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from models.base import SAMPLE_RATE, SpeakerEncoder, unit
+from models.errors import ModelUnavailable
 
 ENROL_WINDOW_S = 3.0
 
@@ -74,12 +75,15 @@ class Cohort:
         with open(path, "wb") as f:
             np.savez_compressed(f, __about__=np.array(self.about), **arrays)
 
-    def covers(self, keys: Iterable[str]) -> list[str]:
-        """The keys this cohort lacks."""
-        return [k for k in keys if k not in self.vectors]
-
     def scorer(self, keys: dict[str, str]) -> Scorer:
-        """A scorer for vectors named by encoder, whose cohort rows are stored under ``keys[encoder]``."""
+        """A scorer for vectors named by encoder, whose cohort rows are stored under ``keys[encoder]``; a cohort
+        without some of them cannot normalise those scores, and says what to do."""
+        if missing := [k for k in keys.values() if k not in self.vectors]:
+            raise ModelUnavailable(
+                f"the S-norm cohort has no {', '.join(missing)} embeddings: build one for these encoders with "
+                "`voxgate voiceid cohort DIR --out FILE` and pass it with --voiceid-cohort (or --cohort), or score "
+                "by cosine with thresholds calibrated for it"
+            )
         return Scorer({name: self.vectors[key] for name, key in keys.items()}, self.top_k)
 
 

@@ -87,25 +87,3 @@ def test_spoof_eval_refuses_an_empty_folder(aasist, tmp_path, capsys):
     code = main(["voiceid", "spoof-eval", "--bonafide", str(tmp_path / "live"), "--spoof", str(tmp_path / "fake")])
     assert code != 0
     assert "no recordings" in capsys.readouterr().err
-
-
-def test_the_corpus_splits_a_pooled_run_by_channel(tmp_path):
-    """Each channel's live voices against the spoofs that reach VoxGate through the same channel, from the scores
-    a pooled run saved (no model needed)."""
-    from benchmarks.spoof_corpus import channels
-
-    live, fake = [1.0, 2.0, 3.0], [-3.0, -2.0, 1.5]
-    run = {
-        "detector": "aasist",
-        "scores": {
-            "bonafide": {"bonafide": live, "bonafide-phone": live, "bonafide-opus": live},
-            "spoof": {"spoof/piper": fake, "spoof/piper-phone": [5.0, 6.0], "spoof/replay-opus": fake},
-        },
-    }
-    (tmp_path / "run.json").write_text(json.dumps(run))
-    channels(tmp_path / "run.json")
-    wideband, phone = (json.loads((tmp_path / f"run-{c}.json").read_text()) for c in ("wideband", "phone"))
-    assert set(wideband["spoof_kinds"]) == {"spoof/piper"} and set(wideband["bonafide_kinds"]) == {"bonafide"}
-    assert (wideband["bonafide"], wideband["spoof"]) == (3, 3)
-    assert phone["eer_percent"] == 100 and set(phone["spoof_kinds"]) == {"spoof/piper-phone"}
-    assert phone["at_shipped_threshold"]["spoof_accepted_percent"] == 100  # scored above any live voice
