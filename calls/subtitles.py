@@ -172,7 +172,12 @@ class Subtitles:
             message["timing"] = dict(line.timing)
             self._transcript.line(line)
         elif isinstance(event, Translation):
-            message.update(source_text=event.source_text, source_language=event.source_language, engine=event.engine)
+            message.update(
+                source_text=event.source_text,
+                source_language=event.source_language,
+                engine=event.engine,
+                tier=event.tier,
+            )
             message["timing"] = {"speech_end": event.speech_end_wall, "asr": event.asr_wall, "mt": event.wall}
             if self._open.pop(key, None) is not None:
                 self._transcript.translation(leg, event)
@@ -255,6 +260,7 @@ class TranscriptWriter:
                     "translation": t.text,
                     "translation_language": t.target_language,
                     "engine": t.engine,
+                    "tier": t.tier,
                     "mt": t.wall,
                 }
             }
@@ -279,7 +285,7 @@ def load_transcript(vault: Vault, transcripts: Transcripts, link_id: str) -> dic
         elif t := record.get("translation"):
             line = lines.get((t["speaker"], t["segment"]))
             if line is not None:
-                line.update({k: t[k] for k in ("translation", "translation_language", "engine")})
+                line.update({k: t[k] for k in ("translation", "translation_language", "engine", "tier") if k in t})
                 line["timing"]["mt"] = t["mt"]
     if not lines:
         return None

@@ -79,7 +79,8 @@ class LanguageChanged(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Translation(Event):
-    """A final's translation; ``wall`` is when MT finished, ``asr_wall`` when its transcript did."""
+    """A final's translation; ``wall`` is when MT finished, ``asr_wall`` when its transcript did. ``tier``: the
+    route's quality tier ("neural", "rule-based", "speech"), which the console shows beside the line."""
 
     type: ClassVar[str] = "translation"
     text: str
@@ -87,6 +88,7 @@ class Translation(Event):
     source_language: str
     target_language: str
     engine: str
+    tier: str
     speech_end_wall: float
     asr_wall: float
 

@@ -429,6 +429,7 @@ class Pipeline:
                 source_language=source,
                 target_language=target,
                 engine=engine,
+                tier=route.tier,
                 speech_end_wall=final.speech_end_wall,
                 asr_wall=final.wall,
             )

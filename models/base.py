@@ -108,9 +108,14 @@ class AsrEngine(ABC):
 
 
 class TextTranslator(ABC):
-    """Text-to-text machine translation for a fixed set of language pairs."""
+    """Text-to-text machine translation for a fixed set of language pairs.
+
+    ``tier`` says what to expect of its translations, shown beside each route and each translated line: "neural"
+    (a trained translation model) or "rule-based" (dictionaries and transfer rules: literal, visible errors).
+    """
 
     name: str
+    tier: str = "neural"
 
     @abstractmethod
     def pairs(self) -> frozenset[tuple[str, str]]:
@@ -119,6 +124,26 @@ class TextTranslator(ABC):
     @abstractmethod
     def translate(self, text: str, source: str, target: str) -> str:
         """Translate one utterance."""
+
+
+class SpeechSynthesizer(ABC):
+    """Text to speech, for the languages it has voices for. One engine serves every call: implementations guard
+    whatever is not thread-safe, since calls synthesise on executor threads at once."""
+
+    name: str
+    sample_rate: int
+
+    @abstractmethod
+    def languages(self) -> frozenset[str]:
+        """ISO 639-1 codes it can speak."""
+
+    @abstractmethod
+    def voice(self, language: str) -> str:
+        """The name of the voice it speaks ``language`` with (for the console and ``voxgate models``)."""
+
+    @abstractmethod
+    def synthesize(self, text: str, language: str) -> np.ndarray:
+        """Speak ``text`` (a sentence or so): int16 mono samples at ``sample_rate``. Raises UnsupportedLanguage."""
 
 
 class SpeakerEncoder(ABC):

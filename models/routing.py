@@ -22,6 +22,15 @@ class Route:
     kind: str
     engine: TextTranslator | None = None
 
+    @property
+    def tier(self) -> str:
+        """What to expect of its translations: "none", the text engine's tier ("neural", "rule-based"), or
+        "speech" (Whisper's own speech translation, a neural model)."""
+        if self.kind == "text":
+            assert self.engine is not None
+            return self.engine.tier
+        return self.kind
+
 
 class Router:
     def __init__(self, translators: list[TextTranslator], speech_languages: frozenset[str] = frozenset()) -> None:
