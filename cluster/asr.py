@@ -514,7 +514,7 @@ class AsrWorker:
                 runner,
                 np.frombuffer(f[b"audio"], "<i2").astype(np.float32) / 32768.0,
                 f[b"language"].decode() or None,
-                tuple(f[b"tasks"].decode().split(",")),
+                tuple(t for t in f[b"tasks"].decode().split(",") if t),
                 int(f[b"window"]),
                 int(f[b"priority"]),
                 f[b"detect"] == b"1",

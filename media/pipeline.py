@@ -14,7 +14,9 @@ A leg whose language is not given is not judged on its first final: a
 ``LanguageVote`` over the first finals picks the language (one misheard
 sentence must not decide the call), each change is announced by a
 ``LanguageChanged`` event just before the final that caused it, and
-``set_language`` lets the agent overrule it at any time.
+``set_language`` lets the agent overrule it at any time. A language the vote
+settled is still watched, cheaply, in case the speaker changes language
+mid-call (or hands the phone to someone else): see ``LanguageVote.recheck``.
 """
 
 from __future__ import annotations
@@ -69,19 +71,43 @@ class LanguageVote:
 
     Each final votes for the language detected in it, weighted by the detection's probability (1 when the engine
     gives none). The leader (most weight; ties keep the current one) is the language the next utterances are
-    decoded and translated in. The vote settles, and detection stops, once ``min_votes`` finals have voted and the
-    leader holds ``share`` of the weight, or at ``max_votes`` whatever the share. Settled means settled: only
-    ``settle`` (someone who knows) changes it then.
+    decoded and translated in. The vote settles, and voting stops, once ``min_votes`` finals have voted and the
+    leader holds ``share`` of the weight, or at ``max_votes`` whatever the share.
+
+    A vote settled by detection may still be overturned by detection, on stronger evidence than settled it
+    (``recheck``): ``switch_after`` finals, each of ``min_seconds`` of speech or more, detected in the same other
+    language with ``switch_probability`` or more, and none heard (or decoded without doubt) in the leader's
+    language between them: one confident final in another language (a quoted name, a misheard line) never
+    switches, two do (the measurements behind the thresholds are in benchmarks/README.md, "Language changes
+    mid-call"). A language given up front, or set by someone who knows (``settle``), is never re-detected.
     """
 
     def __init__(
-        self, language: str | None = None, *, min_votes: int = 3, share: float = 0.7, max_votes: int = 8
+        self,
+        language: str | None = None,
+        *,
+        min_votes: int = 3,
+        share: float = 0.7,
+        max_votes: int = 8,
+        switch_after: int = 2,
+        switch_probability: float = 0.8,
+        min_seconds: float = 1.0,
     ) -> None:
         self.min_votes, self.share, self.max_votes = min_votes, share, max_votes
+        self.switch_after, self.switch_probability, self.min_seconds = switch_after, switch_probability, min_seconds
         self.weights: dict[str, float] = {}
         self.votes = 0
         self.leader = language
         self.settled = language is not None  # a language given up front is never voted on
+        self.known = language is not None  # given, or settled by someone who knows: never re-detected
+        self.switches = 0
+        self._run: list[float] = []  # the probabilities of the latest finals in a row heard in ``_other``
+        self._other: str | None = None
+
+    @property
+    def rechecking(self) -> bool:
+        """Settled by detection: later finals' detections may still switch it."""
+        return self.settled and not self.known
 
     @property
     def confidence(self) -> float | None:
@@ -102,9 +128,34 @@ class LanguageVote:
         self.settled = self.votes >= self.max_votes or (self.votes >= self.min_votes and confident)
         return self.leader != before or self.settled
 
+    def recheck(self, language: str, probability: float | None, seconds: float) -> bool:
+        """Count one final after the vote settled by detection: the language heard in it (or, undetected, the one
+        it was decoded in) and how sure; True when it switched the leader. A final in the leader's language breaks
+        a run of others; one too short to tell (under ``min_seconds`` of speech), or unsure of another language
+        (language ID often splits Spanish and Portuguese), neither counts nor breaks it."""
+        if not self.rechecking or seconds < self.min_seconds:
+            return False
+        if language == self.leader:
+            self._other, self._run = None, []
+            return False
+        p = 1.0 if probability is None else probability
+        if p < self.switch_probability:
+            return False
+        if language != self._other:
+            self._other, self._run = language, []
+        self._run.append(p)
+        if len(self._run) < self.switch_after:
+            return False
+        # The run is the new evidence: its share of it (the confidence announced) is whole.
+        self.leader, self.weights, self.votes = language, {language: sum(self._run)}, len(self._run)
+        self._other, self._run = None, []
+        self.switches += 1
+        return True
+
     def settle(self, language: str) -> None:
-        """Someone who knows says what is spoken: it wins, and no more votes count."""
-        self.leader, self.settled = language, True
+        """Someone who knows says what is spoken: it wins, and no detection counts any more."""
+        self.leader, self.settled, self.known = language, True, True
+        self._other, self._run = None, []
 
 
 @dataclass
@@ -147,6 +198,9 @@ class Pipeline:
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
         self.guesses: Counter[str] = Counter()  # speculative finals "started", "kept" (the final), "withdrawn"
+        # After the vote settled: language-ID "passes" run besides the decodes (their cost: an English-only model's
+        # doubtful finals), finals "checked" (that came with a detection, paid or free), and "switched" languages.
+        self.rechecks: Counter[str] = Counter()
 
     # -- input ---------------------------------------------------------------------------------------------------
 
@@ -272,10 +326,17 @@ class Pipeline:
             self.language,
             partials=self.config.partials,
             translate=self._speech_route(),
-            detect=not self._vote.settled,  # the leader so far decodes it; its own detection votes
+            detect=self._detect_mode(),
         )
         self._open = _Segment(seg_id, s.speech_start, s.audio_start, stream, [])
         await self._audio([Audio(s.audio)])
+
+    def _detect_mode(self) -> bool | str:
+        """Unsettled: the leader so far decodes, and every final's own detection votes. Settled by detection:
+        detect only where it is cheap, or where the decode looked unsure (``recheck``). Known: never."""
+        if not self._vote.settled:
+            return True
+        return "recheck" if self._vote.rechecking else False
 
     async def _audio(self, chunks: list[Audio]) -> None:
         """Add audio to the open segment. A partial is worth decoding only on new speech, and only when the
@@ -326,6 +387,8 @@ class Pipeline:
             results = await self._run(seg.stream.finish)
         else:
             self.guesses["kept"] += 1
+        if passes := seg.stream.language_passes:
+            self.rechecks["passes"] += passes
         finals = [f for r in results if r.final and (f := self._result(seg, r, e)) is not None]
         text = " ".join(f.text for f in finals)
         if text and self.config.target_language:
@@ -373,9 +436,20 @@ class Pipeline:
         return event
 
     def _vote_on(self, seg: _Segment, r: AsrResult, start: float, stop: float) -> None:
-        """While the language is unsettled, a final's detection (not a partial's guess) votes; a new leader, or
-        the vote settling, is announced and decodes the next utterances."""
-        if not self._vote.add(r.detected_language or r.language, r.language_probability):
+        """While the language is unsettled, a final's detection (not a partial's guess) votes; once settled by
+        detection, every final is rechecked. A new leader, the vote settling, or a switch is announced and decodes
+        the next utterances."""
+        if not self._vote.settled:
+            changed = self._vote.add(r.detected_language or r.language, r.language_probability)
+        elif self._vote.rechecking:  # undetected, a final was decoded without doubt in the leader's language
+            if r.detected_language is not None:
+                self.rechecks["checked"] += 1
+            changed = self._vote.recheck(r.detected_language or r.language, r.language_probability, stop - start)
+            if changed:
+                self.rechecks["switched"] += 1
+        else:
+            return
+        if not changed:
             return
         assert self._vote.leader is not None
         self._use_language(self._vote.leader)

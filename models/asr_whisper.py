@@ -24,13 +24,21 @@ buffer the utterance, and every decode goes through the engine's one
 English can go to a second, English-only model (``english_model_dir``: the
 bundled Whisper tiny.en), as accurate as base on English and about half the
 cost, which is what decides how many calls a machine holds.
+
+A leg whose language is settled may still change it (``detect="recheck"``):
+a final decoded on the multilingual model reports the language it hears for
+one decoder step; one the English-only model was unsure of (a low average
+log-probability) gets one language-ID pass on the multilingual model, so an
+ordinary English call pays nothing for it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from concurrent.futures import CancelledError, Future
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +49,7 @@ from models.decoding import (
     FULL_WINDOW,
     PARTIAL,
     QUICK_WINDOW,
+    Decoded,
     Job,
     Scheduler,
     WhisperRunner,
@@ -52,6 +61,13 @@ from models.locate import whisper_base_dir
 QUICK_MAX_SECONDS = 8.0  # longer audio than this does not fit the quick window: partials use the full one
 FIT_WINDOWS = (1500, 2000)  # 15 and 20 s, in 10 ms feature frames: the "fit" finals' windows below the full one
 FIT_MARGIN_SECONDS = 5.0
+RECHECK = "recheck"  # ``stream(detect=RECHECK)``: see the module docstring
+# Below this average log-probability, tiny.en is unsure the speech is English: a language-ID pass checks it (how
+# English and other languages score: benchmarks/README.md, "Language changes mid-call").
+DOUBT_LOGPROB = -0.7
+RECHECK_MIN_SECONDS = 1.7  # about 1 s of speech with the pre-roll and hangover: language ID on less is a guess
+
+log = logging.getLogger(__name__)
 
 
 class WhisperEngine(AsrEngine):
@@ -112,11 +128,14 @@ class WhisperEngine(AsrEngine):
         task: str = "transcribe",
         partials: bool = True,
         translate: bool = False,
-        detect: bool = False,
+        detect: bool | str = False,
     ) -> AsrStream:
         """See ``AsrEngine.stream``. ``detect``: every final also carries the language Whisper hears and its
         probability, decoded on the multilingual model (English-only cannot tell), and the stream keeps decoding
-        in ``language`` rather than latching what it detected."""
+        in ``language`` rather than latching what it detected. ``detect="recheck"``, for a settled language that
+        may change: the English model still decodes English, and a final carries a detection only where it is
+        cheap (decoded on the multilingual model anyway) or where the English model was unsure of it (one
+        language-ID pass, counted in the stream's ``language_passes``)."""
         if language is not None and language not in self._languages:
             raise UnsupportedLanguage(f"Whisper does not know the language {language!r}")
         if task not in ("transcribe", "translate"):
@@ -130,11 +149,23 @@ class WhisperEngine(AsrEngine):
         return self.english if self.english and language == "en" and task == "transcribe" else self.runner
 
     def final_job(
-        self, audio: np.ndarray, language: str | None, tasks: tuple[str, ...] = ("transcribe",), detect: bool = False
+        self,
+        audio: np.ndarray,
+        language: str | None,
+        tasks: tuple[str, ...] = ("transcribe",),
+        detect: bool | str = False,
     ) -> Job:
         window = self.window_for(len(audio))
-        runner = self.runner_for(language, tasks[0]) if len(tasks) == 1 and not detect else self.runner
-        return Job(runner, audio, language, tasks, window, FINAL, detect)
+        # A recheck keeps the English model: it detects only where the multilingual model decodes anyway.
+        runner = self.runner_for(language, tasks[0]) if len(tasks) == 1 and detect is not True else self.runner
+        return Job(runner, audio, language, tasks, window, FINAL, bool(detect))
+
+    def language_id_job(self, audio: np.ndarray) -> Job:
+        """Language identification alone, on the multilingual model: an encoder pass and one decoder step. On the
+        10 s window when the audio fits it, a third cheaper than a final's: measured as sure as the final's window
+        on real speech (no English line another language at 0.8 or more, the other languages alike)."""
+        window = QUICK_WINDOW if len(audio) <= QUICK_MAX_SECONDS * SAMPLE_RATE else self.window_for(len(audio))
+        return Job(self.runner, audio, None, (), window, FINAL, True)
 
     def window_for(self, samples: int) -> int:
         """The encoder window (10 ms frames) a final of ``samples`` gets."""
@@ -156,11 +187,12 @@ class WhisperStream(AsrStream):
         language: str | None,
         tasks: tuple[str, ...],
         intervals: tuple[float, float] | None,
-        detect: bool = False,
+        detect: bool | str = False,
     ) -> None:
         self._engine = engine
         self._language = language
-        self._detect = detect  # detect on every final, and never latch what was detected
+        self._detect = detect  # detect on every final (or, RECHECK, where cheap or doubtful); never latch it
+        self.language_passes = 0  # language-ID passes run besides the decodes (RECHECK): their cost
         self._tasks = tasks  # the first is what the stream shows; a second ("translate") comes with each final
         self._task = tasks[0]
         self._intervals = intervals  # (until the first words show, then); None: no partials
@@ -234,6 +266,11 @@ class WhisperStream(AsrStream):
             decoded = future.result()
         except CancelledError:
             return None
+        if self._detect == RECHECK and self._doubtful(decoded, samples):
+            checked = self._check_language(audio, decoded, future if guess else None)
+            if checked is None:
+                return None
+            decoded = checked
         if not self._detect:
             self._language = self._language or decoded.language
         translation = decoded.texts.get("translate") if len(self._tasks) > 1 else None
@@ -249,6 +286,37 @@ class WhisperStream(AsrStream):
                 decoded.language_probability,
             )
         ]
+
+    def _doubtful(self, decoded: Decoded, samples: int) -> bool:
+        """An English-only decode (no detection) that scored low, of enough audio to identify a language in."""
+        return (
+            decoded.detected_language is None
+            and decoded.avg_logprob is not None
+            and decoded.avg_logprob < DOUBT_LOGPROB
+            and bool(decoded.texts[self._task].strip())
+            and samples >= RECHECK_MIN_SECONDS * SAMPLE_RATE
+        )
+
+    def _check_language(self, audio: np.ndarray, decoded: Decoded, guess: Future | None) -> Decoded | None:
+        """``decoded`` with the language the multilingual model hears in ``audio``; None if withdrawn as a guess
+        (``guess``: the guess's decode, which ``withdraw_guess`` forgets)."""
+        if guess is not None and self._guess is not guess:  # withdrawn while it decoded: not worth a pass
+            return None
+        future = self._engine.scheduler.submit(self._engine.language_id_job(audio))
+        if guess is not None:
+            self._guess = future  # withdrawing the guess now cancels the check
+        try:
+            found = future.result()
+        except CancelledError:
+            return None
+        except Exception:  # the check is an extra: its failure must not cost the final
+            self.language_passes += 1
+            log.warning("language check failed; the final keeps its language", exc_info=True)
+            return decoded
+        self.language_passes += 1
+        return replace(
+            decoded, detected_language=found.detected_language, language_probability=found.language_probability
+        )
 
     def _snapshot(self) -> tuple[int, np.ndarray]:
         """The samples so far, as float32 (empty before any audio)."""

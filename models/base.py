@@ -52,7 +52,12 @@ class AsrResult:
 
 
 class AsrStream(ABC):
-    """One utterance (or stream) being recognised: feed PCM, collect results."""
+    """One utterance (or stream) being recognised: feed PCM, collect results.
+
+    ``language_passes``: language-ID decodes this stream paid for beyond its transcript (a recheck's), for the cost
+    to be counted."""
+
+    language_passes: int = 0
 
     @abstractmethod
     def accept(self, pcm: np.ndarray, *, partial: bool = True) -> list[AsrResult]:
@@ -92,7 +97,7 @@ class AsrEngine(ABC):
         task: str = "transcribe",
         partials: bool = True,
         translate: bool = False,
-        detect: bool = False,
+        detect: bool | str = False,
     ) -> AsrStream:
         """Open a stream. ``language=None`` asks the engine to detect it (if it can).
 
@@ -103,7 +108,9 @@ class AsrEngine(ABC):
 
         ``detect=True``: decode in ``language`` (when given) but also identify the spoken language of every final,
         reported in its ``detected_language`` and ``language_probability``; the stream never latches a detected
-        language of its own. Engines that cannot detect ignore it (those fields stay None).
+        language of its own. Engines that cannot detect ignore it (those fields stay None). ``detect="recheck"``: the
+        language is settled, but a change must still be noticed: identify it only where that is cheap, or where the
+        decode looks unsure of the settled language (a caller who switched language mid-call).
         """
 
 

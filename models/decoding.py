@@ -46,17 +46,22 @@ class Decoded:
 
     ``detected_language`` and ``language_probability``: language identification's top language and its
     probability, for a job that asked (no language, or ``detect``); None otherwise, and on an English-only model.
+    ``avg_logprob``: the first task's greedy hypothesis, its average log-probability per token: how sure the decoder
+    was (None for a language-ID-only job). The English-only model scores speech in another language low, which is
+    how an English leg notices that its speaker may have changed language.
     """
 
     texts: dict[str, str]
     language: str
     detected_language: str | None = None
     language_probability: float | None = None
+    avg_logprob: float | None = None
 
 
 @dataclass(eq=False)
 class Job:
-    """One utterance to decode. ``tasks``: "transcribe" and/or "translate" (into English), from one encoding.
+    """One utterance to decode. ``tasks``: "transcribe" and/or "translate" (into English), from one encoding; none:
+    language identification only (an encoder pass and one decoder step).
     ``detect``: identify the spoken language even though ``language`` is given (which generation still uses)."""
 
     runner: WhisperRunner
@@ -250,10 +255,16 @@ class WhisperRunner:
         detected = self._detect(jobs, encoded)  # per job: (top language, probability), or None
         languages = [self._language(j, d) for j, d in zip(jobs, detected, strict=True)]
         texts: list[dict[str, str]] = [{} for _ in jobs]
+        scores: list[float | None] = [None] * len(jobs)
         for task in jobs[0].tasks:
-            for i, text in enumerate(self._generate(jobs, encoded, languages, task)):
+            for i, (text, score) in enumerate(self._generate(jobs, encoded, languages, task)):
                 texts[i][task] = text
-        return [Decoded(t, lang, *(d or (None, None))) for t, lang, d in zip(texts, languages, detected, strict=True)]
+                if task == jobs[0].tasks[0]:
+                    scores[i] = score
+        return [
+            Decoded(t, lang, *(d or (None, None)), score)
+            for t, lang, d, score in zip(texts, languages, detected, scores, strict=True)
+        ]
 
     def _features(self, audio: np.ndarray, window: int) -> np.ndarray:
         f = self.model.feature_extractor(audio)[:, :window]
@@ -274,7 +285,8 @@ class WhisperRunner:
             return "en"
         return job.language or (detected[0] if detected else "en")
 
-    def _generate(self, jobs: list[Job], encoded, languages: list[str], task: str) -> list[str]:
+    def _generate(self, jobs: list[Job], encoded, languages: list[str], task: str) -> list[tuple[str, float]]:
+        """Each job's text for ``task``, and its greedy hypothesis's average log-probability."""
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
 
@@ -302,7 +314,7 @@ class WhisperRunner:
             elif job.priority == FINAL and (_looping(text) or (task == "transcribe" and avg_logprob < -1.0)):
                 # Speech translation scores about -1 when it is fine, so only a loop sends it back.
                 text = self._careful(job.audio, job.language or tokenizer.language_code, task)
-            out.append(text)
+            out.append((text, avg_logprob))
         return out
 
     def _careful(self, audio: np.ndarray, language: str, task: str) -> str:

@@ -1,5 +1,6 @@
-"""The spoken language of a 'detect' leg: detection with its confidence, a vote over the first finals, and the
-agent's correction mid-call, on real speech with the real Whisper model (and the vote rule on its own)."""
+"""The spoken language of a 'detect' leg: detection with its confidence, a vote over the first finals, the
+agent's correction mid-call, and a customer who changes language after the vote settled (re-detection), on real
+speech with the real Whisper models (and the vote's rules on their own)."""
 
 from __future__ import annotations
 
@@ -91,6 +92,44 @@ def test_low_confidence_keeps_detecting_and_the_leader_settles_at_eight_votes():
     assert vote.leader == "es" and vote.confidence == pytest.approx(4 / 7)
     assert vote.add("pt", 0.4) and vote.settled  # the eighth vote settles on the leader, whatever its share
     assert vote.leader == "es" and vote.votes == 8
+
+
+def settled_on(language: str) -> LanguageVote:
+    vote = LanguageVote()
+    for _ in range(3):
+        vote.add(language, 0.99)
+    assert vote.settled and vote.rechecking
+    return vote
+
+
+def test_a_settled_vote_switches_on_two_confident_long_finals_in_a_row_in_the_same_other_language():
+    vote = settled_on("en")
+    assert not vote.recheck("pt", 0.97, 4.0)  # one final never switches
+    assert not vote.recheck("en", 0.6, 3.0)  # back in English, however unsure: the run is broken
+    assert not vote.recheck("pt", 0.97, 4.0)
+    assert not vote.recheck("en", None, 3.0)  # decoded in English with no doubt (no detection): broken too
+    assert not vote.recheck("pt", 0.97, 4.0)
+    assert not vote.recheck("es", 0.9, 3.0)  # another language, confidently: a run of its own
+    assert vote.leader == "en" and vote.switches == 0
+    assert not vote.recheck("pt", 0.97, 4.0)
+    assert not vote.recheck("pt", 0.99, 0.6)  # too short to tell ("sim"): neither counts nor breaks the run
+    assert not vote.recheck("es", 0.55, 3.0)  # unsure of another language (Spanish or Portuguese?): neither
+    assert vote.leader == "en"
+    assert vote.recheck("pt", 0.9, 2.0)  # the second in a row: switched
+    assert (vote.leader, vote.settled, vote.rechecking, vote.switches) == ("pt", True, True, 1)
+    assert vote.confidence == pytest.approx(1.0) and not vote.add("en", 1.0)  # switched, not voting again
+    assert not vote.recheck("en", 0.95, 3.0) and vote.recheck("en", 0.95, 3.0)  # and it can switch back
+
+
+def test_a_language_given_or_set_by_the_agent_is_never_re_detected():
+    given = LanguageVote("en")
+    assert not given.rechecking
+    assert not any(given.recheck("pt", 1.0, 5.0) for _ in range(4)) and given.leader == "en"
+    vote = settled_on("en")
+    vote.recheck("pt", 0.99, 5.0)
+    vote.settle("en")  # the agent confirms English: the run of Portuguese, and any to come, count for nothing
+    assert not vote.rechecking
+    assert not any(vote.recheck("pt", 1.0, 5.0) for _ in range(4)) and vote.leader == "en" and vote.switches == 0
 
 
 def test_a_given_language_is_settled_and_the_agent_overrules_a_vote():
@@ -188,3 +227,117 @@ async def test_the_agent_corrects_the_language_mid_call(engines, data):
     [translation] = [e for e in listener.events if isinstance(e, Translation)]  # en->en needs none; pt->en does
     assert translation.source_language == "pt" and translation.segment == second.segment
     assert "fox" in translation.text.lower()
+
+
+# -- re-detection after the vote settled, on real speech --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def english_engines(fast_mt):
+    """The server's default ASR: English on Whisper tiny.en (no language ID of its own), the rest on base."""
+    from models.asr_whisper import WhisperEngine
+    from models.engines import Engines
+    from models.locate import whisper_tiny_en_dir
+    from models.routing import Router
+    from models.vad import WebRtcVad
+
+    asr = WhisperEngine(english_model_dir=whisper_tiny_en_dir())
+    yield Engines(vad=WebRtcVad, asr=asr, router=Router([fast_mt], asr.languages()))
+    asr.close()
+
+
+ENGLISH = ("asr/multilingual/test.wav", "asr/speechbrain-en/spk1_snt1.wav", "asr/speechbrain-en/spk1_snt4.wav")
+
+
+async def hear(pipeline: Pipeline, data, files: list[str]) -> list:
+    """Say each recording in turn, close, and return every event."""
+    listener = Listener(pipeline)
+    for f in files:
+        await say(pipeline, pcm(data / f))
+    await pipeline.close()
+    await listener.task
+    return listener.events
+
+
+async def test_a_customer_who_changes_to_portuguese_mid_call_is_re_detected_and_translated_from_it(
+    english_engines, data
+):
+    """Settled on English by the vote (tiny.en then decodes it, with no language ID), the customer speaks
+    Portuguese: tiny.en is unsure of it, so each such final gets one language-ID pass; the second in a row switches
+    the leg, announced just before that final, and the next is Portuguese text translated from Portuguese."""
+    pipeline = Pipeline(english_engines, PipelineConfig(language=None, target_language="en", partials=False))
+    events = await hear(pipeline, data, [*ENGLISH, *["asr/multilingual/test_pt.wav"] * 3])
+    changes = [e for e in events if isinstance(e, LanguageChanged)]
+    assert [(c.language, c.settled, c.by) for c in changes] == [
+        ("en", False, "detected"),
+        ("en", True, "detected"),
+        ("pt", True, "detected"),
+    ]
+    finals = [e for e in events if isinstance(e, FinalTranscript)]
+    assert [f.language for f in finals] == ["en"] * 5 + ["pt"]
+    switch = changes[-1]
+    assert events[events.index(switch) + 1] is finals[4] and switch.segment == finals[4].segment
+    assert switch.confidence == pytest.approx(1.0)
+    assert {"raposa", "velha"} <= set(normalise_words(finals[5].text))
+    assert pipeline.language == "pt"
+    [translation] = [e for e in events if isinstance(e, Translation)]  # English needs none into English
+    assert translation.source_language == "pt" and translation.segment == finals[5].segment
+    assert "fox" in translation.text.lower()
+    # Two paid passes (the Portuguese finals tiny.en decoded); the third came free with base's own decode.
+    assert 2 <= pipeline.rechecks["passes"] <= 2 + pipeline.guesses["withdrawn"]
+    assert (pipeline.rechecks["checked"], pipeline.rechecks["switched"]) == (3, 1)
+
+
+async def test_one_portuguese_sentence_at_a_time_never_flips_an_english_leg(engines, data):
+    """On the multilingual model (no English model), every final's detection comes with its decode, free: an
+    off-language sentence between English ones, twice, is heard as Portuguese and still does not switch the leg."""
+    pipeline = Pipeline(engines, PipelineConfig(language=None, target_language="en", partials=False))
+    portuguese = "asr/multilingual/test_pt.wav"
+    events = await hear(pipeline, data, [*ENGLISH, portuguese, ENGLISH[0], portuguese])
+    changes = [e for e in events if isinstance(e, LanguageChanged)]
+    assert [(c.language, c.settled) for c in changes] == [("en", False), ("en", True)]
+    assert [f.language for f in events if isinstance(f, FinalTranscript)] == ["en"] * 6
+    assert pipeline.language == "en"
+    assert (pipeline.rechecks["checked"], pipeline.rechecks["switched"], pipeline.rechecks["passes"]) == (3, 0, 0)
+
+
+async def test_a_language_the_agent_set_is_never_overruled_by_re_detection(engines, data):
+    """The agent says English before the customer speaks: two Portuguese sentences in a row change nothing, and
+    cost no language ID at all."""
+    pipeline = Pipeline(engines, PipelineConfig(language=None, target_language="en", partials=False))
+    pipeline.set_language("en")
+    events = await hear(pipeline, data, ["asr/multilingual/test_pt.wav"] * 2)
+    changes = [e for e in events if isinstance(e, LanguageChanged)]
+    assert [(c.language, c.by) for c in changes] == [("en", "agent")]
+    finals = [e for e in events if isinstance(e, FinalTranscript)]
+    assert len(finals) == 2 and all(f.language == "en" for f in finals)
+    assert pipeline.language == "en" and not pipeline.rechecks
+
+
+async def test_an_english_leg_pays_no_language_id_pass_for_ordinary_english(english_engines, data):
+    """Once settled on English, tiny.en decodes it and is sure of ordinary English: no final gets a language-ID
+    pass, and no decode runs besides the finals (and guesses withdrawn when speech resumed). A Portuguese sentence
+    costs one pass, and an English one between two of them (tiny.en sure of it) keeps the leg English."""
+    pipeline = Pipeline(english_engines, PipelineConfig(language=None, target_language="en", partials=False))
+    more = [f"asr/speechbrain-en/{name}.wav" for name in ("spk1_snt2", "spk1_snt5", "spk2_snt1", "spk2_snt4")]
+    listener = Listener(pipeline)
+    for f in ENGLISH:
+        await say(pipeline, pcm(data / f))
+    await listener.wait_for_finals(3)
+    assert pipeline._vote.rechecking
+    counts = english_engines.asr.scheduler.counts
+    before, withdrawn = counts["final"], pipeline.guesses["withdrawn"]
+    for f in more:
+        await say(pipeline, pcm(data / f))
+    await listener.wait_for_finals(7)
+    assert not pipeline.rechecks  # no pass paid, and no detection came with any final
+    assert counts["final"] - before <= len(more) + pipeline.guesses["withdrawn"] - withdrawn
+    portuguese = "asr/multilingual/test_pt.wav"
+    for f in (portuguese, ENGLISH[0], portuguese):
+        await say(pipeline, pcm(data / f))
+    await pipeline.close()
+    await listener.task
+    assert [f.language for f in listener.finals] == ["en"] * 10
+    assert [e.language for e in listener.events if isinstance(e, LanguageChanged)] == ["en", "en"]  # the vote's
+    assert 2 <= pipeline.rechecks["passes"] <= 2 + pipeline.guesses["withdrawn"]
+    assert (pipeline.rechecks["checked"], pipeline.rechecks["switched"]) == (2, 0)
