@@ -74,7 +74,7 @@ from peers.prometheus import BINARY as PROMETHEUS
 from peers.prometheus import Prometheus
 from peers.servers import wait_ready
 from peers.twilio import TwilioPeer
-from peers.webrtc import SpeechTrack, agent_connect, customer_connect
+from peers.webrtc import Received, SpeechTrack, agent_connect, customer_connect
 
 AUDIOHOOK_KEY, AUDIOHOOK_SECRET = "benchmark-key", b"benchmark client secret"
 TWILIO_TOKEN = "benchmark-auth-token"
@@ -99,6 +99,7 @@ class Call:
     origins: dict[str, Callable[[], float | None]]  # leg -> wall time of its first sample (None: not started)
     hangup: Hangup
     transcript_events: Callable[[], list[tuple[dict, float]]] = list  # AudioHook: (entity data, arrival)
+    heard: dict[str, Received] = field(default_factory=dict)  # WebRTC: what each side's peer received, by listener
 
     def ends_at(self) -> float:
         start = self.origins["customer"]()  # the customer's stream is the call's time zero
@@ -121,17 +122,31 @@ class Dialer:
             assert r.ok, link
         customer = SpeechTrack(c.customer)
         customer.loop = False
-        pc, _, _ = await customer_connect(self.http, link["url"], customer, video=False)
+        pc, answer, customer_heard = await customer_connect(self.http, link["url"], customer, video=False)
         agent = SpeechTrack(c.agent, follows=customer)
         agent.loop = False
-        agent_pc, _ = await agent_connect(self.http, self.base, link["link"]["id"], headers, speech=agent)
+        agent_pc, agent_heard = await agent_connect(self.http, self.base, link["link"]["id"], headers, speech=agent)
+        # Each side hears the other's translation alone (when a voice speaks its language), so that the first
+        # loud audio after a line is its translated speech: the latency a listener feels.
+        token = link["url"].rsplit("/", 1)[1]
+        hearing = {"hear": "translated"}
+        async with self.http.post(
+            f"{self.base}/api/join/{token}/hearing", json={**hearing, "call_key": answer["call_key"]}
+        ) as r:
+            assert r.ok, await r.text()
+        async with self.http.post(
+            f"{self.base}/api/calls/{link['link']['id']}/hearing", json=hearing, headers=headers
+        ) as r:
+            assert r.ok, await r.text()
+        for heard in (customer_heard, agent_heard):
+            heard.keep_audio = True
 
         async def hangup() -> None:
             await agent_pc.close()
             await pc.close()
 
         origins = {"customer": lambda: customer.started, "agent": lambda: agent.started}
-        return Call(c, link["link"]["id"], origins, hangup)
+        return Call(c, link["link"]["id"], origins, hangup, heard={"customer": customer_heard, "agent": agent_heard})
 
     async def audiohook(self, c: Conversation) -> Call:
         """A phone call streamed by Genesys Cloud: one stereo stream, the customer external, the agent internal."""
@@ -212,6 +227,9 @@ class Row:
     server_asr_s: float | None = None
     server_sent_after_asr_s: float | None = None
     server_mt_s: float | None = None
+    spoken_s: float | None = None  # WebRTC: end of the words -> the first loud translated audio at the listener
+    server_spoken_s: float | None = None  # end of the words -> the server sent the translation's first audio
+    spoken_voice: str | None = None
 
 
 @dataclass
@@ -230,8 +248,9 @@ class Segment:
         return min(m["audio_start"] for m in ms), max(m["audio_end"] for m in ms)
 
 
-def measure(call: Call, received: list[tuple[float, dict]]) -> list[Row]:
-    """One row per scripted line: each server segment goes to the line it overlaps most, in wall time."""
+def measure(call: Call, received: list[tuple[float, dict]], spoken: list[dict] = ()) -> list[Row]:
+    """One row per scripted line: each server segment goes to the line it overlaps most, in wall time. ``spoken``:
+    the call's ``speech_out`` messages (a translated line began to play to its listener)."""
     c = call.conversation
     zero = call.origins["customer"]()
     origins = {leg: origin() for leg, origin in call.origins.items()}
@@ -252,7 +271,35 @@ def measure(call: Call, received: list[tuple[float, dict]]) -> list[Row]:
         if best[0] > 0:
             mine[best[1]].append(s)
     events = call.transcript_events()
-    return [_row(c, i, line, sorted(mine[i], key=Segment.span), zero, events) for i, line in enumerate(c.lines)]
+    rows = [_row(c, i, line, sorted(mine[i], key=Segment.span), zero, events) for i, line in enumerate(c.lines)]
+    if zero is not None:
+        for i, (line, row) in enumerate(zip(c.lines, rows, strict=True)):
+            _spoken(row, line, mine[i], spoken, call.heard, zero)
+    return rows
+
+
+LOUD = 300.0  # RMS of a received 20 ms frame that holds speech (int16): the synthesised voice, not the muted original
+
+
+def _spoken(row: Row, line: Line, segs: list[Segment], spoken: list[dict], heard: dict[str, Received], zero: float):
+    """The line's translation as speech: when the server began to play it, and when its first loud frame reached
+    the listener's peer (looked for from just before the server's send, so an earlier line's tail is not taken)."""
+    keys = {(s.leg, m["segment"]) for s in segs for _, m in s.messages}
+    mine = [m for m in spoken if (m["speaker"], m["segment"]) in keys]
+    if not mine:
+        return
+    first = min(mine, key=lambda m: m["timing"]["audio"])
+    end = zero + line.end
+    row.server_spoken_s = round(first["timing"]["audio"] - end, 3)
+    row.spoken_voice = f"{first['engine']}:{first['voice']}"
+    peer = heard.get(first["listener"])
+    if peer is None:
+        return
+    since = first["timing"]["audio"] - 0.05
+    for at, samples in peer.audio:
+        if at >= since and float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) > LOUD:
+            row.spoken_s = round(at - end, 3)
+            return
 
 
 def _row(c: Conversation, i: int, line: Line, segs: list[Segment], zero: float | None, events) -> Row:
@@ -328,6 +375,9 @@ def summarise(rows: list[Row]) -> dict:
     partials = [r.first_partial_s for r in rows if r.first_partial_s is not None]
     back = [r.event_back_s for r in rows if r.event_back_s is not None]
     routed = [r for r in rows if not r.no_route]
+    spoken = {
+        leg: [r.spoken_s for r in rows if r.leg == leg and r.spoken_s is not None] for leg in ("agent", "customer")
+    }
     return {
         "utterances": len(rows),
         "utterances_customer": sum(r.leg == "customer" for r in rows),
@@ -344,6 +394,13 @@ def summarise(rows: list[Row]) -> dict:
         "translated_max_s": pct(translated, 100),
         "first_partial_p50_s": pct(partials, 50),
         "first_partial_p95_s": pct(partials, 95),
+        # Translated speech: the agent's lines spoken to the customer, the customer's to the agent (WebRTC only).
+        "spoken_to_customer_p50_s": pct(spoken["agent"], 50),
+        "spoken_to_customer_p95_s": pct(spoken["agent"], 95),
+        "spoken_to_customer": len(spoken["agent"]),
+        "spoken_to_agent_p50_s": pct(spoken["customer"], 50),
+        "spoken_to_agent_p95_s": pct(spoken["customer"], 95),
+        "spoken_to_agent": len(spoken["customer"]),
         "event_back_p50_s": pct(back, 50),
         "event_back_p95_s": pct(back, 95),
         "wer": wer(rows),
@@ -455,6 +512,7 @@ async def run(
     scraper, scraped = None, None
     calls: list[Call] = []
     received: dict[str, list[tuple[float, dict]]] = defaultdict(list)  # subtitles by call id, as they arrive
+    spoken: dict[str, list[dict]] = defaultdict(list)  # translated speech begun, by call id
     call_of: dict[str, str] = {}  # the platform's call id -> our call's id
     errors: list[dict] = []
     try:
@@ -476,7 +534,9 @@ async def run(
                         call_of[m["link"]["external_id"]] = m["link"]["id"]
                     elif m.get("type") == "subtitle":
                         received[m["link_id"]].append((time.time(), m))
-                    elif m.get("type") == "subtitle_error":
+                    elif m.get("type") == "speech_out":
+                        spoken[m["link_id"]].append(m)
+                    elif m.get("type") in ("subtitle_error", "speech_error"):
                         errors.append(m)
 
             listeners = [asyncio.create_task(listen(ws)) for ws in sockets]
@@ -498,10 +558,16 @@ async def run(
         server.stop()
         if scraper is not None:
             scraper.stop()
-    rows = [row for call in calls for row in measure(call, received[call_of.get(call.key, call.key)])]
+    rows = [
+        row
+        for call in calls
+        for row in measure(call, received[call_of.get(call.key, call.key)], spoken[call_of.get(call.key, call.key)])
+    ]
     summary = summarise(rows)
     if ingress != "audiohook":
         del summary["event_back_p50_s"], summary["event_back_p95_s"]
+    if ingress != "webrtc":
+        summary = {k: v for k, v in summary.items() if not k.startswith("spoken_")}
     return {
         "sessions": n,
         "mode": mode,

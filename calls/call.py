@@ -29,6 +29,7 @@ from enum import StrEnum
 
 from calls.cluster import Cluster
 from calls.hub import Hub, customer_topic
+from calls.interpreting import Interpreter
 from calls.limits import Limiters, local_limiters
 from calls.metrics import Metrics
 from calls.subtitles import Subtitles, language_message
@@ -39,8 +40,11 @@ from identity.voiceid import VoiceId
 from media.segmenter import SegmenterConfig
 from media.tap import SpeechTap
 from media.transport import Transport
+from media.voice_out import Hearing
 from models.engines import Engines
+from models.errors import UnsupportedLanguage
 from store.base import Link, Store
+from store.errors import Conflict
 from store.security import SecretChecks, Vault, token_hash
 
 log = logging.getLogger(__name__)
@@ -73,6 +77,7 @@ class Services:
     idv: IdvContext | None = None  # None: no identity check on this server
     cluster: Cluster | None = None  # None: one node; else where the other nodes' calls are
     limiters: Limiters = local_limiters  # sign-in and unknown-link limits: this node's, or shared by the nodes
+    tts_executor: Executor | None = None  # translated speech, apart from recognition
 
 
 class Call:
@@ -94,8 +99,10 @@ class Call:
         self.page_state = PageState.WAITING
         self._key_hash = token_hash(customer_key) if customer_key else None  # None: no customer page (a phone call)
         self._agent_id = link.agent_id
+        self.agent_language = agent_language
         self.taps: dict[str, SpeechTap] = {}
         self.subtitles: Subtitles | None = None
+        self.interpreter: Interpreter | None = None
         self.voice: LiveVoice | None = None
         self.idv: LiveIdv | None = None
         loop = asyncio.get_running_loop()
@@ -123,6 +130,16 @@ class Call:
             metrics=services.metrics,
             on_language=self._language_changed,
         )
+        if engines.voices is not None and media.heard_by:
+            self.interpreter = Interpreter(
+                link.id,
+                engines.voices,
+                media.heard_by,
+                send=self._speech_message,
+                metrics=services.metrics,
+                executor=services.tts_executor,
+            )
+            self.subtitles.listen(self.interpreter.hear)
         if services.voice_id is not None:
             self.voice = LiveVoice(
                 services.voice_id, link.id, self._voice_event, services.voice_executor, narrowband=media.narrowband
@@ -172,9 +189,16 @@ class Call:
         elif isinstance(event, EnrolmentUpdate) and (event.progress.enrolled or event.progress.refused):
             self.idv.enrolment_finished(event.progress)
 
+    def _speech_message(self, message: dict) -> None:
+        self.to_agent(message)
+        if message.get("listener") == "customer":
+            self.to_customer(message)
+
     def customer_view(self) -> list[dict]:
         """What a customer page that (re)connects should show now."""
         view = [self._page_message()]
+        if self.interpreter is not None:
+            view.append(self.hearing_message("customer"))
         if self.idv is not None:
             view.append(self.idv.customer_view())
             if self.idv.consent_asked:
@@ -183,6 +207,55 @@ class Call:
 
     def _page_message(self) -> dict:
         return {"type": "call", "state": self.page_state.value}
+
+    # -- what each side hears ----------------------------------------------------------------------------------
+
+    @property
+    def customer_language(self) -> str | None:
+        """The customer's language as the call knows it now: detected or set, else the link's; None: not yet."""
+        detected = self.subtitles.detected_language if self.subtitles is not None else None
+        return detected or (None if self.link.language == "detect" else self.link.language)
+
+    def hearing_message(self, listener: str) -> dict:
+        """What ``listener`` hears of the other side, and whether a translated voice can be offered to them: the
+        two sides speak different languages, a route translates the other side into the listener's, and a voice
+        speaks it."""
+        out = self.media.heard_by.get(listener) if self.interpreter is not None else None
+        language = self.customer_language if listener == "customer" else self.agent_language
+        source = self.agent_language if listener == "customer" else self.customer_language
+        synthesizer = self.interpreter.speaks(language) if self.interpreter is not None else None
+        offered = out is not None and synthesizer is not None and source is not None and source != language
+        router = self._s.engines.router if self._s.engines is not None else None
+        if offered and router is not None:
+            try:
+                router.route(source, language)
+            except UnsupportedLanguage:
+                offered = False
+        return {
+            "type": "hearing",
+            "link_id": self.id,
+            "listener": listener,
+            "hear": out.hearing.value if out is not None else Hearing.ORIGINAL.value,
+            "translated_voice": offered,
+            "language": language,
+            "voice": synthesizer.voice(language) if offered and synthesizer and language else None,
+        }
+
+    def hearing_view(self) -> list[dict]:
+        """Both sides' hearing, for the agent's console."""
+        return [self.hearing_message(side) for side in LEGS] if self.interpreter is not None else []
+
+    def set_hearing(self, listener: str, hearing: Hearing) -> dict:
+        """``listener`` chose what to hear of the other side: the original voice, its translation, or both."""
+        out = self.media.heard_by.get(listener)
+        if out is None:
+            raise Conflict("nothing is played back on this call: the platform carries the voices")
+        out.hear(hearing)
+        message = self.hearing_message(listener)
+        self.to_agent(message)
+        if listener == "customer":
+            self.to_customer(message)
+        return message
 
     # -- what the customer reads -------------------------------------------------------------------------------
 
@@ -208,7 +281,12 @@ class Call:
 
     def _language_changed(self, language: str) -> None:
         """The customer's language changed (set by the agent, or detected): their page changes language too,
-        when there is a catalogue for it, with the identity check's current message."""
+        when there is a catalogue for it, with the identity check's current message. Both sides hear of the
+        translated voice that the new language allows."""
+        for message in self.hearing_view():
+            self.to_agent(message)
+            if message["listener"] == "customer":
+                self.to_customer(message)
         if language == self.page_language or not self._s.texts.has(language) or self._key_hash is None:
             return
         self.page_language = language
@@ -239,6 +317,8 @@ class Call:
         """Close the parts in order, after the end: the last words still reach the transcript (and a platform
         that waits for them, such as AudioHook's close, on ``finished``)."""
         try:
+            if self.interpreter is not None:
+                await self.interpreter.close()
             if self.subtitles is not None:
                 await self.subtitles.close()
             if self.voice is not None:

@@ -50,7 +50,8 @@ class Metrics:
             "voxgate_stage_seconds",
             "Latency of each stage: vad_endpoint (end of speech to the endpoint), asr_final (end of speech to the "
             "final transcript), mt (final transcript to its translation), subtitle_sent (end of speech to the "
-            "translated subtitle sent), voiceid_decision (speech enough to decide to the decision)",
+            "translated subtitle sent), speech_out (end of speech to its first translated audio sent to the listener), "
+            "voiceid_decision (speech enough to decide to the decision)",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=r,

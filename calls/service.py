@@ -27,6 +27,7 @@ from calls.subtitles import load_transcript
 from identity.idv import LiveIdv
 from media.phone import PhoneCall, PhoneMedia
 from media.transport import Transport
+from media.voice_out import Hearing
 from media.webrtc import CallMedia
 from models.engines import is_language_code
 from models.errors import UnsupportedLanguage
@@ -274,6 +275,8 @@ class CallService:
             raise Conflict("a phone call has no video to join: the agent hears the caller on the phone")
         desc = await call.media.accept_agent(offer)
         self.store.audit.add(agent.name, "call.agent_join", call.id)
+        for message in call.hearing_view():
+            call.to_agent(message)
         return {"sdp": desc.sdp, "type": desc.type}
 
     # -- phone calls, streamed by the contact-centre platform ---------------------------------------------------
@@ -418,6 +421,14 @@ class CallService:
         call.set_watched(watched)
         if watched:
             self.store.audit.add(agent.name, "call.agent_watching", call.id)
+
+    def set_hearing(self, listener: str, call: Call, hear: object) -> dict:
+        """``listener`` (the call's customer, or its agent) chose what to hear of the other side."""
+        try:
+            hearing = Hearing(hear)
+        except ValueError:
+            raise Invalid("hear: 'original', 'translated' or 'both'") from None
+        return call.set_hearing(listener, hearing)
 
     def set_customer_language(self, agent: Agent, link_id: str, language: object) -> Link:
         """The agent corrects the customer's language mid-call."""

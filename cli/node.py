@@ -70,13 +70,17 @@ def build_node(
     secrets = SecretChecks(vault.derive("pin"))
     metrics = Metrics()
     pools: list[ThreadPoolExecutor] = []
-    executor = voice_executor = voice_id = None
+    executor = voice_executor = voice_id = tts_executor = None
     if engines is not None:
         # Model work runs in these threads; CTranslate2 and onnxruntime release the GIL while they compute. A thread
         # may only wait here for the decode scheduler (which bounds the decodes at once), so every leg of every
         # call can have its final and a guess waiting without queueing translations behind them.
         executor = ThreadPoolExecutor(max_workers=4 * settings.max_calls + 4, thread_name_prefix="speech")
         pools.append(executor)
+        if engines.voices is not None:
+            # Translated speech: a sentence is short work, but it must never queue behind a Whisper decode.
+            tts_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tts")
+            pools.append(tts_executor)
         if engines.speaker is not None:
             voice_id = VoiceId(store, vault, [engines.speaker], calibration or Calibration(), cohort, engines.spoof)
             voice_id.ready()
@@ -91,7 +95,20 @@ def build_node(
     hub = Hub()
     cluster, limiters = _join(settings, hub, engines) if settings.redis_url else (None, local_limiters)
     services = Services(
-        store, vault, hub, secrets, metrics, texts, engines, executor, voice_id, voice_executor, idv, cluster, limiters
+        store,
+        vault,
+        hub,
+        secrets,
+        metrics,
+        texts,
+        engines,
+        executor,
+        voice_id,
+        voice_executor,
+        idv,
+        cluster,
+        limiters,
+        tts_executor,
     )
     calls = CallService(settings, services)
     _watch(metrics, calls)

@@ -84,6 +84,7 @@ class PhoneMedia:
 
     narrowband = True
     latest_frame = None  # no video on a phone call
+    heard_by: dict = {}  # nothing is played back: the platform carries both voices
 
     def __init__(
         self,

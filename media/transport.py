@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from media.voice_out import VoiceOut
 
 AudioListener = Callable[[Any], None]  # called with an av.AudioFrame or a media.frames.AudioFrame
 
@@ -21,6 +24,7 @@ class Transport(Protocol):
     customer_listeners: list[AudioListener]
     agent_listeners: list[AudioListener]
     narrowband: bool  # telephone audio (8 kHz G.711): voice ID scores it on its own scale
+    heard_by: dict[str, VoiceOut]  # what each side hears, where the transport plays audio back (a video link)
 
     @property
     def ended(self) -> bool: ...

@@ -1,9 +1,10 @@
 """The WebRTC transport of one call: the customer's peer connection, the agent console's, and the media between.
 
 The customer's camera and microphone reach the agent through aiortc's
-``MediaRelay`` (one decode, many readers); the agent's microphone reaches the
-customer through ``AgentVoice``, a track negotiated with the customer at answer
-time that plays silence until the agent connects. It keeps the latest
+``MediaRelay`` (one decode, many readers). What each side hears is a
+``VoiceOut`` (``heard_by``): the other side's voice, with its translation
+spoken into it when the listener chose to hear it. The customer's is negotiated
+at answer time and sends nothing until the agent connects. It keeps the latest
 video frame (for snapshots) and ends itself when the customer's media stops
 (tab closed, network gone) or their connection fails. Each side's decoded
 audio goes to its leg's listeners (the speech taps), on the event loop.
@@ -12,11 +13,9 @@ audio goes to its leg's listeners (the speech taps), on the event loop.
 from __future__ import annotations
 
 import asyncio
-import fractions
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 
 import aiortc.rtp
@@ -27,6 +26,7 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
 
 from media.transport import watchdog
+from media.voice_out import Hearing, VoiceOut
 
 log = logging.getLogger(__name__)
 
@@ -53,56 +53,6 @@ async def _apply_offer(pc: RTCPeerConnection, offer: RTCSessionDescription) -> N
         await pc.setRemoteDescription(offer)
     except Exception as e:  # aiortc's SDP parser raises a variety of errors on garbage
         raise SdpError(f"malformed SDP offer: {type(e).__name__}: {e}") from None
-
-
-class AgentVoice(MediaStreamTrack):
-    """Audio to the customer: nothing until the agent's microphone is attached, then the agent.
-
-    Negotiated with the customer up front (the agent joins later), it sends no packets while there is
-    no agent: encoding silence 50 times a second costs a sixth of a core in aiortc. Frames leave as
-    s16 mono 48 kHz on one timeline; a gap advances the RTP clock as discontinuous transmission does.
-    """
-
-    kind = "audio"
-    RATE = 48000
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._source: MediaStreamTrack | None = None
-        self._attached = asyncio.Event()
-        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=self.RATE)
-        self._pending: deque[av.AudioFrame] = deque()
-        self._pts = 0
-        self._start: float | None = None
-
-    def attach(self, source: MediaStreamTrack | None) -> None:
-        self._source = source
-        if source is None:
-            self._attached.clear()
-        else:
-            self._attached.set()
-
-    async def recv(self) -> av.AudioFrame:
-        while not self._pending:
-            source = self._source
-            if source is None:
-                await self._attached.wait()
-                continue
-            try:
-                self._pending.extend(self._resampler.resample(await source.recv()))
-            except MediaStreamError:
-                if self._source is source:
-                    self.attach(None)
-        return self._stamp(self._pending.popleft())
-
-    def _stamp(self, frame: av.AudioFrame) -> av.AudioFrame:
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        self._pts = max(self._pts, int((now - self._start) * self.RATE) - 2 * frame.samples)  # after a gap
-        frame.pts, frame.time_base = self._pts, fractions.Fraction(1, self.RATE)
-        self._pts += frame.samples
-        return frame
 
 
 def audio_level_dbov(frame: av.AudioFrame) -> int:
@@ -146,7 +96,8 @@ class CallMedia:
         self.relay = MediaRelay()
         self.customer_pc = RTCPeerConnection(self._config)
         self.agent_pc: RTCPeerConnection | None = None
-        self.voice = AgentVoice()
+        # What each side hears: the other's voice, and its translation spoken. A WHIP sender hears nothing.
+        self.heard_by = {"customer": VoiceOut(Hearing.BOTH), "agent": VoiceOut(Hearing.ORIGINAL)}
         self.customer_audio: MediaStreamTrack | None = None
         self.customer_video: MediaStreamTrack | None = None
         self.latest_frame: av.VideoFrame | None = None
@@ -179,6 +130,8 @@ class CallMedia:
             elif track.kind == "audio" and self.customer_audio is None:
                 self.customer_audio = track
                 self._spawn(self._read_audio(self.relay.subscribe(track), self.customer_listeners, watched=True))
+                if "agent" in self.heard_by:
+                    self.heard_by["agent"].attach(self.relay.subscribe(track, buffered=False))
             elif track.kind == "audio" and ingest:
                 self._spawn(self._read_audio(track, self.agent_listeners))
 
@@ -187,9 +140,11 @@ class CallMedia:
             if pc.connectionState in ("failed", "closed"):
                 await self.end(f"customer connection {pc.connectionState}")
 
+        if ingest:
+            self.heard_by = {}
         await _apply_offer(pc, offer)
         if not ingest:
-            pc.addTrack(self.voice)
+            pc.addTrack(self.heard_by["customer"])
 
     async def answer_customer(self) -> RTCSessionDescription:
         """Answer with every ICE candidate in it (aiortc does not trickle) and start watching the media."""
@@ -230,15 +185,16 @@ class CallMedia:
     # -- the agent ---------------------------------------------------------------------------------------------
 
     async def accept_agent(self, offer: RTCSessionDescription) -> RTCSessionDescription:
-        """(Re)connect the agent console: it receives the customer and sends its microphone."""
+        """(Re)connect the agent console: it receives the customer (as the agent chose to hear them) and sends its
+        microphone."""
         if self.agent_pc is not None:
             await self.agent_pc.close()
         pc = self.agent_pc = RTCPeerConnection(self._config)
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            if track.kind == "audio":
-                self.voice.attach(self.relay.subscribe(track, buffered=False))
+            if track.kind == "audio" and (voice := self.heard_by.get("customer")) is not None:
+                voice.attach(self.relay.subscribe(track, buffered=False))
                 self._spawn(self._read_audio(self.relay.subscribe(track), self.agent_listeners))
 
         @pc.on("connectionstatechange")
@@ -247,9 +203,10 @@ class CallMedia:
                 self.on_agent_left()
 
         await _apply_offer(pc, offer)
-        for track in (self.customer_video, self.customer_audio):
-            if track is not None:
-                pc.addTrack(self.relay.subscribe(track, buffered=False))
+        if self.customer_video is not None:
+            pc.addTrack(self.relay.subscribe(self.customer_video, buffered=False))
+        if (voice := self.heard_by.get("agent")) is not None:
+            pc.addTrack(voice)
         await pc.setLocalDescription(await pc.createAnswer())
         return pc.localDescription
 
@@ -267,7 +224,8 @@ class CallMedia:
         for t in self._tasks:
             if t is not current:
                 t.cancel()
-        self.voice.attach(None)
+        for voice in self.heard_by.values():
+            voice.attach(None)
         for pc in (self.customer_pc, self.agent_pc):
             if pc is not None:
                 await pc.close()

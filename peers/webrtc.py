@@ -31,8 +31,13 @@ class SpeechTrack(MediaStreamTrack):
         self.started: float | None = None  # wall time of the first sample: ground truth for latency
         self.loop = True  # False: play once, then silence (a caller who stopped talking, still on the line)
         self._pos = 0
+        self._offset = 0  # where in the stream the recording (re)started
         self._start: float | None = None
         self._follows = follows
+
+    def replay(self) -> None:
+        """Say the recording again, from its start, now (a caller who answers again)."""
+        self._offset = self._pos
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
@@ -48,7 +53,7 @@ class SpeechTrack(MediaStreamTrack):
         wait = self._start + self._pos / 48000 - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        idx = np.arange(self._pos, self._pos + 960)
+        idx = np.arange(self._pos, self._pos + 960) - self._offset
         if self.loop:
             samples = self._pcm[idx % len(self._pcm)]
         else:
@@ -93,12 +98,16 @@ async def wait_gathered(pc: RTCPeerConnection) -> None:
 
 
 class Received:
-    """Counts what a peer receives; keeps audio levels (RMS per 20 ms) to compare with the source."""
+    """Counts what a peer receives; keeps audio levels (RMS per 20 ms) to compare with the source, and with
+    ``keep_audio`` set, the audio itself (mono int16 at the frame's rate) with the wall time each frame arrived."""
 
     def __init__(self) -> None:
         self.video_frames = 0
         self.audio_frames = 0
         self.audio_levels: list[float] = []
+        self.keep_audio = False
+        self.audio: list[tuple[float, np.ndarray]] = []
+        self.audio_rate = 48000
         self.last_video: av.VideoFrame | None = None
         self.tasks: list[asyncio.Task] = []
 
@@ -118,6 +127,15 @@ class Received:
                 self.audio_frames += 1
                 x = frame.to_ndarray().astype(np.float64)
                 self.audio_levels.append(float(np.sqrt((x**2).mean())))
+                if self.keep_audio:
+                    channels = len(frame.layout.channels)
+                    self.audio_rate = frame.sample_rate
+                    self.audio.append((time.time(), x.reshape(-1, channels).mean(axis=1).astype(np.int16)))
+
+    def audio_since(self, wall: float) -> np.ndarray:
+        """The kept audio that arrived from ``wall`` on, joined."""
+        parts = [samples for at, samples in self.audio if at >= wall]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int16)
 
     def stop(self) -> None:
         for t in self.tasks:

@@ -65,6 +65,7 @@ def _me(calls: CallService, agent: Agent, csrf: str | None) -> dict:
         "csrf": csrf,
         "ice_servers": calls.settings.ice_servers(),
         "languages": sorted(calls.engines.asr.languages()) if calls.engines is not None else [],
+        "routes": language_routes(calls, agent.language),
     }
 
 
@@ -74,7 +75,19 @@ async def update_me(request: web.Request) -> web.Response:
     agent = agent_of(request)
     body = await json_body(request)
     updated = request.app[CALLS].set_agent_language(agent, body.get("language"))
-    return web.json_response({"agent": agent_view(updated)})
+    return web.json_response(
+        {"agent": agent_view(updated), "routes": language_routes(request.app[CALLS], updated.language)}
+    )
+
+
+def language_routes(calls: CallService, language: str) -> dict[str, dict[str, str | None]]:
+    """For each language the console offers, the tier of the translation into the agent's ``language``
+    (``to_agent``: what the agent reads) and out of it (``from_agent``: what the customer reads)."""
+    engines = calls.engines
+    if engines is None or engines.router is None:
+        return {}
+    tiers = engines.router.tiers(language, engines.asr.languages())
+    return {other: {"to_agent": into, "from_agent": out} for other, (into, out) in tiers.items()}
 
 
 def agent_view(agent: Agent) -> dict:

@@ -101,6 +101,15 @@ async def customer_language(request: web.Request) -> web.Response:
     return web.json_response({"link": link.to_dict(), "language": body["language"]})
 
 
+@routes.post("/api/calls/{id}/hearing")
+async def agent_hearing(request: web.Request) -> web.Response:
+    """The agent chooses what to hear of the customer (``{"hear": "original" | "translated" | "both"}``)."""
+    body = await json_body(request)
+    calls = request.app[CALLS]
+    call = calls.live_call(agent_of(request), request.match_info["id"])
+    return web.json_response(calls.set_hearing("agent", call, body.get("hear")))
+
+
 @routes.post("/api/calls/{id}/snapshots")
 async def take_snapshot(request: web.Request) -> web.Response:
     agent = agent_of(request)

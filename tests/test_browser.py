@@ -206,13 +206,14 @@ async def wait_until(predicate, timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_live_translated_subtitles_in_real_browsers(tmp_path, data, chromium, customer_wav, engines):
-    """The customer speaks Portuguese, the agent English; each reads the other in their own language."""
+async def test_live_translated_subtitles_in_real_browsers(tmp_path, data, chromium, customer_wav, speaking):
+    """The customer speaks Portuguese, the agent English; each reads the other in their own language, and hears
+    them in it when they choose to."""
     customer_file, _ = customer_wav
     silence = np.zeros(16000, np.int16)
     agent_speech = np.concatenate([silence, read_pcm(data / "asr/speechbrain-en/spk1_snt1.wav"), silence])
     agent_file = write_wav(tmp_path / "agent.wav", agent_speech)
-    server = await TestServer(tmp_path / "data", engines).start()
+    server = await TestServer(tmp_path / "data", speaking).start()
     server.add_agent("alice", "correct horse", language="en")
     try:
         async with two_browsers(chromium, agent_file, customer_file) as (agent_browser, customer_browser):
@@ -243,6 +244,30 @@ async def test_live_translated_subtitles_in_real_browsers(tmp_path, data, chromi
             portuguese = await agent_line.locator(".text").text_content()
             assert await agent_line.get_attribute("lang") == "pt"
             assert {"criança", "cão", "cachorro"} & set(normalise_words(portuguese)), portuguese
+
+            # The page offers the agent's voice translated into Portuguese, both voices at first; the customer
+            # chooses the translated voice alone, and hears the agent's next line spoken (its audio arrives).
+            await customer.wait_for_selector("#hearing:not([hidden])")
+            assert await customer.is_checked('#hearing input[value="both"]')
+            await customer.check('#hearing input[value="translated"]')
+            await customer.wait_for_function("window.vg.hearing.hear === 'translated'")
+            energy = """async () => { let e = 0; (await window.vg.pc.getStats()).forEach((r) => {
+                if (r.type === "inbound-rtp" && r.kind === "audio") e += r.totalAudioEnergy || 0; }); return e; }"""
+            spoken = await customer.evaluate("window.vg.spoken.length")
+            before = await customer.evaluate(energy)
+            await customer.wait_for_function(f"window.vg.spoken.length > {spoken}", timeout=30000)
+            assert (await customer.evaluate("window.vg.spoken.at(-1)"))["language"] == "pt"
+            await asyncio.sleep(1.5)
+            assert await customer.evaluate(energy) > before + 0.01
+
+            # The agent chooses to hear the customer translated into English, in the console.
+            await console.wait_for_selector("#hearing-box:not([hidden])")
+            await console.select_option("#agent-hearing", "translated")
+            await console.wait_for_function(
+                "[...window.vg.hearing.values()].some(h => h.agent && h.agent.hear === 'translated')"
+            )
+            await console.wait_for_function("window.vg.spoken.some(s => s.listener === 'agent')", timeout=30000)
+            assert "translated voice" in await console.text_content("#customer-hearing")
     finally:
         await server.stop()
 

@@ -5,7 +5,7 @@ const $ = (id) => document.getElementById(id);
 const vg = window.vg = {csrf: null, agent: null, links: new Map(), events: [], videoFrames: 0, audioLevels: [], live: null,
   subtitles: [], subtitleBacklog: new Map(), voiceid: [], voiceidLatest: new Map(), idv: new Map(), enrolments: [],
   unviewed: new Set(), alerts: 0, languages: new Map(), watching: new Set(), pages: {live: 0, waiting: 0, history: 0},
-  olderDone: false};
+  olderDone: false, hearing: new Map(), spoken: []};
 const LABELS = {created: "Link created", opened: "Link opened", connected: "In progress", ended: "Done", expired: "Expired", revoked: "Revoked", interrupted: "Interrupted"};
 const NAMES = {customer: "Customer", agent: "You"};
 const DECISIONS = {authenticated: "Authenticated", not_authenticated: "Not authenticated",
@@ -70,9 +70,20 @@ function signedIn(me) {
   $("language").value = me.agent.language || "en";
   $("my-language").value = me.agent.language || "en";
   $("my-language-box").hidden = false;
-  $("customer-language").replaceChildren(...(me.languages || []).map((code) =>
-    Object.assign(document.createElement("option"), {value: code, textContent: `${languageName(code)} (${code})`})));
+  showLanguages(me);
   connectEvents();
+}
+
+// The languages a customer may speak, each with what its subtitles will be like: the translation's tier into the
+// agent's language and out of it (rule-based MT is literal; "speech" is Whisper's own translation).
+function showLanguages(me) {
+  vg.routes = me.routes || {};
+  const tier = (t) => (t === null ? "none" : t);
+  $("customer-language").replaceChildren(...(me.languages || []).map((code) => {
+    const r = vg.routes[code];
+    const note = r && r.to_agent !== "none" ? ` — to you: ${tier(r.to_agent)}; to them: ${tier(r.from_agent)}` : "";
+    return Object.assign(document.createElement("option"), {value: code, textContent: `${languageName(code)} (${code})${note}`});
+  }));
 }
 
 $("login").addEventListener("submit", async (e) => {
@@ -84,7 +95,11 @@ $("login").addEventListener("submit", async (e) => {
 });
 
 $("my-language").addEventListener("change", async () => {
-  try { await api("/api/me", {method: "PUT", body: JSON.stringify({language: $("my-language").value})}); toast("Language saved: new calls use it."); }
+  try {
+    const me = await api("/api/me", {method: "PUT", body: JSON.stringify({language: $("my-language").value})});
+    showLanguages({languages: [...$("customer-language").options].map((o) => o.value), routes: me.routes});
+    toast("Language saved: new calls use it.");
+  }
   catch (err) { toast(`Language not saved: ${err.message}`); }
 });
 
@@ -162,6 +177,9 @@ function connectEvents() {
     if (ev.type === "idv") identity(ev);
     if (ev.type === "enrolment") enrolment(ev);
     if (ev.type === "subtitle_error") toast(`Subtitles (${ev.speaker}): ${ev.message}`);
+    if (ev.type === "hearing") hearing(ev);
+    if (ev.type === "speech_out") spoken(ev);
+    if (ev.type === "speech_error") toast(`Translated voice: ${ev.message}`);
   };
   ws.onclose = () => { toast("Connection to the server lost; reconnecting…"); setTimeout(connectEvents, 2000); };
 }
@@ -358,6 +376,7 @@ async function watch(linkId) {
   showVoiceId(linkId);
   showIdentity(linkId);
   showLanguage(linkId);
+  showHearing(linkId);
   showWatching();
   $("enrolment").textContent = "";
   (vg.subtitleBacklog.get(linkId) || []).forEach(subtitle);
@@ -504,6 +523,40 @@ $("language-form").addEventListener("submit", async (e) => {
   } catch (err) { fail("live-error", `Could not change the language: ${err.message}`); }
 });
 
+// Translated voice: what each side hears of the other (the original, its translation spoken, or both), offered
+// when a voice speaks the listener's language. The agent chooses here; the customer on their page.
+function hearing(ev) {
+  const both = vg.hearing.get(ev.link_id) || {};
+  both[ev.listener] = ev;
+  vg.hearing.set(ev.link_id, both);
+  if (ev.link_id === vg.live) showHearing(ev.link_id);
+}
+
+const HEARD = {original: "the agent's own voice", translated: "the translated voice", both: "both voices"};
+
+function showHearing(linkId) {
+  const {agent, customer} = vg.hearing.get(linkId) || {};
+  $("hearing-box").hidden = !(agent?.translated_voice || customer?.translated_voice);
+  $("agent-hearing").disabled = !agent?.translated_voice;
+  if (agent) $("agent-hearing").value = agent.hear;
+  $("customer-hearing").textContent = customer?.translated_voice
+    ? `Customer hears ${HEARD[customer.hear]} (${languageName(customer.language)}, voice ${customer.voice}).` : "";
+}
+
+$("agent-hearing").addEventListener("change", async () => {
+  fail("live-error", "");
+  try {
+    hearing(await api(`/api/calls/${vg.live}/hearing`, {method: "POST", body: JSON.stringify({hear: $("agent-hearing").value})}));
+  } catch (err) { fail("live-error", `Could not change what you hear: ${err.message}`); }
+});
+
+// A translated line began to play to its listener: the line shows it was spoken, and how long after the speech.
+function spoken(ev) {
+  vg.spoken.push(ev);
+  const li = ev.link_id === vg.live && document.querySelector(`#transcript li[data-key="${ev.speaker}-${ev.segment}"]`);
+  if (li) li.querySelector(".translation").title += ` · spoken to the ${ev.listener} ${(ev.timing.audio - ev.timing.speech_end).toFixed(2)} s after the speech`;
+}
+
 // Subtitles: one list item per utterance; grey partial text, then the final line with its translation below.
 function subtitle(ev) {
   vg.subtitles.push(ev);
@@ -535,6 +588,10 @@ function subtitle(ev) {
     const t = li.querySelector(".translation");
     t.textContent = ev.text;
     t.lang = ev.language;
+    if (ev.tier && ev.tier.startsWith("rule-based")) {
+      // Rule-based MT is literal and makes visible mistakes: the agent should know which lines came from it.
+      t.append(Object.assign(document.createElement("span"), {className: "tier", textContent: `${ev.tier} translation`, title: ev.engine}));
+    }
     const lag = ev.timing.sent - ev.timing.speech_end;
     t.title = `${lag.toFixed(2)} s after the speech ended (ASR ${(ev.timing.asr - ev.timing.speech_end).toFixed(2)} s, MT ${(ev.timing.mt - ev.timing.asr).toFixed(3)} s)`;
     t.dataset.lag = lag.toFixed(2);

@@ -5,7 +5,7 @@
 "use strict";
 const token = location.pathname.split("/").pop();
 const $ = (id) => document.getElementById(id);
-const vg = window.vg = {texts: {}, info: null, state: null, states: [], idv: [], subtitles: []};
+const vg = window.vg = {texts: {}, info: null, state: null, states: [], idv: [], subtitles: [], hearing: null, spoken: []};
 let pc = null;
 let callKey = null;
 let ended = false;
@@ -75,7 +75,7 @@ async function start() {
   }
   $("self").srcObject = media;
   $("self").hidden = false;
-  pc = new RTCPeerConnection({iceServers: vg.info.ice_servers || []});
+  pc = vg.pc = new RTCPeerConnection({iceServers: vg.info.ice_servers || []});
   media.getTracks().forEach((track) => pc.addTrack(track, media));
   pc.ontrack = (e) => { if (e.track.kind === "audio") $("agent-audio").srcObject = new MediaStream([e.track]); };
   pc.onconnectionstatechange = () => {
@@ -162,8 +162,27 @@ function events() {
     if (ev.type === "enrol_consent" && !ended) { $("voice-wording").textContent = ev.wording; $("voice-consent").hidden = false; }
     if (ev.type === "enrolment" && ev.state === "enrolled") status(t("voice.ready"));
     if (ev.type === "subtitle") subtitle(ev);
+    if (ev.type === "hearing" && ev.listener === "customer") showHearing(ev);
+    if (ev.type === "speech_out") vg.spoken.push(ev);
   };
 }
+
+// What the customer hears of the agent: offered only when a voice speaks their language and the agent's words
+// are translated into it. The server mixes it (the agent's own voice ducked under the translation, for "both").
+function showHearing(ev) {
+  vg.hearing = ev;
+  $("hearing").hidden = ended || !ev.translated_voice;
+  document.querySelectorAll('input[name="hear"]').forEach((input) => { input.checked = input.value === ev.hear; });
+}
+
+document.querySelectorAll('input[name="hear"]').forEach((input) => input.addEventListener("change", async () => {
+  const r = await fetch(`/api/join/${token}/hearing`, {
+    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({call_key: callKey, hear: input.value}),
+  });
+  const answer = await r.json();
+  if (r.ok) showHearing(answer);
+  else status(t("hearing.failed", {error: answer.message || answer.error}));
+}));
 
 function subtitle(ev) {
   vg.subtitles.push(ev);
@@ -195,7 +214,7 @@ function finish(message) {
   if (video.srcObject) video.srcObject.getTracks().forEach((track) => track.stop());
   video.srcObject = null;
   video.hidden = true;
-  for (const id of ["hangup", "idv", "voice-consent", "consent-box"]) $(id).hidden = true;
+  for (const id of ["hangup", "idv", "voice-consent", "consent-box", "hearing"]) $(id).hidden = true;
   status(message);
 }
 
