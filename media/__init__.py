@@ -1,7 +1,8 @@
 """The real-time media path: transports, frames, resampling, VAD segmentation, speech taps, the pipeline, events.
 
-media/ owns time. Transports (``webrtc``: a call's peers, the agent's voice
-back to the customer) turn audio into frames; one ``SpeechTap`` per call leg
+media/ owns time. Transports (``webrtc``: a call's peers, and what each side
+hears of the other, ``voice_out``: the voice and its translation, mixed) turn
+audio into frames; one ``SpeechTap`` per call leg
 resamples to 16 kHz mono once, cuts speech segments with a VAD once, and
 hands them to every listener (the ``Pipeline`` for ASR and MT; voice ID's
 ``NetSpeech``). The pipeline drives the engines it is handed off the event
