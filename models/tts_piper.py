@@ -36,7 +36,8 @@ from models.errors import ModelUnavailable, UnsupportedLanguage
 log = logging.getLogger(__name__)
 LESSAC = (
     "its card names lessac (a parent voice or its data: the Blizzard 2013 Lessac data, licensed for research only, "
-    "excluding voice synthesis products or services): check before commercial use (README, Translated speech)"
+    "excluding voice synthesis products or services): check before commercial use "
+    "(README: Hear the other side in your language)"
 )
 
 
