@@ -6,8 +6,9 @@ chose to hear the translation (``Hearing``): nothing is synthesised for one who 
 
 A line is spoken sentence by sentence: its first sentence plays while the next is synthesised, so the listener
 hears the translation start as soon as one sentence is ready. One task per listener keeps lines in the order
-they were said. Synthesis runs off the event loop on its own executor, apart from recognition's, so a busy
-recogniser never holds a sentence back.
+they were said; a listener left far behind (a speaker who never pauses) skips what was queued and hears the new
+line, while the subtitles keep every word. Synthesis runs off the event loop on its own executor, apart from
+recognition's, so a busy recogniser never holds a sentence back.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from models.errors import EngineError, UnsupportedLanguage
 from models.voices import Voices, sentences
 
 log = logging.getLogger(__name__)
+
+MAX_BEHIND_SECONDS = 8.0  # speech still queued for a listener when a new line comes: beyond this, catch up
 
 
 def other(side: str) -> str:
@@ -66,8 +69,13 @@ class Interpreter:
         out = self.heard_by.get(listener)
         if not isinstance(event, Translation) or out is None or out.hearing is Hearing.ORIGINAL:
             return
-        if event.text.strip():
-            self._lines[listener].put_nowait(event)
+        if not event.text.strip():
+            return
+        if out.queued_seconds > MAX_BEHIND_SECONDS and (dropped := out.catch_up()):
+            # A listener who only hears the translation must not fall ever further behind a talkative speaker.
+            log.info("call %s: %d sentences of speech for the %s dropped to catch up", self.link_id, dropped, listener)
+            self._send({"type": "speech_skipped", "link_id": self.link_id, "listener": listener, "clips": dropped})
+        self._lines[listener].put_nowait(event)
 
     async def close(self) -> None:
         """The call ended: nobody is left to hear what was still to be said."""

@@ -89,6 +89,14 @@ class VoiceOut(MediaStreamTrack):
         if hearing is Hearing.ORIGINAL:
             self._speech.clear()
 
+    def catch_up(self) -> int:
+        """Drop every queued clip but the one playing, so the next speech is heard now rather than after a backlog
+        (the subtitles still carry every word); the number of clips dropped."""
+        dropped = len(self._speech) - (1 if self._speech and self._speech[0].played else 0)
+        while len(self._speech) > 1 or (self._speech and not self._speech[0].played):
+            self._speech.pop()
+        return dropped
+
     @property
     def speaking(self) -> bool:
         """Translated speech is playing or queued."""

@@ -218,6 +218,9 @@ async def test_live_translated_subtitles_in_real_browsers(tmp_path, data, chromi
     try:
         async with two_browsers(chromium, agent_file, customer_file) as (agent_browser, customer_browser):
             console, url, _ = await create_link_in_console(agent_browser, server.base, {"#language": "pt"})
+            # Each language the customer may speak says what its subtitles will be like, both ways.
+            spanish = await console.text_content('#customer-language option[value="es"]')
+            assert "to you: speech; to them: rule-based" in spanish, spanish
 
             customer = await customer_starts(customer_browser, url)
             await customer.wait_for_function("window.vg.state === 'watched'")  # the console shows them

@@ -98,3 +98,13 @@ async def test_choosing_the_original_mid_line_drops_what_is_still_queued():
     assert out.queued_seconds > 1.5
     out.hear(Hearing.ORIGINAL)
     assert not out.speaking and out.queued_seconds == 0
+
+
+async def test_catching_up_keeps_the_clip_playing_and_drops_the_queue():
+    out = VoiceOut(Hearing.TRANSLATED)
+    for _ in range(3):
+        out.speak(clip(1.0), RATE)
+    await frames(out, 2)  # the first clip is playing
+    assert out.catch_up() == 2
+    assert 0.9 < out.queued_seconds < 1.0
+    assert VoiceOut(Hearing.TRANSLATED).catch_up() == 0

@@ -180,6 +180,7 @@ function connectEvents() {
     if (ev.type === "hearing") hearing(ev);
     if (ev.type === "speech_out") spoken(ev);
     if (ev.type === "speech_error") toast(`Translated voice: ${ev.message}`);
+    if (ev.type === "speech_skipped") toast(`Translated voice for the ${ev.listener} fell behind: ${ev.clips} sentence(s) skipped (the subtitles have them).`);
   };
   ws.onclose = () => { toast("Connection to the server lost; reconnecting…"); setTimeout(connectEvents, 2000); };
 }
