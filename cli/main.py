@@ -505,6 +505,7 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
         spoof=getattr(args, "spoof", "off"),  # serve's flag: transcribing a file screens no voice
         tts=getattr(args, "tts", "off"),  # serve's flag: transcribing a file speaks nothing
         piper_voices=tuple(getattr(args, "piper_voice", None) or ()),
+        espeak_voices=tuple(getattr(args, "espeak_voice", None) or ()),
     )
 
 
@@ -540,6 +541,14 @@ def _tts_flags(g, saying: bool = False) -> None:
         help="a Piper voice (FILE.onnx with FILE.onnx.json beside it, from rhasspy/piper-voices); it speaks its "
         "language before the installed voices (repeatable)",
     )
+    g.add_argument(
+        "--espeak-voice",
+        action="append",
+        default=[],
+        metavar="LANG=VOICE",
+        help="the espeak-ng voice for a language, over its default (es=es: Spain's Spanish rather than Latin "
+        "America's es-419+klatt; pt=pt: European Portuguese) (repeatable)",
+    )
 
 
 def _say(args: argparse.Namespace) -> int:
@@ -554,7 +563,7 @@ def _say(args: argparse.Namespace) -> int:
         print("voxgate: error: say needs a voice: --tts auto or engine names", file=sys.stderr)
         return EXIT_USAGE
     started = time.monotonic()
-    voices = build_voices(args.tts, tuple(args.piper_voice))
+    voices = build_voices(args.tts, tuple(args.piper_voice), tuple(args.espeak_voice))
     if voices is None:
         print("voxgate: error: no text-to-speech engine is installed: pip install 'voxgate[tts]'", file=sys.stderr)
         return EXIT_USAGE

@@ -91,6 +91,7 @@ class EngineOptions:
     spoof: str = "auto"  # a spoof detector's name, "auto" (AASIST when installed) or "off"
     tts: str = "auto"  # "auto" (every installed synthesizer, Piper first), "off", or names: "piper,espeak"
     piper_voices: tuple[Path, ...] = ()  # Piper voice files (X.onnx beside X.onnx.json), before the installed ones
+    espeak_voices: tuple[str, ...] = ()  # LANG=VOICE: the espeak-ng voice for a language (es=es: Castilian Spanish)
 
 
 def load_engines(o: EngineOptions) -> Engines:
@@ -122,17 +123,20 @@ def load_engines(o: EngineOptions) -> Engines:
     translators = build_translators(o.mt, o.argos_packages)
     speaker = build_speaker(o.speaker, o.ecapa_dir)
     spoof = build_spoof(o.spoof) if speaker is not None else None
-    voices = build_voices(o.tts, o.piper_voices)
+    voices = build_voices(o.tts, o.piper_voices, o.espeak_voices)
     return Engines(vad=vad, asr=asr, router=Router(translators, speech), speaker=speaker, spoof=spoof, voices=voices)
 
 
 TTS_ORDER = ("piper", "espeak")  # preference: Piper's neural voices, then espeak-ng for every other language
 
 
-def build_voices(choice: str, piper_voices: tuple[Path, ...] = ()) -> Voices | None:
+def build_voices(
+    choice: str, piper_voices: tuple[Path, ...] = (), espeak_voices: tuple[str, ...] = ()
+) -> Voices | None:
     """``auto``: every installed synthesizer, Piper first, espeak-ng the fallback for any language (none installed:
     a warning, and no translated speech); ``off``: none; else the comma-separated names, in that order, each of
-    which must load."""
+    which must load. ``espeak_voices``: ``LANG=VOICE`` choices over espeak-ng's defaults (``es=es``: Spain's
+    Spanish rather than Latin America's)."""
     if choice == "off":
         return None
     if choice == "auto":
@@ -142,7 +146,19 @@ def build_voices(choice: str, piper_voices: tuple[Path, ...] = ()) -> Voices | N
             return None
     else:
         names = [n.strip() for n in choice.split(",") if n.strip()]
-    return Voices([registry.build("tts", n, **({"voice_files": piper_voices} if n == "piper" else {})) for n in names])
+    options = {"piper": {"voice_files": piper_voices}, "espeak": {"voices": espeak_choices(espeak_voices)}}
+    return Voices([registry.build("tts", n, **options.get(n, {})) for n in names])
+
+
+def espeak_choices(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``("es=es", "pt=pt")`` -> ``{"es": "es", "pt": "pt"}``; a malformed pair is a clear error."""
+    choices = {}
+    for pair in pairs:
+        language, _, voice = pair.partition("=")
+        if not (is_language_code(language) and voice.strip()):
+            raise UnsupportedLanguage(f"an espeak-ng voice is chosen as LANG=VOICE (es=es), not {pair!r}")
+        choices[language.lower()] = voice.strip()
+    return choices
 
 
 def _installed(stage: str, name: str) -> bool:

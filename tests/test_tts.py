@@ -226,3 +226,11 @@ def test_voxgate_say_writes_a_wav_and_refuses_what_it_cannot_do(tmp_path, capsys
     assert "cannot write" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["say", "Hola.", "--language", "es", "--tts", "nope", "--out", str(out)])
+
+    # A contact centre in Spain chooses Castilian Spanish over espeak-ng's Latin American default.
+    castilian = ["say", "Buenos días.", "--language", "es", "--tts", "espeak", "--out", str(out)]
+    assert main([*castilian, "--espeak-voice", "es=es"]) == 0 and "voice:    es\n" in capsys.readouterr().out
+    assert main([*castilian, "--espeak-voice", "es"]) == 2
+    assert "LANG=VOICE" in capsys.readouterr().err
+    assert main([*castilian, "--espeak-voice", "es=klingon"]) == 2
+    assert "no voice 'klingon'" in capsys.readouterr().err
