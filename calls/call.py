@@ -271,8 +271,19 @@ class Call:
         self.to_customer(self._page_message())
         self.to_agent({"type": "watching", "link_id": self.id, "watching": watched})
 
-    def set_language(self, language: str) -> None:
-        """The agent corrects the customer's language: recognition, translation and the page follow it."""
+    def set_language(self, language: str, speaker: str = "customer") -> None:
+        """The agent corrects the customer's language (recognition, translation and the page follow it), or says
+        they speak another themselves for the rest of the call."""
+        if speaker == "agent":
+            if self.subtitles is not None:
+                self.subtitles.set_agent_language(language)  # raises UnsupportedLanguage, changing nothing
+            self.agent_language = language
+            self.to_agent(language_message(self.id, language, None, settled=True, by="agent", speaker="agent"))
+            for message in self.hearing_view():
+                self.to_agent(message)
+                if message["listener"] == "customer":
+                    self.to_customer(message)
+            return
         if self.subtitles is not None:
             self.subtitles.set_customer_language(language)  # raises UnsupportedLanguage, changing nothing
             return

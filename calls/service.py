@@ -430,16 +430,20 @@ class CallService:
             raise Invalid("hear: 'original', 'translated' or 'both'") from None
         return call.set_hearing(listener, hearing)
 
-    def set_customer_language(self, agent: Agent, link_id: str, language: object) -> Link:
-        """The agent corrects the customer's language mid-call."""
+    def set_spoken_language(self, agent: Agent, link_id: str, language: object, speaker: object = "customer") -> Link:
+        """Mid-call, the agent corrects the customer's language, or changes their own."""
         if not is_language_code(language) or language == "detect":
             raise Invalid("language must be a language code such as 'en' or 'pt'")
+        if speaker not in ("customer", "agent"):
+            raise Invalid("speaker: 'customer' or 'agent'")
         call = self.live_call(agent, link_id)
         try:
-            call.set_language(language)
+            call.set_language(language, speaker)
         except UnsupportedLanguage as e:
             raise Invalid(f"cannot switch to {language!r}: {e}") from None
-        self.store.audit.add(agent.name, "call.language", call.id, language)
+        self.store.audit.add(
+            agent.name, "call.language", call.id, language if speaker == "customer" else f"agent: {language}"
+        )
         return call.link
 
     async def agent_end(self, agent: Agent, link_id: str) -> Link:

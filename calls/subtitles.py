@@ -108,6 +108,17 @@ class Subtitles:
             self._router.route(agent.language, language)
         self.pipelines["customer"].set_language(language, by="agent")  # its LanguageChanged does the rest
 
+    def set_agent_language(self, language: str) -> None:
+        """The agent speaks another language from now on (a bilingual agent who switches to the customer's):
+        their speech is recognised in it, and the customer is translated into it. Raises ``UnsupportedLanguage``
+        (changing nothing) if either cannot be done."""
+        customer = self.pipelines["customer"].language
+        if self._router is not None and customer is not None:
+            self._router.route(customer, language)
+            self._router.route(language, customer)
+        self.pipelines["agent"].set_language(language, by="agent")
+        self.pipelines["customer"].retarget(language)
+
     def listen(self, listener: Callable[[str, Event], None]) -> None:
         """Also hand the typed subtitle events (partials, finals, translations) with their leg to ``listener``:
         how a platform's stream gets its transcript back."""
@@ -230,11 +241,15 @@ class Subtitles:
         self._send_customer(message)
 
 
-def language_message(link_id: str, language: str, confidence: float | None, settled: bool, by: str) -> dict:
-    """The console's news of the customer's language: detected (how sure, settled yet) or set by the agent."""
+def language_message(
+    link_id: str, language: str, confidence: float | None, settled: bool, by: str, speaker: str = "customer"
+) -> dict:
+    """The console's news of a side's language: the customer's detected (how sure, settled yet) or set by the
+    agent, or the agent's own, set for this call."""
     return {
         "type": "language",
         "link_id": link_id,
+        "speaker": speaker,
         "language": language,
         "confidence": None if confidence is None else round(confidence, 2),
         "settled": settled,

@@ -95,10 +95,14 @@ async def watching(request: web.Request) -> web.Response:
 
 @routes.post("/api/calls/{id}/language")
 async def customer_language(request: web.Request) -> web.Response:
-    """The agent corrects the customer's language mid-call (``{"language": "pt"}``)."""
+    """Mid-call, the agent corrects the customer's language (``{"language": "pt"}``), or changes their own
+    (``{"language": "es", "speaker": "agent"}``)."""
     body = await json_body(request)
-    link = request.app[CALLS].set_customer_language(agent_of(request), request.match_info["id"], body.get("language"))
-    return web.json_response({"link": link.to_dict(), "language": body["language"]})
+    speaker = body.get("speaker", "customer")
+    link = request.app[CALLS].set_spoken_language(
+        agent_of(request), request.match_info["id"], body.get("language"), speaker
+    )
+    return web.json_response({"link": link.to_dict(), "language": body["language"], "speaker": speaker})
 
 
 @routes.post("/api/calls/{id}/hearing")

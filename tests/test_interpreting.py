@@ -125,3 +125,47 @@ async def test_a_spanish_customer_and_an_english_agent_read_and_hear_each_other(
     await asyncio.gather(*readers)
     for pc in (customer, agent):
         await pc.close()
+
+
+async def test_a_bilingual_agent_switches_to_the_customers_language_mid_call(server, http, data):
+    headers = await login(http, server)
+    agent_ws = await http.ws_connect(f"{server.base}/api/ws")
+    link = await new_link(http, server, headers, language="es")
+    call_id = link["link"]["id"]
+    customer_voice = SpeechTrack(data / "asr/multilingual/test_es.wav", pad_seconds=1.0)
+    customer_voice.loop = False
+    customer, _, _ = await customer_connect(http, link["url"], customer_voice, video=False)
+    to_agent, stop = [], asyncio.Event()
+    reader = asyncio.create_task(collect(agent_ws, to_agent, stop))
+    language = f"{server.base}/api/calls/{call_id}/language"
+
+    # Refused, changing nothing: a side that is not one, and a language nothing translates the customer into.
+    async with http.post(language, json={"language": "es", "speaker": "supervisor"}, headers=headers) as r:
+        assert r.status == 400
+    async with http.post(language, json={"language": "de", "speaker": "agent"}, headers=headers) as r:
+        assert r.status == 400 and "cannot switch" in (await r.json())["error"]
+    async with http.post(language, json={"language": "es", "speaker": "agent"}, headers=headers) as r:
+        assert r.status == 200, await r.text()
+    await wait_for(lambda: any(m.get("type") == "language" and m.get("speaker") == "agent" for m in to_agent))
+    hearing = [m for m in to_agent if m.get("type") == "hearing" and m["listener"] == "customer"][-1]
+    assert hearing["language"] == "es" and not hearing["translated_voice"]  # same language now: nothing to speak
+
+    # The agent now speaks Spanish: recognised in Spanish, and nobody's lines need translating any more.
+    agent, _ = await agent_connect(
+        http, server.base, call_id, headers, speech=SpeechTrack(data / "asr/multilingual/test_es.wav", pad_seconds=4.0)
+    )
+
+    def finals(speaker: str) -> list[dict]:
+        return [m for m in to_agent if m.get("type") == "subtitle" and m["speaker"] == speaker and m["kind"] == "final"]
+
+    def heard(speaker: str) -> set[str]:
+        return set(normalise_words(" ".join(m["text"] for m in finals(speaker))))
+
+    await wait_for(lambda: {"arenas", "grano"} <= heard("agent") and finals("customer"), timeout=40)
+    assert {m["language"] for m in finals("agent")} == {"es"}
+    assert not [m for m in to_agent if m.get("type") == "subtitle" and m["kind"] == "translation"]
+    assert any(row["detail"] == "agent: es" for row in server.store.audit.log(call_id, "alice"))
+    stop.set()
+    await reader
+    for pc in (customer, agent):
+        await pc.close()

@@ -5,7 +5,7 @@ const $ = (id) => document.getElementById(id);
 const vg = window.vg = {csrf: null, agent: null, links: new Map(), events: [], videoFrames: 0, audioLevels: [], live: null,
   subtitles: [], subtitleBacklog: new Map(), voiceid: [], voiceidLatest: new Map(), idv: new Map(), enrolments: [],
   unviewed: new Set(), alerts: 0, languages: new Map(), watching: new Set(), pages: {live: 0, waiting: 0, history: 0},
-  olderDone: false, hearing: new Map(), spoken: []};
+  olderDone: false, hearing: new Map(), spoken: [], agentLanguages: new Map()};
 const LABELS = {created: "Link created", opened: "Link opened", connected: "In progress", ended: "Done", expired: "Expired", revoked: "Revoked", interrupted: "Interrupted"};
 const NAMES = {customer: "Customer", agent: "You"};
 const DECISIONS = {authenticated: "Authenticated", not_authenticated: "Not authenticated",
@@ -84,6 +84,8 @@ function showLanguages(me) {
     const note = r && r.to_agent !== "none" ? ` — to you: ${tier(r.to_agent)}; to them: ${tier(r.from_agent)}` : "";
     return Object.assign(document.createElement("option"), {value: code, textContent: `${languageName(code)} (${code})${note}`});
   }));
+  $("agent-call-language").replaceChildren(...(me.languages || []).map((code) =>
+    Object.assign(document.createElement("option"), {value: code, textContent: `${languageName(code)} (${code})`})));
 }
 
 $("login").addEventListener("submit", async (e) => {
@@ -377,6 +379,7 @@ async function watch(linkId) {
   showVoiceId(linkId);
   showIdentity(linkId);
   showLanguage(linkId);
+  $("agent-call-language").value = vg.agentLanguages.get(linkId) || vg.agent.language || "en";
   showHearing(linkId);
   showWatching();
   $("enrolment").textContent = "";
@@ -498,6 +501,11 @@ $("escalate").addEventListener("click", async () => {
 
 // The customer's language: detected (and re-detected until sure), or set here by the agent.
 function language(ev) {
+  if (ev.speaker === "agent") {
+    vg.agentLanguages.set(ev.link_id, ev.language);
+    if (ev.link_id === vg.live) $("agent-call-language").value = ev.language;
+    return;
+  }
   vg.languages.set(ev.link_id, ev);
   if (ev.link_id === vg.live) showLanguage(ev.link_id);
 }
@@ -557,6 +565,18 @@ function spoken(ev) {
   const li = ev.link_id === vg.live && document.querySelector(`#transcript li[data-key="${ev.speaker}-${ev.segment}"]`);
   if (li) li.querySelector(".translation").title += ` · spoken to the ${ev.listener} ${(ev.timing.audio - ev.timing.speech_end).toFixed(2)} s after the speech`;
 }
+
+// A bilingual agent switches language for the rest of this call: their speech is recognised in it, and the
+// customer is translated into it (into nothing, when it is the customer's own).
+$("my-call-language-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  fail("live-error", "");
+  const code = $("agent-call-language").value;
+  try {
+    await api(`/api/calls/${vg.live}/language`, {method: "POST", body: JSON.stringify({language: code, speaker: "agent"})});
+    toast(`You speak ${languageName(code)} in this call.`);
+  } catch (err) { fail("live-error", `Could not switch your language: ${err.message}`); }
+});
 
 // Subtitles: one list item per utterance; grey partial text, then the final line with its translation below.
 function subtitle(ev) {
