@@ -282,9 +282,14 @@ LOUD = 300.0  # RMS of a received 20 ms frame that holds speech (int16): the syn
 
 
 def _spoken(row: Row, line: Line, segs: list[Segment], spoken: list[dict], heard: dict[str, Received], zero: float):
-    """The line's translation as speech: when the server began to play it, and when its first loud frame reached
-    the listener's peer (looked for from just before the server's send, so an earlier line's tail is not taken)."""
-    keys = {(s.leg, m["segment"]) for s in segs for _, m in s.messages}
+    """The translation of the line's end as speech: when the server began to play it, and when its first loud
+    frame reached the listener's peer (looked for from just before the server's send, so an earlier line's tail is
+    not taken). A line the server cut in two is timed by its last part, the one the end of the words is in: the
+    first part's speech may rightly play before the line ends."""
+    if not segs:
+        return
+    last = segs[-1]  # sorted by span
+    keys = {(last.leg, m["segment"]) for _, m in last.messages}
     mine = [m for m in spoken if (m["speaker"], m["segment"]) in keys]
     if not mine:
         return
