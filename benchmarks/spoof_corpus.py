@@ -49,6 +49,7 @@ import numpy as np
 
 from identity.spoofing import summarise
 from identity.voiceid import telephone
+from media import audio_io
 from media.audio_io import read_pcm
 from models.base import SAMPLE_RATE
 
@@ -61,14 +62,8 @@ CODECS = {"phone": telephone, "opus": lambda pcm: opus(pcm)}  # a kind's suffix:
 
 
 def write_wav(path: Path, pcm: np.ndarray) -> None:
-    import wave
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes(np.asarray(pcm, np.int16).tobytes())
+    audio_io.write_wav(path, pcm)
 
 
 def to_int16(x: np.ndarray, peak: float = 0.5) -> np.ndarray:

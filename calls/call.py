@@ -42,7 +42,6 @@ from media.tap import SpeechTap
 from media.transport import Transport
 from media.voice_out import Hearing
 from models.engines import Engines
-from models.errors import UnsupportedLanguage
 from store.base import Link, Store
 from store.errors import Conflict
 from store.security import SecretChecks, Vault, token_hash
@@ -135,7 +134,7 @@ class Call:
                 link.id,
                 engines.voices,
                 media.heard_by,
-                send=self._speech_message,
+                send=self._to_listener,
                 metrics=services.metrics,
                 executor=services.tts_executor,
             )
@@ -189,10 +188,16 @@ class Call:
         elif isinstance(event, EnrolmentUpdate) and (event.progress.enrolled or event.progress.refused):
             self.idv.enrolment_finished(event.progress)
 
-    def _speech_message(self, message: dict) -> None:
+    def _to_listener(self, message: dict) -> None:
+        """News of what a side hears: the agent's console hears all of it, the customer's page their own."""
         self.to_agent(message)
         if message.get("listener") == "customer":
             self.to_customer(message)
+
+    def _hearing_changed(self) -> None:
+        """A language changed: each side hears what translated voice it now allows."""
+        for message in self.hearing_view():
+            self._to_listener(message)
 
     def customer_view(self) -> list[dict]:
         """What a customer page that (re)connects should show now."""
@@ -224,13 +229,14 @@ class Call:
         language = self.customer_language if listener == "customer" else self.agent_language
         source = self.agent_language if listener == "customer" else self.customer_language
         synthesizer = self.interpreter.speaks(language) if self.interpreter is not None else None
-        offered = out is not None and synthesizer is not None and source is not None and source != language
         router = self._s.engines.router if self._s.engines is not None else None
-        if offered and router is not None:
-            try:
-                router.route(source, language)
-            except UnsupportedLanguage:
-                offered = False
+        offered = (
+            out is not None
+            and synthesizer is not None
+            and source is not None
+            and source != language
+            and (router is None or router.find(source, language) is not None)
+        )
         return {
             "type": "hearing",
             "link_id": self.id,
@@ -238,7 +244,7 @@ class Call:
             "hear": out.hearing.value if out is not None else Hearing.ORIGINAL.value,
             "translated_voice": offered,
             "language": language,
-            "voice": synthesizer.voice(language) if offered and synthesizer and language else None,
+            "voice": synthesizer.voice(language) if offered and synthesizer is not None else None,
         }
 
     def hearing_view(self) -> list[dict]:
@@ -252,9 +258,7 @@ class Call:
             raise Conflict("nothing is played back on this call: the platform carries the voices")
         out.hear(hearing)
         message = self.hearing_message(listener)
-        self.to_agent(message)
-        if listener == "customer":
-            self.to_customer(message)
+        self._to_listener(message)
         return message
 
     # -- what the customer reads -------------------------------------------------------------------------------
@@ -279,10 +283,7 @@ class Call:
                 self.subtitles.set_agent_language(language)  # raises UnsupportedLanguage, changing nothing
             self.agent_language = language
             self.to_agent(language_message(self.id, language, None, settled=True, by="agent", speaker="agent"))
-            for message in self.hearing_view():
-                self.to_agent(message)
-                if message["listener"] == "customer":
-                    self.to_customer(message)
+            self._hearing_changed()
             return
         if self.subtitles is not None:
             self.subtitles.set_customer_language(language)  # raises UnsupportedLanguage, changing nothing
@@ -294,10 +295,7 @@ class Call:
         """The customer's language changed (set by the agent, or detected): their page changes language too,
         when there is a catalogue for it, with the identity check's current message. Both sides hear of the
         translated voice that the new language allows."""
-        for message in self.hearing_view():
-            self.to_agent(message)
-            if message["listener"] == "customer":
-                self.to_customer(message)
+        self._hearing_changed()
         if language == self.page_language or not self._s.texts.has(language) or self._key_hash is None:
             return
         self.page_language = language

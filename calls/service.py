@@ -29,6 +29,7 @@ from media.phone import PhoneCall, PhoneMedia
 from media.transport import Transport
 from media.voice_out import Hearing
 from media.webrtc import CallMedia
+from models.base import language_of
 from models.engines import is_language_code
 from models.errors import UnsupportedLanguage
 from store.base import FINAL_STATES, Agent, Link, Snapshot, new_call_id, new_snapshot_id
@@ -589,7 +590,7 @@ def _language_code(tag: str | None) -> str | None:
     """``es-ES`` or ``es_419`` to ``es``; None for nothing usable."""
     if not tag or not isinstance(tag, str):
         return None
-    code = tag.replace("_", "-").split("-")[0].lower()
+    code = language_of(tag)
     return code if is_language_code(code) else None
 
 

@@ -104,8 +104,7 @@ class Subtitles:
         translated into it. Raises ``UnsupportedLanguage`` (changing nothing) if either cannot be done."""
         agent = self.pipelines["agent"]
         if self._router is not None and agent.language is not None:
-            self._router.route(language, agent.language)
-            self._router.route(agent.language, language)
+            self._router.both_ways(language, agent.language)
         self.pipelines["customer"].set_language(language, by="agent")  # its LanguageChanged does the rest
 
     def set_agent_language(self, language: str) -> None:
@@ -114,8 +113,7 @@ class Subtitles:
         (changing nothing) if either cannot be done."""
         customer = self.pipelines["customer"].language
         if self._router is not None and customer is not None:
-            self._router.route(customer, language)
-            self._router.route(language, customer)
+            self._router.both_ways(customer, language)
         self.pipelines["agent"].set_language(language, by="agent")
         self.pipelines["customer"].retarget(language)
 

@@ -552,10 +552,9 @@ def _tts_flags(g, saying: bool = False) -> None:
 
 
 def _say(args: argparse.Namespace) -> int:
-    import wave
-
     import numpy as np
 
+    from media.audio_io import write_wav
     from models.engines import build_voices
     from models.voices import sentences
 
@@ -578,13 +577,9 @@ def _say(args: argparse.Namespace) -> int:
         audio.append(synthesizer.synthesize(part, args.language))
         first = first or time.monotonic() - loaded
     took = time.monotonic() - loaded
-    pcm = np.concatenate(audio).astype("<i2")
+    pcm = np.concatenate(audio)
     try:
-        with args.out.open("wb") as file, wave.open(file, "wb") as out:
-            out.setnchannels(1)
-            out.setsampwidth(2)
-            out.setframerate(synthesizer.sample_rate)
-            out.writeframes(pcm.tobytes())
+        write_wav(args.out, pcm, synthesizer.sample_rate)
     except OSError as e:
         print(f"voxgate: error: cannot write {args.out}: {e.strerror or e}", file=sys.stderr)
         return EXIT_USAGE

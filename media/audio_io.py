@@ -1,8 +1,10 @@
-"""Decode audio files (WAV, FLAC, Opus, MP3, ... via PyAV) into pipeline frames, refusing bad input clearly."""
+"""Decode audio files (WAV, FLAC, Opus, MP3, ... via PyAV) into pipeline frames, refusing bad input clearly; write
+mono 16-bit WAV."""
 
 from __future__ import annotations
 
 import struct
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,3 +139,14 @@ def read_pcm(path: str | Path, max_seconds: float | None = None) -> np.ndarray:
     """The whole file as 16 kHz mono int16; with ``max_seconds``, AudioTooLong rather than more than that much."""
     frames = decode_file(path, frame_seconds=1.0, max_seconds=max_seconds)
     return np.concatenate([f.samples.reshape(-1) for f in frames])
+
+
+def write_wav(path: str | Path, pcm: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
+    """Mono 16-bit PCM as a WAV file; raises OSError where it cannot be written."""
+    path = Path(path)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.asarray(pcm).astype("<i2").tobytes())
+    return path

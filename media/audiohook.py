@@ -37,6 +37,7 @@ import numpy as np
 
 from media.events import Event, FinalTranscript, Translation
 from media.phone import RATE, PhoneCall, PhoneMedia, ulaw_decode
+from models.base import language_of
 
 log = logging.getLogger(__name__)
 
@@ -487,7 +488,7 @@ class AudioHookSession:
 
     def _locale(self, language: str) -> str:
         """Our language code as the platform's locale when it is the conversation's (``pt`` -> ``pt-BR``)."""
-        if self.language and self.language.replace("_", "-").split("-")[0].lower() == language:
+        if self.language and language_of(self.language) == language:
             return self.language
         return language
 

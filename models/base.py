@@ -179,6 +179,12 @@ class SpoofDetector(ABC):
         """Score float32 16 kHz mono speech: higher is more likely a live human voice."""
 
 
+def language_of(tag: str) -> str:
+    """A locale as platforms and voices write it (``pt-BR``, ``en_US``, ``ES``) to its language (``pt``, ``en``,
+    ``es``): engines, voices and routes are chosen by language, not by region."""
+    return tag.replace("_", "-").split("-")[0].lower()
+
+
 def pcm_to_float(pcm: np.ndarray) -> np.ndarray:
     """int16 PCM to float32 in [-1, 1)."""
     return pcm.astype(np.float32) / 32768.0

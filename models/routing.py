@@ -127,6 +127,11 @@ class Router:
             )
         return found
 
+    def both_ways(self, a: str, b: str) -> None:
+        """Raise ``UnsupportedLanguage`` unless ``a`` translates into ``b`` and ``b`` into ``a``: a call needs both."""
+        self.route(a, b)
+        self.route(b, a)
+
     def tiers(self, language: str, others: frozenset[str]) -> dict[str, tuple[str | None, str | None]]:
         """For each of ``others``: the tier of the route into ``language`` and of the route out of it (None where
         there is none), so that a console can say before a call what its subtitles will be like."""

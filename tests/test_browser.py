@@ -11,29 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import wave
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from media.audio_io import read_pcm
+from media.audio_io import read_pcm, write_wav
 from models.metrics import normalise_words
 from peers.browser import CHROMIUM, chromium_args
 from peers.webrtc import customer_connect
 from tests.server import TestServer
 
 pytestmark = pytest.mark.browser
-
-
-def write_wav(path: Path, pcm: np.ndarray) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(pcm.astype("<i2").tobytes())
-    return path
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ test_idv_flow.py.
 from __future__ import annotations
 
 import json
-import wave
 
 import numpy as np
 import pytest
 
+from media import audio_io
 from models.base import pcm_to_float
 
 LIBRI = "voiceid/librispeech-test-other"
@@ -19,11 +19,7 @@ LIBRI = "voiceid/librispeech-test-other"
 
 def write_wav(path, pcm: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(pcm.astype(np.int16).tobytes())
+    audio_io.write_wav(path, pcm)
 
 
 def loudspeaker(pcm: np.ndarray) -> np.ndarray:
