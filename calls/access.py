@@ -38,6 +38,7 @@ class Permission(StrEnum):
     PRINT_FLAG = "voiceprint.flag"  # the fraud watch list
     PRINT_DELETE = "voiceprint.delete"
     AUDIT_READ = "audit.read"
+    EVENTS_WRITE = "events.write"  # customer events from other systems (calls.context)
 
 
 # Permissions a role holds for any customer; an agent holds ``OWN`` for the customers of their calls only.
@@ -48,6 +49,7 @@ GRANTS: dict[str, frozenset[Permission]] = {
     ),
     "fraud": frozenset({Permission.PRINT_READ, Permission.PRINT_FLAG, Permission.AUDIT_READ}),
     "admin": frozenset(Permission),
+    "system": frozenset({Permission.EVENTS_WRITE}),
 }
 OWN = frozenset({Permission.PRINT_READ, Permission.PRINT_ENROL})
 

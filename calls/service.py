@@ -17,11 +17,13 @@ from functools import partial
 import segno
 from aiortc import RTCIceServer, RTCSessionDescription
 
-from calls.access import Access
+from calls.access import Access, Permission, customer_id
 from calls.call import Call, Services
+from calls.context import Context
 from calls.hub import customer_topic
 from calls.limits import CallSlots, Slot
 from calls.logcontext import bind
+from calls.queues import Queues
 from calls.settings import Settings
 from calls.subtitles import load_transcript
 from identity.idv import LiveIdv
@@ -57,6 +59,9 @@ class CallService:
         self._slots: dict[str, Slot] = {}  # each live call's place under the limits
         self._tasks: set[asyncio.Task] = set()  # fire-and-forget work, held until done
         self.winding: dict[str, Call] = {}  # ended calls whose transcription is finishing
+        settings.routing.check()
+        self.context = Context(self.store, settings.routing)
+        self.queues = Queues(self.store, settings.routing, self._busy)
         if self.cluster is None:
             self._recover()
 
@@ -109,8 +114,13 @@ class CallService:
         language: str | None = None,
         reason: str | None = None,
         ttl: float | None = None,
+        kind: str = "video",
+        detail: dict | None = None,
     ) -> tuple[Link, str, str]:
-        """A new link: the record, its URL (the token is in it, and nowhere else) and its QR code as SVG."""
+        """A new link: the record, its URL (the token is in it, and nowhere else) and its QR code as SVG.
+
+        ``kind`` is what it opens: a video call, or a journey (``menu``, ``payment``) whose service checked
+        ``detail`` first. Only a video call needs subtitles in the customer's language."""
         ttl = self.settings.link_ttl if ttl is None else float(ttl)
         if not 30 <= ttl <= self.settings.max_link_ttl:
             raise Invalid(f"expiry must be between 30 and {int(self.settings.max_link_ttl)} seconds")
@@ -120,7 +130,8 @@ class CallService:
         language = language or agent.language
         if not is_language_code(language):
             raise Invalid("language must be a language code such as 'en' or 'pt', or 'detect'")
-        self.check_languages(language, agent.language)
+        if kind == "video":
+            self.check_languages(language, agent.language)
         token = new_token()
         link = self.store.links.add(
             token_hash(token),
@@ -131,8 +142,10 @@ class CallService:
             reason=reason or "",  # none: the customer page's own words, in their language
             phrase=security_phrase(),
             ttl=ttl,
+            kind=kind,
+            detail=detail,
         )
-        self.store.audit.add(agent.name, "link.create", link.id, f"ttl={int(ttl)}s")
+        self.store.audit.add(agent.name, "link.create", link.id, f"{kind} ttl={int(ttl)}s")
         url = f"{self.settings.public_url.rstrip('/')}/j/{token}"
         self._publish(link)
         return link, url, await asyncio.to_thread(_qr_svg, url)  # milliseconds of CPU: not on the event loop
@@ -230,6 +243,8 @@ class CallService:
         self, token: str, offer: RTCSessionDescription, who: str, accept_language: str | None = None
     ) -> dict:
         link = await self.customer_link(token, who)
+        if not link.is_call:
+            raise Conflict(f"this link opens a {link.kind}, not a call")
         agent = self.store.agents.get(link.agent_id)
         bind(link.id, agent.name if agent else None)  # before any task: the call's media and pipelines inherit it
         slot = self.slots.take(link.agent_id)  # before the negotiation: concurrent offers cannot all pass
@@ -266,6 +281,7 @@ class CallService:
             raise
         self.store.audit.add("customer", "call.connect", link.id)
         self._publish(self.store.links.get(link.id))
+        self.greet(call.link)
         if self.idv_active():
             call.start_idv()
         return {"sdp": desc.sdp, "type": desc.type, "call_key": key}
@@ -282,8 +298,18 @@ class CallService:
 
     # -- phone calls, streamed by the contact-centre platform ---------------------------------------------------
 
+    def _busy(self, agent_id: int) -> bool:
+        return any(c.link.agent_id == agent_id and not c.media.ended for c in self.live.values())
+
     def phone_agent(self, info: PhoneCall) -> Agent:
-        """The agent a platform's stream is for: named by it, or the agent who takes its queue."""
+        """The agent a platform's stream is for: the one it names; else the first free agent of the queue for the
+        caller's likely reason, or of the platform's queue where VoxGate has one of that name; else the agent the
+        operator mapped the platform's queue to."""
+        if not info.agent:
+            reason = self.context.of(None, info.caller).reason
+            for queue in (reason.queue if reason else None, info.queue):
+                if queue in self.settings.routing.queues and (agent := self.queues.first_available(queue)):
+                    return agent
         name = info.agent or (self.settings.queues.get(info.queue) if info.queue else None)
         agent = self.store.agents.by_name(name) if name else None
         if agent is None:
@@ -319,6 +345,7 @@ class CallService:
             raise
         self.store.audit.add(info.channel, "call.connect", call.id, f"agent={agent.name}")
         self._publish(call.link)
+        self.greet(call.link)
         if self.idv_active():
             call.start_idv()
 
@@ -552,6 +579,35 @@ class CallService:
             sealed = (self.settings.data_dir / "snapshots" / f"{snap.id}.jpg.sealed").read_bytes()
         self.store.audit.add(agent.name, "snapshot.view", snap.link_id, snap.id)
         return self.services.vault.open(sealed, f"snapshot:{snap.id}")
+
+    # -- context: why the customer is calling, and what they did before ----------------------------------------
+
+    def context_view(self, link: Link) -> dict:
+        """The likely reason and recent events; for a call a menu opened, the menu's steps and its ID&V."""
+        origin = (link.detail or {}).get("from") if link.is_call else None
+        return {
+            "type": "context",
+            "link_id": link.id,
+            **self.context.of(link.customer_ref, link.phone).to_dict(),
+            "steps": [s.__dict__ for s in self.store.steps.of(origin)] if origin else [],
+            "idv": self.store.idv.get(origin) if origin else None,
+        }
+
+    def greet(self, link: Link) -> None:
+        """The console of the agent a call reached hears, with the call, why the customer is likely calling."""
+        self.hub.publish(link.agent_id, self.context_view(link))
+
+    def record_event(self, agent: Agent, body: dict) -> dict:
+        """An event from another system (``POST /api/events``), for accounts allowed to send them."""
+        self.access.require(agent, Permission.EVENTS_WRITE)
+        customer, phone = body.get("customer_id"), body.get("phone")
+        if customer is not None:
+            customer = customer_id(customer)
+        if phone is not None and (not isinstance(phone, str) or len(phone) > 32):
+            raise Invalid("phone: a number of at most 32 characters")
+        event = self.context.record(customer, phone, body.get("type"), body.get("detail"), f"api:{agent.name}")
+        self.store.audit.add(agent.name, "event.add", event.subject, event.type)
+        return {k: v for k, v in event.to_dict().items() if k != "id"}
 
     # -- events ------------------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from calls.context import RoutingSettings
 from identity.idv import IdvSettings
 
 
@@ -37,6 +38,7 @@ class Settings:
     twilio_auth_token: str | None = None  # checks X-Twilio-Signature on /twilio/media
     whip_tokens: tuple[str, ...] = ()  # bearer tokens for /whip, kept as hashes (store.security.token_hash)
     queues: dict[str, str] = field(default_factory=dict)  # a platform's queue name -> the agent who takes it
+    routing: RoutingSettings = field(default_factory=RoutingSettings)  # skill queues, and reasons for calling
     metrics_token: str | None = None  # /metrics for this bearer token (None: not on the public port)
     metrics_port: int | None = None  # /metrics on this loopback port, without a token
     # Several nodes (README, "Run several nodes"): shared state in PostgreSQL, coordination in Redis.

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from calls.context import RoutingSettings, load_routing
+from calls.queues import SKILL
 from calls.settings import Settings
 from calls.texts import TextsError
 from cli import config, logs
@@ -36,7 +38,7 @@ from store.errors import Refused
 from store.security import token_hash
 
 EXIT_USAGE = 2
-AGENT_ACTIONS = ("add", "reset", "disable", "enable", "remove", "role", "display-name")
+AGENT_ACTIONS = ("add", "reset", "disable", "enable", "remove", "role", "display-name", "skills")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +106,8 @@ def _parser() -> argparse.ArgumentParser:
         "action",
         choices=AGENT_ACTIONS,
         help="add an agent; reset its password and API token (ending its sessions); disable or enable it; "
-        "remove it for good (its history stays); role: change its role; display-name: the name customers see",
+        "remove it for good (its history stays); role: change its role; display-name: the name customers see; "
+        "skills: what the skill queues may route to it",
     )
     a.add_argument("name")
     a.add_argument("--language", default="en", help="the agent's language (subtitles are translated into it)")
@@ -117,8 +120,10 @@ def _parser() -> argparse.ArgumentParser:
         "--role",
         choices=ROLES,
         help="agent (own calls), supervisor (any customer's voice print, deletion, the audit log), fraud (the "
-        "watch list, the audit log) or admin (everything); for add (default agent) and role",
+        "watch list, the audit log), admin (everything) or system (another system's account: links and customer "
+        "events, no calls); for add (default agent) and role",
     )
+    a.add_argument("--skills", default="", help="for add and skills: comma-separated, such as cards,loans")
     _store_flags(a)
     a.set_defaults(run=_agent)
 
@@ -356,6 +361,12 @@ def _serve_options(s: argparse.ArgumentParser) -> None:
         default=[],
         metavar="QUEUE=AGENT",
         help="the agent who takes a platform queue's calls when the stream names no agent (repeatable)",
+    )
+    ph.add_argument(
+        "--routing",
+        type=Path,
+        metavar="FILE",
+        help="skill queues and the reasons customers call (TOML; README, Context-aware routing)",
     )
     _engine_flags(s, serving=True)
 
@@ -680,6 +691,7 @@ def _serve(args: argparse.Namespace) -> int:
         metrics_token=args.metrics_token,
         metrics_port=args.metrics_port,
         queues=_pairs(args.queue, "--queue", "QUEUE=AGENT"),
+        routing=_routing(args.routing),
         database=args.database,
         redis_url=args.redis,
         node_id=args.node_id,
@@ -842,6 +854,20 @@ def _display_name(name: str | None) -> str | None:
     return name.strip() if name else None
 
 
+def _routing(path: Path | None) -> RoutingSettings:
+    try:
+        return load_routing(path) if path else RoutingSettings()
+    except ValueError as e:
+        raise config.ConfigError(str(e)) from None
+
+
+def _skills(text: str) -> tuple[str, ...]:
+    skills = tuple(s.strip().lower() for s in text.split(",") if s.strip())
+    if not all(SKILL.fullmatch(s) for s in skills):
+        raise ValueError("--skills: names of letters, digits, - and _, separated by commas (cards,loans)")
+    return skills
+
+
 def _agent(args: argparse.Namespace) -> int:
     """Credentials are printed once (only hashes are stored); every other change ends the agent's sessions."""
     store = _open_store(args.data_dir, args.database)
@@ -850,6 +876,8 @@ def _agent(args: argparse.Namespace) -> int:
             password, api_token = _create_agent(
                 store, args.name, args.language, args.role or "agent", args.display_name
             )
+            if args.skills:
+                store.agents.set_skills(args.name, _skills(args.skills))
             print(f"agent:     {args.name}\npassword:  {password}\napi token: {api_token}")
             return 0
         if store.agents.state(args.name) in (None, "removed"):
@@ -861,6 +889,9 @@ def _agent(args: argparse.Namespace) -> int:
         elif args.action == "display-name":
             store.agents.set_display_name(args.name, _display_name(args.display_name))
             print(f"agent {args.name}: customers see {args.display_name or args.name!r}")
+        elif args.action == "skills":
+            store.agents.set_skills(args.name, _skills(args.skills))
+            print(f"agent {args.name}: skills {', '.join(_skills(args.skills)) or '(none)'}")
         elif args.action == "role":
             if args.role is None:
                 raise ValueError("role needs --role")
@@ -870,7 +901,7 @@ def _agent(args: argparse.Namespace) -> int:
             state = {"disable": "disabled", "enable": "active", "remove": "removed"}[args.action]
             store.agents.set_state(args.name, state)
             print(f"agent {args.name}: {state}")
-        detail = {"role": args.role, "display-name": args.display_name}.get(args.action)
+        detail = {"role": args.role, "display-name": args.display_name, "skills": args.skills}.get(args.action)
         store.audit.add("cli", f"agent.{args.action}", args.name, detail)
         return 0
     except ValueError as e:

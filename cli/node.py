@@ -19,6 +19,8 @@ from calls.texts import Catalogue
 from identity.directory import HttpClient, RestDirectory, StoreDirectory
 from identity.idv import IdvContext
 from identity.voiceid import Calibration, VoiceId
+from journeys import Journeys
+from journeys.settings import JourneySettings
 from media.webrtc import use_fast_audio_level
 from models.engines import Engines
 from models.voiceprint import Cohort
@@ -38,13 +40,16 @@ class Node:
     http: HttpClient
     pools: list[ThreadPoolExecutor]
     secrets: SecretChecks
+    journeys: Journeys
 
     @property
     def store(self):
         return self.calls.store
 
     def app(self, secure_cookies: bool | None = None) -> web.Application:
-        return create_app(self.calls, self.voice_id, secure_cookies=secure_cookies, on_cleanup=self.close)
+        return create_app(
+            self.calls, self.voice_id, self.journeys, secure_cookies=secure_cookies, on_cleanup=self.close
+        )
 
     async def close(self) -> None:
         """After the app has ended every call (``create_app``'s lifecycle): release what the calls used."""
@@ -60,6 +65,7 @@ def build_node(
     engines: Engines | None = None,
     calibration: Calibration | None = None,
     cohort: Cohort | None = None,
+    journeys: JourneySettings | None = None,
 ) -> Node:
     """``engines`` (loaded once, shared by every call) turn on subtitles, and voice ID when they hold a speaker
     encoder; without them, video only. ``cohort``: voice ID's S-norm cohort (default: the shipped one)."""
@@ -112,7 +118,14 @@ def build_node(
     )
     calls = CallService(settings, services)
     _watch(metrics, calls)
-    return Node(settings, calls, voice_id, http, pools, secrets)
+    return Node(
+        settings, calls, voice_id, http, pools, secrets, build_journeys(journeys or JourneySettings(), calls, http)
+    )
+
+
+def build_journeys(settings: JourneySettings, calls: CallService, http: HttpClient) -> Journeys:
+    """The journeys on links besides video: each service over the call service (links, store, hub, queues)."""
+    return Journeys()
 
 
 def _join(settings: Settings, hub: Hub, engines: Engines | None) -> tuple[Cluster, Limiters]:

@@ -66,6 +66,8 @@ def _me(calls: CallService, agent: Agent, csrf: str | None) -> dict:
         "ice_servers": calls.settings.ice_servers(),
         "languages": sorted(calls.engines.asr.languages()) if calls.engines is not None else [],
         "routes": language_routes(calls, agent.language),
+        "presence": calls.queues.status(agent),
+        "queues": calls.queues.queues_of(agent),
     }
 
 
@@ -78,6 +80,27 @@ async def update_me(request: web.Request) -> web.Response:
     return web.json_response(
         {"agent": agent_view(updated), "routes": language_routes(request.app[CALLS], updated.language)}
     )
+
+
+@routes.post("/api/me/availability")
+async def availability(request: web.Request) -> web.Response:
+    """The agent is available for work from the queues (``{"available": true}``) or away; only while a console of
+    theirs is open do they count at all."""
+    agent, calls = agent_of(request), request.app[CALLS]
+    body = await json_body(request)
+    if not isinstance(body.get("available"), bool):
+        raise Invalid("available: true or false")
+    calls.queues.set_away(agent, not body["available"])
+    calls.store.audit.add(agent.name, "agent.available" if body["available"] else "agent.away")
+    return web.json_response(calls.queues.status(agent))
+
+
+@routes.post("/api/events")
+async def add_event(request: web.Request) -> web.Response:
+    """Another system tells of something the customer did (``{"customer_id" | "phone", "type", "detail"}``): for
+    the routing window, a call or callback from them is greeted with the likely reason and routed by it."""
+    event = request.app[CALLS].record_event(agent_of(request), await json_body(request))
+    return web.json_response({"event": event}, status=201)
 
 
 def language_routes(calls: CallService, language: str) -> dict[str, dict[str, str | None]]:
@@ -97,4 +120,5 @@ def agent_view(agent: Agent) -> dict:
         "display_name": agent.display_name,
         "language": agent.language,
         "role": agent.role,
+        "skills": list(agent.skills),
     }

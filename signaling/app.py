@@ -20,9 +20,11 @@ from aiohttp import WSCloseCode, web
 
 from calls.service import CallService
 from identity.voiceid import VoiceId
+from journeys import Journeys
 from signaling import agents, audiohook, calls, customers, health, metrics, sockets, twilio, voiceprints, whip
 from signaling.middleware import (
     CALLS,
+    JOURNEYS,
     MAX_BODY,
     SECURE_COOKIES,
     SOCKETS,
@@ -41,6 +43,7 @@ STATIC_TYPES = (".js", ".css", ".svg", ".png", ".ico", ".woff2")  # never the pa
 def create_app(
     service: CallService,
     voice_id: VoiceId | None = None,
+    journeys: Journeys | None = None,
     *,
     secure_cookies: bool | None = None,
     on_cleanup: Callable[[], Awaitable[None]] | None = None,
@@ -50,6 +53,7 @@ def create_app(
     app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[CALLS] = service
     app[VOICE_ID] = voice_id
+    app[JOURNEYS] = journeys or Journeys()
     public_https = service.settings.public_url.startswith("https")
     app[SECURE_COOKIES] = public_https if secure_cookies is None else secure_cookies
     app[SOCKETS] = set()
@@ -66,6 +70,7 @@ def create_app(
         yield
         sweeper.cancel()
         await service.close()
+        await app[JOURNEYS].close()
         await close_client(app)
         if on_cleanup is not None:
             await on_cleanup()

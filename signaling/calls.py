@@ -8,18 +8,27 @@ from calls.access import Permission
 from calls.service import snapshot_view
 from calls.subtitles import to_webvtt
 from media.webrtc import parse_offer
-from signaling.middleware import CALLS, agent_of, json_body
+from signaling.middleware import CALLS, JOURNEYS, agent_of, json_body
 from store.errors import Invalid, NotFound
 
 routes = web.RouteTableDef()
 
-LINK_FIELDS = {"customer_ref", "phone", "language", "reason", "expires_in"}
+LINK_FIELDS = {"kind", "customer_ref", "phone", "language", "reason", "expires_in"}
 
 
 @routes.post("/api/links")
 async def create_link(request: web.Request) -> web.Response:
+    """A one-time link: a video call (``kind`` "video", the default), or a journey's (``menu``, ``payment``), whose
+    service checks its own fields."""
     agent = agent_of(request)
     body = await json_body(request)
+    if (kind := body.get("kind", "video")) != "video":
+        journeys = request.app[JOURNEYS]
+        journey = {"menu": journeys.menus, "payment": journeys.payments}.get(kind) if isinstance(kind, str) else None
+        if journey is None:
+            raise Invalid("kind: 'video', 'menu' or 'payment' (a journey this server runs)")
+        link, url, qr_svg = await journey.create(agent, body)
+        return web.json_response({"link": link.to_dict(), "url": url, "qr_svg": qr_svg}, status=201)
     if unknown := set(body) - LINK_FIELDS:
         raise Invalid(f"unknown fields: {', '.join(sorted(unknown))}")
     expires_in = body.get("expires_in")
@@ -135,6 +144,13 @@ async def get_snapshot(request: web.Request) -> web.Response:
     if request.query.get("download"):
         headers["Content-Disposition"] = f'attachment; filename="snapshot-{request.match_info["id"]}.jpg"'
     return web.Response(body=jpeg, content_type="image/jpeg", headers=headers)
+
+
+@routes.get("/api/calls/{id}/context")
+async def call_context(request: web.Request) -> web.Response:
+    """Why the customer is likely calling, their recent events, and what they did in the menu that led here."""
+    calls = request.app[CALLS]
+    return web.json_response(calls.context_view(calls.link_for_agent(agent_of(request), request.match_info["id"])))
 
 
 @routes.get("/api/calls/{id}/idv")

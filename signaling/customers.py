@@ -17,7 +17,8 @@ from store.errors import Invalid
 routes = web.RouteTableDef()
 
 
-PAGE = (WEB_DIR / "customer.html").read_text()
+# The page a link opens, by its kind: each journey's own.
+PAGES = {"video": "customer.html", "menu": "menu.html", "payment": "pay.html"}
 
 
 @routes.get("/j/{token}")
@@ -27,7 +28,8 @@ async def page(request: web.Request) -> web.Response:
     calls = request.app[CALLS]
     link = await calls.customer_link(request.match_info["token"], client(request))
     language = calls.page_language(link, _accept_language(request))
-    html = PAGE.replace('<html lang="en">', f'<html lang="{language}">', 1)
+    page = (WEB_DIR / PAGES[link.kind]).read_text()
+    html = page.replace('<html lang="en">', f'<html lang="{language}">', 1)
     return web.Response(text=html, content_type="text/html", headers=page_headers())
 
 

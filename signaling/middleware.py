@@ -16,6 +16,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from calls.service import CallService
 from identity.voiceid import VoiceId
+from journeys import Journeys
 from media.audio_io import AudioFormatError
 from media.webrtc import SdpError
 from store.base import Agent
@@ -41,6 +42,7 @@ WEB_DIR = Path(str(files("web")))
 NOTICE = (WEB_DIR / "notice.html").read_text()
 
 CALLS = web.AppKey("calls", CallService)
+JOURNEYS = web.AppKey("journeys", Journeys)
 VOICE_ID = web.AppKey("voice_id", object)  # VoiceId, or None when no speaker encoder is loaded
 SECURE_COOKIES = web.AppKey("secure_cookies", bool)
 SOCKETS = web.AppKey("sockets", set)

@@ -26,7 +26,13 @@ async def console_events(request: web.Request) -> web.WebSocketResponse:
     links = list({link.id: link for link in live + calls.store.links.of_agent(agent.id, HELLO_LINKS)}.values())
     idv = {link.id: record for link in links if (record := calls.store.idv.get(link.id))}
     hello = {"type": "hello", "links": [link.to_dict() for link in links], "idv": idv}
-    return await stream(request, agent.id, calls.hub.subscribe(agent.id), [hello], still_signed_in(request))
+    contexts = [calls.context_view(link) for link in live if link is not None]
+    calls.queues.arrive(agent)  # a console open: the agent counts for the queues until its last one closes
+    try:
+        first = [hello, *contexts]
+        return await stream(request, agent.id, calls.hub.subscribe(agent.id), first, still_signed_in(request))
+    finally:
+        calls.queues.leave(agent)
 
 
 @routes.get("/api/join/{token}/ws")

@@ -16,7 +16,8 @@ from typing import Protocol
 OPEN_STATES = ("created", "opened")
 # interrupted: the call was live when its server stopped without ending it (a crash); found so at the next start.
 FINAL_STATES = ("ended", "expired", "revoked", "interrupted")
-ROLES = ("agent", "supervisor", "fraud", "admin")
+# system: another system's account (an IVR, a CRM): makes links and posts customer events, takes no calls.
+ROLES = ("agent", "supervisor", "fraud", "admin", "system")
 
 
 # -- records -----------------------------------------------------------------------------------------------------
@@ -32,6 +33,7 @@ class Agent:
     language: str
     role: str = "agent"
     display_name: str | None = None  # what customers see ("Maria"); the sign-in name is never shown to them
+    skills: tuple[str, ...] = ()  # what the agent may be routed (calls.queues): a queue asks for skills
 
 
 @dataclass(frozen=True)
@@ -57,11 +59,18 @@ class Link:
     connected: float | None
     ended: float | None
     end_reason: str | None
-    channel: str = "link"  # link (a video link), audiohook, twilio, whip
+    channel: str = "link"  # link (a one-time link), audiohook, twilio, whip
     external_id: str | None = None
+    kind: str = "video"  # what a link opens: video (a call), menu (a visual IVR), payment
+    detail: dict | None = None  # the journey's own fields, kept with the link (never secret)
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "agent_id"}
+
+    @property
+    def is_call(self) -> bool:
+        """A call the console can hold: a video link's, or a call a platform streams; not a menu or a payment."""
+        return self.kind == "video"
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,81 @@ class Customer:
     id: str
     name: str | None = None
     phones: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a journey on a link, in order: a menu choice or entry, a payment's state."""
+
+    link_id: str
+    seq: int
+    at: float
+    step: str
+    detail: dict
+
+
+CALLBACK_OPEN = ("booked", "calling")
+CALLBACK_STATES = (*CALLBACK_OPEN, "done", "cancelled", "no_answer")
+
+
+@dataclass(frozen=True)
+class Callback:
+    """A callback the customer booked: when to call, about what; the secret word is kept sealed, apart."""
+
+    id: str
+    phone: str
+    customer_id: str | None
+    subject: str
+    language: str
+    window_start: float
+    window_end: float
+    state: str  # one of CALLBACK_STATES
+    agent_id: int | None  # who is calling, or called
+    queue: str
+    reason: str | None
+    created: float
+    updated: float
+    attempts: int
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+PAYMENT_STATES = ("created", "opened", "handed_off", "details_entered", "succeeded", "failed")
+PAYMENT_FINAL = ("succeeded", "failed")
+
+
+@dataclass(frozen=True)
+class Payment:
+    """A payment a link asks for: the amount in minor units, and how far it got at the provider (no card data)."""
+
+    link_id: str
+    provider: str
+    ref: str | None  # the provider's id of its hosted session
+    amount: int
+    currency: str
+    state: str  # one of PAYMENT_STATES, only ever forwards
+    updated: float
+    detail: str | None
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class CustomerEvent:
+    """Something another system saw the customer do (a declined payment, a failed sign-in), kept for a while.
+    ``subject`` is ``customer:ID`` or ``phone:NUMBER`` (``phone_key``)."""
+
+    id: int
+    subject: str
+    type: str
+    detail: dict
+    source: str
+    at: float
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 def new_snapshot_id() -> str:
@@ -182,6 +266,8 @@ class Agents(Protocol):
 
     def set_role(self, name: str, role: str) -> bool: ...
     def set_display_name(self, name: str, display_name: str | None) -> bool: ...
+    def set_skills(self, name: str, skills: tuple[str, ...]) -> bool: ...
+    def active(self) -> list[Agent]: ...
     def state(self, name: str) -> str | None: ...
     def set_language(self, agent_id: int, language: str) -> None: ...
     def add_web_session(self, token_hash: str, agent_id: int, csrf: str, ttl: float) -> None: ...
@@ -205,6 +291,8 @@ class Links(Protocol):
         reason: str,
         phrase: str,
         ttl: float,
+        kind: str = "video",
+        detail: dict | None = None,
     ) -> Link: ...
     def add_call(
         self,
@@ -322,6 +410,71 @@ class Transcripts(Protocol):
     def records(self, link_id: str) -> Iterator[tuple[int, bytes]]: ...
 
 
+class Steps(Protocol):
+    def add(self, link_id: str, step: str, detail: dict) -> int:
+        """Appends a step; returns its sequence number within the link (safe under concurrency)."""
+
+    def of(self, link_id: str) -> list[Step]: ...
+
+
+class Callbacks(Protocol):
+    def add(
+        self,
+        token_hash: str,
+        *,
+        phone: str,
+        customer_id: str | None,
+        subject: str,
+        language: str,
+        window_start: float,
+        window_end: float,
+        secret_sealed: bytes,
+        queue: str,
+        reason: str | None,
+        callback_id: str | None = None,
+    ) -> Callback:
+        """``callback_id``: one ``new_call_id`` gave before (the secret is sealed naming it)."""
+
+    def get(self, callback_id: str) -> Callback | None: ...
+    def by_token(self, token_hash: str) -> Callback | None: ...
+    def open(self, queue: str | None = None, limit: int = 200) -> list[Callback]:
+        """Booked and calling ones, soonest window first."""
+
+    def change(
+        self,
+        callback_id: str,
+        to: str,
+        *,
+        from_states: tuple[str, ...],
+        agent_id: int | None = None,
+        window: tuple[float, float] | None = None,
+    ) -> Callback | None:
+        """Atomically move to ``to`` only from one of ``from_states`` (None: it was in none). ``calling`` records
+        ``agent_id`` and counts an attempt; ``window`` replaces the time window."""
+
+    def count_since(self, phone_key: str, since: float) -> int: ...
+    def secret(self, callback_id: str) -> bytes | None: ...
+
+
+class Payments(Protocol):
+    def add(self, link_id: str, *, provider: str, amount: int, currency: str) -> Payment: ...
+    def get(self, link_id: str) -> Payment | None: ...
+    def by_ref(self, provider: str, ref: str) -> Payment | None: ...
+    def set_ref(self, link_id: str, ref: str) -> None: ...
+    def advance(self, link_id: str, state: str, detail: str | None = None) -> Payment | None:
+        """Forwards only (``PAYMENT_STATES`` order; a final state is never left); None when already at or past
+        it: providers retry webhooks, and each change must be acted on once."""
+
+
+class Events(Protocol):
+    def add(self, subject: str, type: str, detail: dict, source: str) -> CustomerEvent: ...
+    def recent(self, subjects: list[str], since: float) -> list[CustomerEvent]:
+        """Newest first."""
+
+    def prune(self, before: float) -> int:
+        """Forget events older than ``before``; returns how many."""
+
+
 class Store(Protocol):
     clock: Callable[[], float]
     agents: Agents
@@ -331,6 +484,10 @@ class Store(Protocol):
     voiceprints: VoicePrints
     idv: IdvRecords
     transcripts: Transcripts
+    steps: Steps
+    callbacks: Callbacks
+    payments: Payments
+    events: Events
 
     def ping(self) -> None:
         """A trivial round trip, for readiness probes: raises when the store cannot be reached."""

@@ -17,14 +17,22 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from store.base import (
+    CALLBACK_OPEN,
+    CALLBACK_STATES,
     FINAL_STATES,
+    PAYMENT_FINAL,
+    PAYMENT_STATES,
     Agent,
+    Callback,
     Consent,
     Customer,
+    CustomerEvent,
     EnrolmentChange,
     EnrolmentRecord,
     Link,
+    Payment,
     Snapshot,
+    Step,
     VoicePrintRecord,
     new_call_id,
     new_snapshot_id,
@@ -136,6 +144,13 @@ class _Agents:
         )
         return changed == 1
 
+    def set_skills(self, name: str, skills: tuple[str, ...]) -> bool:
+        value = ",".join(sorted(set(skills)))
+        return self._db.run("UPDATE agents SET skills = ? WHERE name = ? AND state != 'removed'", (value, name)) == 1
+
+    def active(self) -> list[Agent]:
+        return [_agent(r) for r in self._db.all("SELECT * FROM agents WHERE state = 'active' ORDER BY id")]
+
     def set_role(self, name: str, role: str) -> bool:
         return self._db.run("UPDATE agents SET role = ? WHERE name = ? AND state != 'removed'", (role, name)) == 1
 
@@ -185,13 +200,28 @@ class _Links:
         reason: str,
         phrase: str,
         ttl: float,
+        kind: str = "video",
+        detail: dict | None = None,
     ) -> Link:
         link_id = new_call_id()
         now = self._db.clock()
         self._db.run(
             "INSERT INTO links (id, token_hash, agent_id, customer_ref, phone, language, reason, phrase, created,"
-            " expires, state) VALUES (?,?,?,?,?,?,?,?,?,?, 'created')",
-            (link_id, token_hash, agent_id, customer_ref, phone, language, reason, phrase, now, now + ttl),
+            " expires, state, kind, detail) VALUES (?,?,?,?,?,?,?,?,?,?, 'created',?,?)",
+            (
+                link_id,
+                token_hash,
+                agent_id,
+                customer_ref,
+                phone,
+                language,
+                reason,
+                phrase,
+                now,
+                now + ttl,
+                kind,
+                None if detail is None else json.dumps(detail),
+            ),
         )
         return self.get(link_id)  # type: ignore[return-value]  # read back as stored (a ttl <= 0 reads expired)
 
@@ -571,6 +601,195 @@ class _Transcripts:
         return iter([(r["seq"], bytes(r["sealed"])) for r in rows])
 
 
+class _Steps:
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    def add(self, link_id: str, step: str, detail: dict) -> int:
+        with self._db.transaction():
+            self._db.lock(f"steps:{link_id}")
+            seq: int = self._db.value(
+                "SELECT COALESCE(MAX(seq) + 1, 0) FROM journey_steps WHERE link_id = ?", (link_id,)
+            )
+            self._db.run(
+                "INSERT INTO journey_steps (link_id, seq, at, step, detail) VALUES (?,?,?,?,?)",
+                (link_id, seq, self._db.clock(), step, json.dumps(detail)),
+            )
+        return seq
+
+    def of(self, link_id: str) -> list[Step]:
+        rows = self._db.all("SELECT * FROM journey_steps WHERE link_id = ? ORDER BY seq", (link_id,))
+        return [Step(r["link_id"], r["seq"], r["at"], r["step"], json.loads(r["detail"])) for r in rows]
+
+
+_CALLBACK = (
+    "id, phone, customer_id, subject, language, window_start, window_end, state, agent_id, queue, reason, created,"
+    " updated, attempts"
+)
+
+
+class _Callbacks:
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    def add(
+        self,
+        token_hash: str,
+        *,
+        phone: str,
+        customer_id: str | None,
+        subject: str,
+        language: str,
+        window_start: float,
+        window_end: float,
+        secret_sealed: bytes,
+        queue: str,
+        reason: str | None,
+        callback_id: str | None = None,
+    ) -> Callback:
+        callback_id = callback_id or new_call_id()
+        now = self._db.clock()
+        self._db.run(
+            "INSERT INTO callbacks (id, token_hash, phone, phone_key, customer_id, subject, language, window_start,"
+            " window_end, secret, state, agent_id, queue, reason, created, updated, attempts)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?, 'booked', NULL, ?,?,?,?, 0)",
+            (
+                callback_id,
+                token_hash,
+                phone,
+                phone_key(phone),
+                customer_id,
+                subject,
+                language,
+                window_start,
+                window_end,
+                secret_sealed,
+                queue,
+                reason,
+                now,
+                now,
+            ),
+        )
+        return self.get(callback_id)  # type: ignore[return-value]
+
+    def get(self, callback_id: str) -> Callback | None:
+        row = self._db.one(f"SELECT {_CALLBACK} FROM callbacks WHERE id = ?", (callback_id,))
+        return Callback(**dict(row)) if row else None
+
+    def by_token(self, token_hash: str) -> Callback | None:
+        row = self._db.one(f"SELECT {_CALLBACK} FROM callbacks WHERE token_hash = ?", (token_hash,))
+        return Callback(**dict(row)) if row else None
+
+    def open(self, queue: str | None = None, limit: int = 200) -> list[Callback]:
+        sql = f"SELECT {_CALLBACK} FROM callbacks WHERE state IN {CALLBACK_OPEN}"
+        args: tuple[Any, ...] = ()
+        if queue is not None:
+            sql, args = sql + " AND queue = ?", (queue,)
+        rows = self._db.all(sql + " ORDER BY window_start, created LIMIT ?", (*args, limit))
+        return [Callback(**dict(r)) for r in rows]
+
+    def change(
+        self,
+        callback_id: str,
+        to: str,
+        *,
+        from_states: tuple[str, ...],
+        agent_id: int | None = None,
+        window: tuple[float, float] | None = None,
+    ) -> Callback | None:
+        """One conditional UPDATE: of two concurrent changes from the same state, exactly one matches."""
+        if to not in CALLBACK_STATES or not from_states or not set(from_states) <= set(CALLBACK_STATES):
+            raise ValueError(f"no callback change {from_states} -> {to!r}")
+        sets, args = ["state = ?", "updated = ?"], [to, self._db.clock()]
+        if to == "calling":
+            sets += ["agent_id = ?", "attempts = attempts + 1"]
+            args.append(agent_id)
+        if window is not None:
+            sets += ["window_start = ?", "window_end = ?"]
+            args += list(window)
+        marks = ",".join("?" * len(from_states))
+        changed = self._db.run(
+            f"UPDATE callbacks SET {', '.join(sets)} WHERE id = ? AND state IN ({marks})",
+            (*args, callback_id, *from_states),
+        )
+        return self.get(callback_id) if changed == 1 else None
+
+    def count_since(self, phone_key: str, since: float) -> int:
+        return self._db.value("SELECT COUNT(*) FROM callbacks WHERE phone_key = ? AND created >= ?", (phone_key, since))
+
+    def secret(self, callback_id: str) -> bytes | None:
+        return _sealed(self._db.value("SELECT secret FROM callbacks WHERE id = ?", (callback_id,)))
+
+
+class _Payments:
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    def add(self, link_id: str, *, provider: str, amount: int, currency: str) -> Payment:
+        self._db.run(
+            "INSERT INTO payments (link_id, provider, ref, amount, currency, state, updated, detail)"
+            " VALUES (?,?,NULL,?,?, 'created',?, NULL)",
+            (link_id, provider, amount, currency, self._db.clock()),
+        )
+        return self.get(link_id)  # type: ignore[return-value]
+
+    def get(self, link_id: str) -> Payment | None:
+        row = self._db.one("SELECT * FROM payments WHERE link_id = ?", (link_id,))
+        return Payment(**dict(row)) if row else None
+
+    def by_ref(self, provider: str, ref: str) -> Payment | None:
+        row = self._db.one("SELECT * FROM payments WHERE provider = ? AND ref = ?", (provider, ref))
+        return Payment(**dict(row)) if row else None
+
+    def set_ref(self, link_id: str, ref: str) -> None:
+        self._db.run("UPDATE payments SET ref = ? WHERE link_id = ?", (ref, link_id))
+
+    def advance(self, link_id: str, state: str, detail: str | None = None) -> Payment | None:
+        """The states before ``state`` are the ones it may come from: one conditional UPDATE, so a retried or
+        reordered webhook changes nothing and concurrent ones change it once."""
+        if state not in PAYMENT_STATES:
+            raise ValueError(f"no payment state {state!r}")
+        before = PAYMENT_STATES[: PAYMENT_STATES.index(state)]
+        before = tuple(s for s in before if s not in PAYMENT_FINAL)
+        if not before:
+            return None
+        marks = ",".join("?" * len(before))
+        changed = self._db.run(
+            f"UPDATE payments SET state = ?, updated = ?, detail = COALESCE(?, detail) WHERE link_id = ?"
+            f" AND state IN ({marks})",
+            (state, self._db.clock(), detail, link_id, *before),
+        )
+        return self.get(link_id) if changed == 1 else None
+
+
+class _Events:
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    def add(self, subject: str, type: str, detail: dict, source: str) -> CustomerEvent:
+        at = self._db.clock()
+        event_id = self._db.value(
+            "INSERT INTO customer_events (subject, type, detail, source, at) VALUES (?,?,?,?,?) RETURNING id",
+            (subject, type, json.dumps(detail), source, at),
+        )
+        return CustomerEvent(event_id, subject, type, detail, source, at)
+
+    def recent(self, subjects: list[str], since: float) -> list[CustomerEvent]:
+        if not subjects:
+            return []
+        marks = ",".join("?" * len(subjects))
+        rows = self._db.all(
+            f"SELECT * FROM customer_events WHERE subject IN ({marks}) AND at >= ? ORDER BY at DESC, id DESC",
+            (*subjects, since),
+        )
+        return [
+            CustomerEvent(r["id"], r["subject"], r["type"], json.loads(r["detail"]), r["source"], r["at"]) for r in rows
+        ]
+
+    def prune(self, before: float) -> int:
+        return self._db.run("DELETE FROM customer_events WHERE at < ?", (before,))
+
+
 class Aggregates:
     """Every aggregate on one ``Db``: a backend's store inherits this and adds its engine's lifecycle."""
 
@@ -583,14 +802,21 @@ class Aggregates:
         self.voiceprints = _VoicePrints(db)
         self.idv = _IdvRecords(db)
         self.transcripts = _Transcripts(db)
+        self.steps = _Steps(db)
+        self.callbacks = _Callbacks(db)
+        self.payments = _Payments(db)
+        self.events = _Events(db)
 
 
 def _agent(row: Row) -> Agent:
-    return Agent(row["id"], row["name"], row["language"], row["role"], row["display_name"])
+    skills = tuple(s for s in (row["skills"] or "").split(",") if s)
+    return Agent(row["id"], row["name"], row["language"], row["role"], row["display_name"], skills)
 
 
 def _link(row: Row) -> Link:
-    return Link(**{k: row[k] for k in row.keys() if k != "token_hash"})
+    fields = {k: row[k] for k in row.keys() if k != "token_hash"}
+    fields["detail"] = json.loads(fields["detail"]) if fields.get("detail") else None
+    return Link(**fields)
 
 
 def _customers(rows: list[Row]) -> list[Customer]:

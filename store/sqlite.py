@@ -29,7 +29,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
     id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, password_hash TEXT NOT NULL,
     api_token_hash TEXT UNIQUE NOT NULL, language TEXT NOT NULL DEFAULT 'en', created REAL NOT NULL,
-    role TEXT NOT NULL DEFAULT 'agent', state TEXT NOT NULL DEFAULT 'active', display_name TEXT);
+    role TEXT NOT NULL DEFAULT 'agent', state TEXT NOT NULL DEFAULT 'active', display_name TEXT,
+    skills TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS web_sessions (
     token_hash TEXT PRIMARY KEY, agent_id INTEGER NOT NULL REFERENCES agents(id), csrf TEXT NOT NULL,
     expires REAL NOT NULL);
@@ -38,7 +39,7 @@ CREATE TABLE IF NOT EXISTS links (
     customer_ref TEXT, phone TEXT, language TEXT NOT NULL, reason TEXT NOT NULL, phrase TEXT NOT NULL,
     created REAL NOT NULL, expires REAL NOT NULL, state TEXT NOT NULL,
     opened REAL, connected REAL, ended REAL, end_reason TEXT,
-    channel TEXT NOT NULL DEFAULT 'link', external_id TEXT);
+    channel TEXT NOT NULL DEFAULT 'link', external_id TEXT, kind TEXT NOT NULL DEFAULT 'video', detail TEXT);
 CREATE INDEX IF NOT EXISTS links_agent ON links(agent_id, created);
 CREATE INDEX IF NOT EXISTS links_state ON links(state);
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -66,6 +67,24 @@ CREATE INDEX IF NOT EXISTS audit_target ON audit(target);
 CREATE TABLE IF NOT EXISTS transcript_records (
     link_id TEXT NOT NULL, seq INTEGER NOT NULL, sealed BLOB NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (link_id, seq));
+CREATE TABLE IF NOT EXISTS journey_steps (
+    link_id TEXT NOT NULL REFERENCES links(id), seq INTEGER NOT NULL, at REAL NOT NULL, step TEXT NOT NULL,
+    detail TEXT NOT NULL, PRIMARY KEY (link_id, seq));
+CREATE TABLE IF NOT EXISTS callbacks (
+    id TEXT PRIMARY KEY, token_hash TEXT UNIQUE NOT NULL, phone TEXT NOT NULL, phone_key TEXT NOT NULL,
+    customer_id TEXT, subject TEXT NOT NULL, language TEXT NOT NULL, window_start REAL NOT NULL,
+    window_end REAL NOT NULL, secret BLOB NOT NULL, state TEXT NOT NULL, agent_id INTEGER REFERENCES agents(id),
+    queue TEXT NOT NULL, reason TEXT, created REAL NOT NULL, updated REAL NOT NULL, attempts INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS callbacks_open ON callbacks(state, window_start);
+CREATE INDEX IF NOT EXISTS callbacks_phone ON callbacks(phone_key, created);
+CREATE TABLE IF NOT EXISTS payments (
+    link_id TEXT PRIMARY KEY REFERENCES links(id), provider TEXT NOT NULL, ref TEXT, amount INTEGER NOT NULL,
+    currency TEXT NOT NULL, state TEXT NOT NULL, updated REAL NOT NULL, detail TEXT);
+CREATE INDEX IF NOT EXISTS payments_ref ON payments(provider, ref);
+CREATE TABLE IF NOT EXISTS customer_events (
+    id INTEGER PRIMARY KEY, subject TEXT NOT NULL, type TEXT NOT NULL, detail TEXT NOT NULL, source TEXT NOT NULL,
+    at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS customer_events_subject ON customer_events(subject, at);
 """
 
 
@@ -92,12 +111,18 @@ class _Db:
     def _migrate(self) -> None:
         """Bring a database made by an earlier VoxGate up to ``SCHEMA`` (columns added since)."""
         added = {
-            "links": (("channel", "TEXT NOT NULL DEFAULT 'link'"), ("external_id", "TEXT")),
+            "links": (
+                ("channel", "TEXT NOT NULL DEFAULT 'link'"),
+                ("external_id", "TEXT"),
+                ("kind", "TEXT NOT NULL DEFAULT 'video'"),
+                ("detail", "TEXT"),
+            ),
             # Agents made before roles keep what they could do: the first-run admin stays the admin.
             "agents": (
                 ("role", "TEXT NOT NULL DEFAULT 'agent'"),
                 ("state", "TEXT NOT NULL DEFAULT 'active'"),
                 ("display_name", "TEXT"),
+                ("skills", "TEXT NOT NULL DEFAULT ''"),
             ),
             "snapshots": (("sealed", "BLOB"),),  # stills kept in files before (their files are still read)
         }

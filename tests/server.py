@@ -16,10 +16,10 @@ from store.security import hash_password, new_token, token_hash
 class TestServer:
     __test__ = False
 
-    def __init__(self, data_dir: Path, engines=None, calibration=None, **settings) -> None:
+    def __init__(self, data_dir: Path, engines=None, calibration=None, journeys=None, **settings) -> None:
         self.now = time.time()
         self.settings = Settings(data_dir=data_dir, clock=lambda: self.now, **settings)
-        self.node = build_node(self.settings, engines, calibration)
+        self.node = build_node(self.settings, engines, calibration, journeys=journeys)
         self.app = self.node.app()
         # A refused upload's connection lingers (aiohttp reads the rest of the body for up to 10 s, so the client
         # can read the refusal): behaviour under test. Only the test server's own shutdown is bounded.

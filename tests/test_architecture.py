@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE = ("cli", "signaling", "calls", "identity", "media", "cluster", "store", "models", "web")
+CODE = ("cli", "signaling", "journeys", "calls", "identity", "media", "cluster", "store", "models", "web")
 # Who may import whom (besides itself, the standard library and third-party packages).
 ALLOWED = {
-    "cli": {"signaling", "calls", "identity", "media", "cluster", "store", "models"},
-    "signaling": {"calls", "identity", "media", "store", "models", "web"},
+    "cli": {"signaling", "journeys", "calls", "identity", "media", "cluster", "store", "models"},
+    "signaling": {"journeys", "calls", "identity", "media", "store", "models", "web"},
+    "journeys": {"calls", "identity", "store", "models"},
     "calls": {"identity", "media", "store", "models"},
     "identity": {"media", "store", "models"},
     "media": {"models"},

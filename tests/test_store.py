@@ -18,7 +18,17 @@ from typing import Any
 import pytest
 
 from store import open_store
-from store.base import Agent, Consent, Customer, EnrolmentChange, EnrolmentRecord, Link, Store, VoicePrintRecord
+from store.base import (
+    Agent,
+    Callback,
+    Consent,
+    Customer,
+    EnrolmentChange,
+    EnrolmentRecord,
+    Link,
+    Store,
+    VoicePrintRecord,
+)
 from store.postgres import MIGRATIONS, PostgresStore
 from store.sqlite import SCHEMA, SqliteStore
 
@@ -380,6 +390,74 @@ def test_concurrent_transcript_appends_get_distinct_consecutive_seqs(store: Stor
     appended = [x for batch in at_once(THREADS, append) for x in batch]
     assert sorted(seq for seq, _ in appended) == list(range(THREADS * per_thread))
     assert list(store.transcripts.records("L1")) == sorted(appended)
+
+
+# -- journeys: their steps, callbacks, payments and customer events ----------------------------------------------------
+
+
+def test_a_link_carries_its_kind_and_detail(store: Store, agent: Agent) -> None:
+    link = store.links.add(
+        "t9", agent.id, customer_ref=None, phone=None, language="en", reason="", phrase="p", ttl=60,
+        kind="payment", detail={"amount": 1999, "currency": "gbp"},
+    )  # fmt: skip
+    assert (link.kind, link.detail, link.is_call) == ("payment", {"amount": 1999, "currency": "gbp"}, False)
+    assert add_link(store, agent, "t10").kind == "video" and store.links.by_token("t9").to_dict()["kind"] == "payment"
+    store.agents.set_skills("alice", ("loans", "cards", "cards"))
+    assert store.agents.get(agent.id).skills == ("cards", "loans")
+    assert [a.name for a in store.agents.active()] == ["alice"]
+
+
+def test_concurrent_journey_steps_get_distinct_consecutive_seqs(store: Store, agent: Agent) -> None:
+    link = add_link(store, agent)
+    seqs = at_once(THREADS, lambda i: store.steps.add(link.id, "choice", {"option": i}))
+    assert sorted(seqs) == list(range(THREADS))
+    steps = store.steps.of(link.id)
+    assert [s.seq for s in steps] == list(range(THREADS)) and {s.detail["option"] for s in steps} == set(range(THREADS))
+
+
+def test_a_callback_is_claimed_by_one_agent_only(store: Store, agent: Agent, clock: Clock) -> None:
+    cb = store.callbacks.add(
+        "h1", phone="+44 7700 900123", customer_id=None, subject="my card", language="en", window_start=2000.0,
+        window_end=3800.0, secret_sealed=b"sealed", queue="general", reason=None,
+    )  # fmt: skip
+    assert (cb.state, cb.attempts, store.callbacks.secret(cb.id)) == ("booked", 0, b"sealed")
+    assert store.callbacks.by_token("h1") == cb and store.callbacks.count_since("+447700900123", 0) == 1
+
+    def claim(_: int) -> Callback | None:
+        return store.callbacks.change(cb.id, "calling", from_states=("booked",), agent_id=agent.id)
+
+    wins = [c for c in at_once(THREADS, claim) if c]
+    assert len(wins) == 1 and (wins[0].agent_id, wins[0].attempts) == (agent.id, 1)
+    assert store.callbacks.change(cb.id, "booked", from_states=("booked",), window=(1.0, 2.0)) is None
+    back = store.callbacks.change(cb.id, "booked", from_states=("calling",), window=(5000.0, 6800.0))
+    assert (back.state, back.window_start) == ("booked", 5000.0) and [c.id for c in store.callbacks.open()] == [cb.id]
+    store.callbacks.change(cb.id, "cancelled", from_states=("booked",))
+    assert store.callbacks.open() == [] and store.callbacks.get(cb.id).state == "cancelled"
+    with pytest.raises(ValueError):
+        store.callbacks.change(cb.id, "lost", from_states=("booked",))
+
+
+def test_a_payment_only_moves_forwards_and_once(store: Store, agent: Agent) -> None:
+    link = add_link(store, agent)
+    assert store.payments.add(link.id, provider="stripe", amount=1999, currency="gbp").state == "created"
+    store.payments.set_ref(link.id, "cs_1")
+    assert store.payments.by_ref("stripe", "cs_1").link_id == link.id
+    assert store.payments.advance(link.id, "handed_off").state == "handed_off"
+    assert store.payments.advance(link.id, "opened") is None  # a late "opened" changes nothing
+    results = at_once(THREADS, lambda _: store.payments.advance(link.id, "succeeded", "pi_1"))
+    assert sum(r is not None for r in results) == 1  # a retried webhook is acted on once
+    assert store.payments.advance(link.id, "failed") is None  # final
+    assert (store.payments.get(link.id).state, store.payments.get(link.id).detail) == ("succeeded", "pi_1")
+
+
+def test_customer_events_are_found_by_subject_newest_first_and_pruned(store: Store, clock: Clock) -> None:
+    store.events.add("phone:+447700900123", "payment.declined", {"amount": 5}, "api:bank")
+    clock.now += 10
+    store.events.add("customer:c-1", "signin.failed", {}, "api:bank")
+    found = store.events.recent(["phone:+447700900123", "customer:c-1"], since=0)
+    assert [e.type for e in found] == ["signin.failed", "payment.declined"] and found[1].detail == {"amount": 5}
+    assert [e.type for e in store.events.recent(["customer:c-1"], since=clock.now - 5)] == ["signin.failed"]
+    assert store.events.prune(clock.now - 5) == 1 and store.events.recent(["phone:+447700900123"], 0) == []
 
 
 # -- PostgreSQL: versioned migrations, and several nodes on one database ---------------------------------------------

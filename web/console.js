@@ -22,9 +22,15 @@ const TABLES = [
 ];
 const PAGE = 10;
 const TITLE = document.title;
+// What the journeys' scripts (console-*.js) hear of the event stream: vg.on("payment", (ev) => ...).
+const handlers = new Map();
+vg.on = (type, fn) => handlers.set(type, [...(handlers.get(type) || []), fn]);
 const languageName = (code) => { try { return new Intl.DisplayNames(["en"], {type: "language"}).of(code); } catch { return code; } };
 
 const isPhone = (link) => link.channel in CHANNELS;
+// A link that carries a call (video, or a platform's phone call); menus and payments are journeys shown beside.
+const isCall = (link) => (link.kind || "video") === "video";
+const KINDS = {video: "Video", menu: "Menu", payment: "Payment"};
 const callName = (link) => isPhone(link)
   ? `Phone call from ${link.phone || "unknown number"} (${CHANNELS[link.channel]})`
   : link.customer_ref || link.phone || link.id;
@@ -45,6 +51,7 @@ function toast(text) {
 // An inline error, always the current one: each action clears its own before it runs.
 function fail(id, text) { $(id).textContent = text; }
 
+vg.api = api;
 async function api(path, options = {}) {
   const headers = {"Content-Type": "application/json", ...(options.headers || {})};
   if (vg.csrf) headers["X-CSRF-Token"] = vg.csrf;
@@ -67,6 +74,7 @@ function signedIn(me) {
   vg.csrf = me.csrf; vg.agent = me.agent; vg.iceServers = me.ice_servers || [];
   $("login").hidden = true; $("app").hidden = false; $("logout").hidden = false;
   $("whoami").textContent = `Signed in as ${me.agent.display_name || me.agent.name}`;
+  (handlers.get("me") || []).forEach((fn) => fn(me));
   $("language").value = me.agent.language || "en";
   $("my-language").value = me.agent.language || "en";
   $("my-language-box").hidden = false;
@@ -163,13 +171,13 @@ function connectEvents() {
       Object.entries(ev.idv || {}).forEach(([id, r]) => vg.idv.set(id, {link_id: id, ...r}));
       ev.links.forEach((link) => vg.links.set(link.id, link));
       renderAll();
-      const live = ev.links.filter((l) => l.state === "connected").sort((a, b) => b.connected - a.connected);
+      const live = ev.links.filter((l) => l.state === "connected" && isCall(l)).sort((a, b) => b.connected - a.connected);
       if (!vg.live && live.length) watch(live[0].id);
     }
     if (ev.type === "link") {
       const known = vg.links.get(ev.link.id);
       upsert(ev.link);
-      if (ev.link.state === "connected" && known?.state !== "connected") arrived(ev.link);
+      if (ev.link.state === "connected" && known?.state !== "connected" && isCall(ev.link)) arrived(ev.link);
     }
     if (ev.type === "snapshot" && vg.live === ev.link_id) addSnapshot(ev.snapshot);
     if (ev.type === "subtitle") subtitle(ev);
@@ -182,6 +190,7 @@ function connectEvents() {
     if (ev.type === "hearing") hearing(ev);
     if (ev.type === "speech_out") spoken(ev);
     if (ev.type === "speech_error") toast(`Translated voice: ${ev.message}`);
+    (handlers.get(ev.type) || []).forEach((fn) => fn(ev));
     if (ev.type === "speech_skipped") toast(`Translated voice for the ${ev.listener} fell behind: ${ev.clips} sentence(s) skipped (the subtitles have them).`);
   };
   ws.onclose = () => { toast("Connection to the server lost; reconnecting…"); setTimeout(connectEvents, 2000); };
@@ -237,7 +246,8 @@ function renderAll() {
 
 // Every live call of mine, one button each: the one on screen marked, the ones not yet seen flagged.
 function renderStrip() {
-  const live = [...vg.links.values()].filter((l) => l.state === "connected").sort((a, b) => a.connected - b.connected);
+  const live = [...vg.links.values()].filter((l) => l.state === "connected" && isCall(l))
+    .sort((a, b) => a.connected - b.connected);
   $("strip").hidden = !live.length;
   $("strip").replaceChildren(...live.map((link) => {
     const b = button(callName(link), () => watch(link.id));
@@ -270,7 +280,7 @@ function renderTables() {
     }
     const table = document.createElement("table");
     table.id = `${spec.name}-table`;
-    table.createTHead().insertRow().append(...["When", "Customer", "Phrase", "State", "Identity", "Actions"].map((text) =>
+    table.createTHead().insertRow().append(...["When", "Link", "Customer", "Phrase", "State", "Identity", "Actions"].map((text) =>
       Object.assign(document.createElement("th"), {textContent: text, scope: "col"})));
     const body = table.createTBody();
     body.id = `${spec.name}-rows`;
@@ -309,7 +319,8 @@ function row(link) {
   const tr = document.createElement("tr");
   tr.dataset.id = link.id;
   const who = isPhone(link) ? callName(link) : link.customer_ref || link.phone || "—";
-  for (const text of [when(link.connected || link.created), who, link.phrase || "—"]) tr.insertCell().textContent = text;
+  const kind = isPhone(link) ? "Phone" : KINDS[link.kind] || link.kind;
+  for (const text of [when(link.connected || link.created), kind, who, link.phrase || "—"]) tr.insertCell().textContent = text;
   const state = tr.insertCell();
   state.textContent = LABELS[link.state] || link.state;
   state.className = `state ${link.state}`;
@@ -321,8 +332,8 @@ function row(link) {
   identityCell.textContent = idv ? `${idv.status_label}${idv.verified_by ? ` (${FACTORS[idv.verified_by]})` : ""}` : "";
   const actions = tr.insertCell();
   actions.className = "actions";
-  if (link.state === "connected") actions.append(button("View", () => watch(link.id)));
-  if (["connected", "ended", "revoked", "interrupted"].includes(link.state) && link.connected) {
+  if (link.state === "connected" && isCall(link)) actions.append(button("View", () => watch(link.id)));
+  if (["connected", "ended", "revoked", "interrupted"].includes(link.state) && link.connected && isCall(link)) {
     for (const format of ["json", "vtt"]) {
       actions.append(Object.assign(document.createElement("a"), {href: `/api/calls/${link.id}/transcript?format=${format}`, textContent: `Transcript (${format.toUpperCase()})`, className: "download"}));
     }
@@ -367,6 +378,7 @@ async function watch(linkId) {
   vg.live = linkId;
   vg.unviewed.delete(linkId);
   renderAll();
+  (handlers.get("view") || []).forEach((fn) => fn(linkId));
   $("new-card").open = false;
   $("live").hidden = false;
   $("live-error").textContent = "";
