@@ -593,6 +593,16 @@ class CallService:
             "idv": self.store.idv.get(origin) if origin else None,
         }
 
+    def route(self, customer: str | None, phone: str | None, queue: str | None = None) -> tuple[Agent | None, str]:
+        """Who takes a customer's work now, and from which queue: the one asked for (a menu option's), else the
+        queue of their likely reason, else the default. None: nobody in it is free."""
+        if queue is None:
+            reason = self.context.of(customer, phone).reason
+            queue = reason.queue if reason else self.settings.routing.default_queue
+        if queue not in self.settings.routing.queues:
+            raise Invalid(f"no queue {queue!r}")
+        return self.queues.first_available(queue), queue
+
     def greet(self, link: Link) -> None:
         """The console of the agent a call reached hears, with the call, why the customer is likely calling."""
         self.hub.publish(link.agent_id, self.context_view(link))

@@ -212,3 +212,17 @@ def test_a_routing_file_is_checked_when_loaded(tmp_path):
     assert settings.window == 1800 and settings.queues == {"general": (), "cards": ("cards",)}
     assert settings.reasons["payment.declined"].greeting.startswith("A card payment")
     assert RoutingSettings().queues == {"general": ()}
+
+
+async def test_route_takes_the_queue_asked_for_else_the_reasons_else_the_default(server, http):
+    consoles = [await console(http, server, name) for name in ("gina", "carla")]
+    calls = server.calls
+    assert calls.route(None, CALLER)[1] == "general"
+    await post_event(http, server, "bank", {"phone": CALLER, "type": "payment.declined"})
+    agent, queue = calls.route(None, CALLER)
+    assert (agent.name, queue) == ("carla", "cards")
+    assert calls.route(None, CALLER, "general")[1] == "general"  # the customer's own choice wins
+    with pytest.raises(Exception, match="no queue 'loans'"):
+        calls.route(None, CALLER, "loans")
+    for c in consoles:
+        await c.close()
