@@ -236,12 +236,13 @@ async def test_a_workspace_for_a_busy_agent(tmp_path, data, chromium, http):
             await page.wait_for_selector("#waiting-heading:has-text('Waiting (15)')")
             rows = await page.locator("#waiting-rows tr").count()
             assert rows == 10
-            assert await page.text_content("#waiting-rows tr:first-child td:nth-child(2)") == "customer 13"
+            assert await page.text_content("#waiting-rows tr:first-child td:nth-child(2)") == "Video"
+            assert await page.text_content("#waiting-rows tr:first-child td:nth-child(3)") == "customer 13"
             first_when = await page.text_content("#waiting-rows tr:first-child td:first-child")
             assert str(time.localtime(server.now).tm_year) in first_when  # a date, not only a time
             await page.get_by_role("navigation", name="waiting pages").get_by_role("button", name="Next").press("Enter")
             await page.wait_for_function("document.querySelectorAll('#waiting-rows tr').length === 5")
-            assert await page.text_content("#waiting-rows tr:last-child td:nth-child(2)") == "claim 7"
+            assert await page.text_content("#waiting-rows tr:last-child td:nth-child(3)") == "claim 7"
 
             # The customer of the first link connects: the call on screen in two columns, without scrolling.
             claim = await page.get_attribute("#new-result", "data-id")
