@@ -29,8 +29,15 @@ SECRETS = frozenset(
         "metrics_token",
         "database",  # a URL may carry a password
         "redis",
+        "payments_stripe_secret_key",
+        "payments_stripe_webhook_secret",
+        "payments_redirect_secret",
+        "callbacks_sms_secret",
+        "menus_crm_token",
     }
 )
+# A journey's settings may sit in a table of its own: ``[payments] provider = "stripe"`` is ``payments-provider``.
+SECTIONS = frozenset({"menus", "callbacks", "payments"})
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -103,7 +110,7 @@ def _read(path: Path, settings: dict[str, argparse.Action]) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     out = {}
-    for key, value in data.items():
+    for key, value in _flatten(data).items():
         base = key.removesuffix("-file")
         if key.endswith("-file") and base in settings and settings[base].dest in SECRETS:
             out[base] = _secret_file(value, f"{path}: {key}") if isinstance(value, str) else value
@@ -112,6 +119,17 @@ def _read(path: Path, settings: dict[str, argparse.Action]) -> dict[str, Any]:
         else:
             near = difflib.get_close_matches(key, list(settings), n=1)
             raise ConfigError(f"{path}: unknown setting {key!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+    return out
+
+
+def _flatten(data: dict[str, Any]) -> dict[str, Any]:
+    """The journeys' tables' keys as the flags name them (``[payments] max-amount`` is ``payments-max-amount``)."""
+    out = {}
+    for key, value in data.items():
+        if key in SECTIONS and isinstance(value, dict):
+            out.update({f"{key}-{name}": item for name, item in value.items()})
+        else:
+            out[key] = value
     return out
 
 

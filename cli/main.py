@@ -26,6 +26,8 @@ from calls.texts import TextsError
 from cli import config, logs
 from identity.idv import IdvSettings
 from identity.voiceid import Calibration, Channel
+from journeys.menus import MenuError
+from journeys.settings import CallbackSettings, JourneySettings, MenuSettings, PaymentSettings
 from media.audio_io import AudioFormatError
 from media.events import Event, FinalTranscript, PartialTranscript, PipelineError, Translation
 from media.pipeline import Pipeline, PipelineConfig, run_file
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             command = "serve" if args.run is _serve else "config"
             args = config.resolve(_subparser(parser, command), args, argv[argv.index(command) + 1 :], os.environ)
         return args.run(args)
-    except (config.ConfigError, TextsError) as e:
+    except (config.ConfigError, TextsError, MenuError) as e:
         print(f"voxgate: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except (EngineError, AudioFormatError, Refused) as e:
@@ -368,7 +370,130 @@ def _serve_options(s: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="skill queues and the reasons customers call (TOML; README, Context-aware routing)",
     )
+    _payment_flags(s)
+    _callback_flags(s)
+    _menu_flags(s)
     _engine_flags(s, serving=True)
+
+
+def _payment_flags(s: argparse.ArgumentParser) -> None:
+    """Pay by link (README: Pay by link); in a TOML file, the ``[payments]`` table without the prefix."""
+    pay = s.add_argument_group("pay by link (README: Pay by link)")
+    pay.add_argument(
+        "--payments-provider",
+        default=default(PaymentSettings, "provider"),
+        choices=("stripe", "redirect", "none"),
+        help="whose hosted page takes the card (default: none, payment links off)",
+    )
+    pay.add_argument("--payments-provider-name", help="the name on the customer's button (default: the provider's)")
+    pay.add_argument("--payments-stripe-secret-key", help="Stripe secret key (sk_...)")
+    pay.add_argument(
+        "--payments-stripe-webhook-secret",
+        action="append",
+        default=[],
+        metavar="WHSEC",
+        help="the Stripe webhook endpoint's signing secret (repeatable while rolling it)",
+    )
+    pay.add_argument("--payments-stripe-api-base", default=default(PaymentSettings, "stripe_api_base"), metavar="URL")
+    pay.add_argument("--payments-redirect-url", metavar="URL", help="the generic provider's payment page")
+    pay.add_argument(
+        "--payments-redirect-secret",
+        action="append",
+        default=[],
+        metavar="SECRET",
+        help="the generic provider's shared HMAC secret (repeatable: the first signs, any verifies)",
+    )
+    pay.add_argument(
+        "--payments-currency",
+        action="append",
+        default=[],
+        metavar="CODE",
+        help=f"an ISO 4217 currency agents may ask for (repeatable; default: {', '.join(PaymentSettings.currencies)})",
+    )
+    pay.add_argument(
+        "--payments-max-amount",
+        type=int,
+        default=default(PaymentSettings, "max_amount"),
+        metavar="MINOR_UNITS",
+        help="the largest amount a link may ask for, in minor units (pence, cents)",
+    )
+
+
+def _callback_flags(s: argparse.ArgumentParser) -> None:
+    """Callbacks (README: Callbacks); in a TOML file, the ``[callbacks]`` table without the prefix."""
+    cb = s.add_argument_group("callbacks customers book (README: Callbacks)")
+    cb.add_argument("--callbacks-off", action="store_true", help="no callbacks: POST /api/callbacks and /callback off")
+    cb.add_argument(
+        "--callbacks-queue", help="the skill queue callbacks go to unless a reason names another (default: routing's)"
+    )
+    cb.add_argument(
+        "--callbacks-max-days", type=int, default=default(CallbackSettings, "max_days"), help="how far ahead, in days"
+    )
+    cb.add_argument(
+        "--callbacks-min-window-minutes",
+        type=int,
+        default=int(default(CallbackSettings, "min_window") // 60),
+        help="the shortest time window a customer may give",
+    )
+    cb.add_argument(
+        "--callbacks-per-address",
+        type=int,
+        default=default(CallbackSettings, "per_address"),
+        help="bookings (and tries) one client address may make per hour",
+    )
+    cb.add_argument(
+        "--callbacks-per-number",
+        type=int,
+        default=default(CallbackSettings, "per_number"),
+        help="bookings for one phone number per hour",
+    )
+    cb.add_argument(
+        "--callbacks-daily-per-number",
+        type=int,
+        default=default(CallbackSettings, "daily_per_number"),
+        help="bookings for one phone number per 24 hours (counted in the store: survives restarts)",
+    )
+    cb.add_argument(
+        "--callbacks-attempts",
+        type=int,
+        default=default(CallbackSettings, "attempts"),
+        help="calls without an answer before a callback is closed as not answered",
+    )
+    cb.add_argument(
+        "--callbacks-sms-webhook",
+        metavar="URL",
+        help="POSTed {callback_id, phone, status, text, status_url} on each change: your SMS sender",
+    )
+    cb.add_argument("--callbacks-sms-secret", help="signs those (X-VoxGate-Signature; README: Callbacks)")
+
+
+def _menu_flags(s: argparse.ArgumentParser) -> None:
+    """The visual IVR (README: Visual IVR); in a TOML file, the ``[menus]`` table without the prefix."""
+    m = s.add_argument_group("visual IVR (README: Visual IVR)")
+    m.add_argument("--menus-off", action="store_true", help="no menu links")
+    m.add_argument(
+        "--menus",
+        "--menus-dir",
+        dest="menus_dir",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder (or file) of menus, YAML or JSON (repeatable; default: the shipped example menu)",
+    )
+    m.add_argument("--menus-crm-token", help="sent as Authorization: Bearer to the URLs that menus' show actions read")
+    m.add_argument(
+        "--menus-crm-timeout",
+        type=float,
+        default=default(MenuSettings, "crm_timeout"),
+        help="seconds to wait for one of those",
+    )
+    m.add_argument(
+        "--menus-session-minutes",
+        type=float,
+        default=default(MenuSettings, "session_ttl") / 60,
+        help="how long a customer may take over a menu once started",
+    )
 
 
 def _engine_flags(p: argparse.ArgumentParser, serving: bool = False) -> None:
@@ -649,6 +774,77 @@ def _default_data_dir() -> Path:
     return Path(os.environ.get("VOXGATE_DATA", "voxgate-data"))
 
 
+def _journeys(args: argparse.Namespace) -> JourneySettings:
+    """The journeys' settings from the flags (each journey fills its own)."""
+    return JourneySettings(
+        callbacks=_callback_settings(args), payments=_payment_settings(args), menus=_menu_settings(args)
+    )
+
+
+def _menu_settings(args: argparse.Namespace) -> MenuSettings:
+    if args.menus_crm_timeout <= 0 or args.menus_session_minutes <= 0:
+        raise SystemExit("voxgate: error: --menus-crm-timeout and --menus-session-minutes must be positive")
+    return MenuSettings(
+        enabled=not args.menus_off,
+        dirs=tuple(args.menus_dir),
+        session_ttl=args.menus_session_minutes * 60.0,
+        crm_token=args.menus_crm_token,
+        crm_timeout=args.menus_crm_timeout,
+    )
+
+
+def _payment_settings(args: argparse.Namespace) -> PaymentSettings:
+    settings = PaymentSettings(
+        provider=args.payments_provider,
+        provider_name=args.payments_provider_name or "",
+        stripe_secret_key=args.payments_stripe_secret_key,
+        stripe_webhook_secrets=tuple(args.payments_stripe_webhook_secret),
+        stripe_api_base=args.payments_stripe_api_base,
+        redirect_url=args.payments_redirect_url,
+        redirect_secrets=tuple(args.payments_redirect_secret),
+        currencies=tuple(c.strip().lower() for c in args.payments_currency) or PaymentSettings.currencies,
+        max_amount=args.payments_max_amount,
+    )
+    if settings.provider == "stripe" and not (settings.stripe_secret_key and settings.stripe_webhook_secrets):
+        raise SystemExit(
+            "voxgate: error: --payments-provider stripe needs --payments-stripe-secret-key and "
+            "--payments-stripe-webhook-secret"
+        )
+    if settings.provider == "redirect" and not (settings.redirect_url and settings.redirect_secrets):
+        raise SystemExit(
+            "voxgate: error: --payments-provider redirect needs --payments-redirect-url and --payments-redirect-secret"
+        )
+    if bad := [c for c in settings.currencies if len(c) != 3 or not c.isalpha()]:
+        raise SystemExit(f"voxgate: error: --payments-currency: not ISO 4217 codes: {', '.join(bad)}")
+    if settings.max_amount <= 0:
+        raise SystemExit("voxgate: error: --payments-max-amount must be positive")
+    return settings
+
+
+def _callback_settings(args: argparse.Namespace) -> CallbackSettings:
+    settings = CallbackSettings(
+        enabled=not args.callbacks_off,
+        queue=args.callbacks_queue,
+        max_days=args.callbacks_max_days,
+        min_window=args.callbacks_min_window_minutes * 60.0,
+        per_address=args.callbacks_per_address,
+        per_number=args.callbacks_per_number,
+        daily_per_number=args.callbacks_daily_per_number,
+        attempts=args.callbacks_attempts,
+        sms_webhook=args.callbacks_sms_webhook,
+        sms_secret=args.callbacks_sms_secret,
+    )
+    counts = ("max_days", "min_window", "per_address", "per_number", "daily_per_number", "attempts")
+    if bad := [name for name in counts if getattr(settings, name) <= 0]:
+        flag = "min-window-minutes" if bad[0] == "min_window" else bad[0].replace("_", "-")
+        raise SystemExit(f"voxgate: error: --callbacks-{flag} must be positive")
+    if settings.sms_webhook and not settings.sms_webhook.startswith(("https://", "http://")):
+        raise SystemExit("voxgate: error: --callbacks-sms-webhook must be an http(s) URL")
+    if settings.sms_webhook and not settings.sms_secret:
+        raise SystemExit("voxgate: error: --callbacks-sms-webhook needs --callbacks-sms-secret (it signs each message)")
+    return settings
+
+
 def _serve(args: argparse.Namespace) -> int:
     import ssl
 
@@ -718,7 +914,12 @@ def _serve(args: argparse.Namespace) -> int:
         if given is not None:  # a number, or False: off
             calibration = dataclasses.replace(calibration, **{field: None if given is False else given})
     first = _first_run_credentials(args.data_dir, args.database)
-    app = build_node(settings, engines, calibration, _cohort_file(args.voiceid_cohort)).app()
+    journeys = _journeys(args)
+    try:
+        node = build_node(settings, engines, calibration, _cohort_file(args.voiceid_cohort), journeys=journeys)
+    except ValueError as e:  # settings that do not fit together (a journey's queue the routing file lacks)
+        raise config.ConfigError(str(e)) from None
+    app = node.app()
     context = None
     if args.tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

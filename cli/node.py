@@ -20,6 +20,9 @@ from identity.directory import HttpClient, RestDirectory, StoreDirectory
 from identity.idv import IdvContext
 from identity.voiceid import Calibration, VoiceId
 from journeys import Journeys
+from journeys.callbacks import Callbacks
+from journeys.menus import MenuService
+from journeys.payments import build_payments
 from journeys.settings import JourneySettings
 from media.webrtc import use_fast_audio_level
 from models.engines import Engines
@@ -125,7 +128,11 @@ def build_node(
 
 def build_journeys(settings: JourneySettings, calls: CallService, http: HttpClient) -> Journeys:
     """The journeys on links besides video: each service over the call service (links, store, hub, queues)."""
-    return Journeys()
+    return Journeys(
+        menus=MenuService(settings.menus, calls, http) if settings.menus.enabled else None,
+        callbacks=Callbacks(settings.callbacks, calls, http) if settings.callbacks.enabled else None,
+        payments=build_payments(settings.payments, calls, http),
+    )
 
 
 def _join(settings: Settings, hub: Hub, engines: Engines | None) -> tuple[Cluster, Limiters]:

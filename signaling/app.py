@@ -21,7 +21,21 @@ from aiohttp import WSCloseCode, web
 from calls.service import CallService
 from identity.voiceid import VoiceId
 from journeys import Journeys
-from signaling import agents, audiohook, calls, customers, health, metrics, sockets, twilio, voiceprints, whip
+from signaling import (
+    agents,
+    audiohook,
+    callbacks,
+    calls,
+    customers,
+    health,
+    menus,
+    metrics,
+    payments,
+    sockets,
+    twilio,
+    voiceprints,
+    whip,
+)
 from signaling.middleware import (
     CALLS,
     JOURNEYS,
@@ -57,7 +71,22 @@ def create_app(
     public_https = service.settings.public_url.startswith("https")
     app[SECURE_COOKIES] = public_https if secure_cookies is None else secure_cookies
     app[SOCKETS] = set()
-    for module in (agents, calls, customers, voiceprints, sockets, audiohook, twilio, whip, health, metrics):
+    modules = (
+        agents,
+        calls,
+        customers,
+        voiceprints,
+        sockets,
+        audiohook,
+        twilio,
+        whip,
+        health,
+        metrics,
+        menus,
+        callbacks,
+        payments,
+    )
+    for module in modules:
         app.router.add_routes(module.routes)
     health.install(app)
     metrics.install(app)

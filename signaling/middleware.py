@@ -52,7 +52,7 @@ AGENT = web.RequestKey("agent", object)
 INGRESS_PATHS = ("/audiohook", "/twilio/", "/whip", "/healthz", "/readyz", "/metrics")
 # Link tokens and WHIP session secrets ride in paths, and call keys in query strings: what a log line may show of a
 # request is redacted.
-_SECRET_IN_PATH = re.compile(r"(/j/|/api/join/|/whip/[^/?#]+/)[^/?#]+|([?&](?:key|token|call_key)=)[^&#]*")
+_SECRET_IN_PATH = re.compile(r"(/j/|/api/join/|/api/menu/|/callback/|/whip/[^/?#]+/)[^/?#]+|([?&](?:key|token|call_key)=)[^&#]*")
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 BACKLOG = 1024  # connections the kernel may queue before we accept them (aiohttp's default is 128)
 
@@ -114,7 +114,7 @@ def _media_kind(path: str) -> str | None:
 def error_response(request: web.Request, status: int, message: str, text: str | None = None) -> web.Response:
     """JSON with the message. A customer reads their refusals in their own words (``text``, a key of the
     catalogue; else the message), and on their link's URL as a page."""
-    customer = request.path.startswith(("/j/", "/api/join/"))
+    customer = request.path.startswith(("/j/", "/api/join/", "/api/menu/"))
     if not customer:
         return web.json_response({"error": message}, status=status)
     texts = request.app[CALLS].services.texts

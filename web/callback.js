@@ -1,0 +1,137 @@
+// The customer's callback pages: /callback books one (POST /api/callbacks, as a bank's app may too), and
+// /callback/TOKEN follows it live (a WebSocket of its changes), with Reschedule while booked and Cancel while open.
+// The secret word goes to the server once, at booking; no page ever shows it again.
+"use strict";
+const $ = (id) => document.getElementById(id);
+const vg = window.vg = {callback: null, states: [], ws: null};
+const token = location.pathname.match(/^\/callback\/([^/]+)$/)?.[1];
+const ORDER = ["booked", "calling", "done"];
+const QUARTER = 15 * 60 * 1000;
+
+const pad = (n) => String(n).padStart(2, "0");
+const day = (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+const clock = (d) => `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+
+// The soonest sensible window: from the next quarter hour after the next 15 minutes, for an hour.
+function defaults(dateId, fromId, toId, start) {
+  const from = start || new Date(Math.ceil((Date.now() + QUARTER) / QUARTER) * QUARTER);
+  const to = new Date(from.getTime() + 4 * QUARTER);
+  $(dateId).value = day(from); $(fromId).value = clock(from); $(toId).value = clock(to);
+}
+
+// The window the fields give, in epoch seconds; an end before the start is on the next day.
+function windowOf(dateId, fromId, toId) {
+  const start = new Date(`${$(dateId).value}T${$(fromId).value}`);
+  let end = new Date(`${$(dateId).value}T${$(toId).value}`);
+  if (Number.isNaN(start.getTime()) || Number.isNaN(end.getTime())) throw new Error("Choose a day and the times.");
+  if (end <= start) end = new Date(end.getTime() + 24 * 3600 * 1000);
+  return {start: start.getTime() / 1000, end: end.getTime() / 1000};
+}
+
+async function api(path, options = {}) {
+  const r = await fetch(path, {...options, headers: {"Content-Type": "application/json"}, cache: "no-store"});
+  const body = await r.json().catch(() => null);
+  if (!r.ok) throw new Error(body?.message || body?.error || `The server answered ${r.status}.`);
+  return body;
+}
+
+const sentence = (text) => (text ? text[0].toUpperCase() + text.slice(1) + (/[.!?]$/.test(text) ? "" : ".") : text);
+
+// -- booking ---------------------------------------------------------------------------------------------------------
+
+function booking() {
+  $("booking").hidden = false;
+  defaults("date", "from", "to");
+  $("book").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    $("book-error").textContent = "";
+    const button = e.submitter || $("book").querySelector("button");
+    button.disabled = true;
+    try {
+      const body = {phone: $("phone").value.trim(), window: windowOf("date", "from", "to"),
+        subject: $("subject").value.trim(), secret: $("secret").value.trim(),
+        language: (navigator.language || "en").slice(0, 2)};
+      const answer = await api("/api/callbacks", {method: "POST", body: JSON.stringify(body)});
+      $("secret").value = "";
+      location.assign(new URL(answer.status_url).pathname);  // this server's page, whatever its public name
+    } catch (err) {
+      $("book-error").textContent = sentence(err.message);
+      button.disabled = false;
+    }
+  });
+}
+
+// -- tracking --------------------------------------------------------------------------------------------------------
+
+function when(cb) {
+  const a = new Date(cb.window_start * 1000), b = new Date(cb.window_end * 1000);
+  const date = a.toLocaleDateString([], {weekday: "short", day: "numeric", month: "short"});
+  const time = (d) => d.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
+  return `${date}, ${time(a)} – ${time(b)}`;
+}
+
+function show(cb) {
+  vg.callback = cb;
+  vg.states.push(cb.state);
+  document.title = `Callback: ${cb.status}`;
+  $("status").textContent = cb.status;
+  $("status").dataset.state = cb.state;
+  const at = ORDER.indexOf(cb.state);
+  $("steps").hidden = at < 0 && cb.state !== "no_answer";
+  $("steps").querySelectorAll("li").forEach((li, i) => {
+    li.classList.toggle("past", at >= 0 && i < at);
+    if (i === at) li.setAttribute("aria-current", "step"); else li.removeAttribute("aria-current");
+  });
+  $("details").hidden = false;
+  $("about").textContent = cb.subject;
+  $("when").textContent = when(cb);
+  $("number").textContent = cb.phone;
+  $("secret-note").hidden = !["booked", "calling"].includes(cb.state);
+  $("reschedule-box").hidden = !cb.can_reschedule;
+  if (!cb.can_reschedule) $("reschedule-box").open = false;
+  $("cancel").hidden = !cb.can_cancel;
+  if (cb.can_reschedule && !$("new-date").value) defaults("new-date", "new-from", "new-to", new Date(cb.window_start * 1000));
+}
+
+function listen() {
+  const ws = vg.ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/callback/${token}/ws`);
+  ws.onmessage = (m) => {
+    const ev = JSON.parse(m.data);
+    if (ev.type === "callback") show(ev.callback);
+  };
+  ws.onclose = () => {
+    if (vg.callback && !vg.callback.can_cancel) return;  // over: nothing more will change
+    setTimeout(async () => { await refresh(); listen(); }, 3000);
+  };
+}
+
+async function refresh() {
+  try { show((await api(`/api/callback/${token}`)).callback); $("track-error").textContent = ""; }
+  catch (err) { $("track-error").textContent = sentence(err.message); }
+}
+
+async function act(path, body) {
+  $("track-error").textContent = "";
+  try { show((await api(`/api/callback/${token}/${path}`, {method: "POST", body: JSON.stringify(body || {})})).callback); }
+  catch (err) { $("track-error").textContent = sentence(err.message); }
+}
+
+async function tracking() {
+  $("tracking").hidden = false;
+  try {
+    show((await api(`/api/callback/${token}`)).callback);
+  } catch (err) {
+    $("status").textContent = sentence(err.message);
+    $("steps").hidden = true;
+    return;
+  }
+  listen();
+  $("reschedule").addEventListener("submit", (e) => {
+    e.preventDefault();
+    try { act("reschedule", {window: windowOf("new-date", "new-from", "new-to")}); }
+    catch (err) { $("track-error").textContent = err.message; }
+  });
+  $("cancel").addEventListener("click", () => act("cancel"));
+}
+
+if (token) tracking(); else booking();
