@@ -52,7 +52,9 @@ AGENT = web.RequestKey("agent", object)
 INGRESS_PATHS = ("/audiohook", "/twilio/", "/whip", "/healthz", "/readyz", "/metrics")
 # Link tokens and WHIP session secrets ride in paths, and call keys in query strings: what a log line may show of a
 # request is redacted.
-_SECRET_IN_PATH = re.compile(r"(/j/|/api/join/|/api/menu/|/callback/|/whip/[^/?#]+/)[^/?#]+|([?&](?:key|token|call_key)=)[^&#]*")
+_SECRET_IN_PATH = re.compile(
+    r"(/j/|/api/join/|/api/menu/|/callback/|/whip/[^/?#]+/)[^/?#]+|([?&](?:key|token|call_key)=)[^&#]*"
+)
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 BACKLOG = 1024  # connections the kernel may queue before we accept them (aiohttp's default is 128)
 
