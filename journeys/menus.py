@@ -1069,10 +1069,10 @@ class MenuService:
         self._end(live, "the customer asked for a callback")
 
     async def _to_agent(self, live: _Live, action: Action) -> None:
-        """A video link with the queue's first free agent, remembering this menu; nobody free: say so."""
+        """A video link with the first free agent of the option's queue (else the queue of the customer's likely
+        reason, else the default), remembering this menu; nobody free: say so."""
         s, link = live.session, live.link
-        queue = action.queue or self.calls.settings.routing.default_queue
-        agent = self.calls.queues.first_available(queue)
+        agent, queue = self.calls.route(s.customer_id or link.customer_ref, link.phone, action.queue)
         if agent is None:
             s.handed(action.type, None, "menu.nobody")
             self._record(live, "action", {"action": action.type, "queue": queue, "agent": None})
