@@ -4,7 +4,6 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const contexts = vg.contexts = new Map();
-  const STEPS = {choice: "Chose", entry: "Entered", action: "Asked to"};
   const ago = (at) => {
     const minutes = Math.max(0, Math.round((Date.now() / 1000 - at) / 60));
     return minutes < 1 ? "just now" : minutes < 90 ? `${minutes} min ago` : `${Math.round(minutes / 60)} h ago`;
@@ -22,8 +21,8 @@
     $("context-reason").dataset.queue = ctx.reason?.queue || "";
     $("context-events").replaceChildren(...ctx.events.map((e) => item(`${e.type} (${ago(e.at)}${e.detail && Object.keys(e.detail).length ? `; ${describe(e.detail)}` : ""})`)));
     $("context-menu").hidden = !ctx.steps.length;
-    $("context-steps").replaceChildren(...ctx.steps.map((s) => item(`${STEPS[s.step] || s.step}: ${s.detail.label || describe(s.detail)}`)));
-    $("context-idv").textContent = ctx.idv ? `Identity in the menu: ${ctx.idv.status_label || ctx.idv.status}` : "";
+    $("context-steps").replaceChildren(...ctx.steps.map((s) => item(vg.describeStep(s))));
+    $("context-idv").textContent = vg.idvText(ctx.idv);
   }
 
   vg.on("context", (ev) => { contexts.set(ev.link_id, ev); show(ev.link_id); });

@@ -1,10 +1,11 @@
 // The console's menus panel (visual IVR): the agent's menu sessions with each choice as the customer makes it and
-// their ID&V status, and, for a call a menu handed to this agent, what the customer did there before it.
+// their ID&V status. What a customer did in the menu before a call reaches the agent is shown with the call (the
+// workspace's "Why they are calling", console-context.js), in the words of describe() and idvText() here.
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
   const panel = $("menus-panel");
-  const sessions = vg.menus = new Map();  // menu link id -> {link, steps: [], idv: record|null, calls: [video link ids]}
+  const sessions = vg.menus = new Map();  // menu link id -> {link, steps: [], idv: record|null}
   const FINAL = ["ended", "expired", "revoked", "interrupted"];
   const IDV = {identified_and_verified: "Identified and verified", identified_only: "Identified only", not_identified: "Not identified"};
   const STATES = {created: "Link sent", opened: "Link opened", connected: "In the menu", ended: "Done", expired: "Expired", revoked: "Revoked"};
@@ -43,7 +44,7 @@
   }
 
   function session(id) {
-    if (!sessions.has(id)) sessions.set(id, {link: vg.links.get(id) || null, steps: [], idv: null, calls: []});
+    if (!sessions.has(id)) sessions.set(id, {link: vg.links.get(id) || null, steps: [], idv: null});
     return sessions.get(id);
   }
 
@@ -63,8 +64,7 @@
     } catch { /* not ours to see, or gone: nothing to show */ }
   }
 
-  function idvText(s) {
-    const r = s.idv;
+  function idvText(r) {
     if (!r) return "ID&V: not done";
     return `ID&V: ${r.status_label || IDV[r.status] || r.status}${r.verified_by ? ` by ${r.verified_by.toUpperCase()}` : ""}${r.customer_id ? ` (${r.customer_id})` : ""}`;
   }
@@ -73,7 +73,7 @@
     const link = s.link || {};
     const head = node("h4", {textContent: title});
     const meta = node("p", {className: "muted", textContent: `${STATES[link.state] || link.state || ""}${link.phone ? ` · ${link.phone}` : ""}${link.customer_ref ? ` · ${link.customer_ref}` : ""}`});
-    const idv = node("p", {className: "idv", textContent: idvText(s)});
+    const idv = node("p", {className: "idv", textContent: idvText(s.idv)});
     idv.dataset.status = s.idv ? s.idv.status : "";
     const steps = node("ol", {className: "menu-steps"}, ...s.steps.map((step) => node("li", {textContent: `${time(step.at)} ${describe(step)}`})));
     return node("article", {className: "menu-session", dataset: {link: id}}, head, meta, idv, steps);
@@ -81,20 +81,9 @@
 
   function render() {
     const mine = [...sessions.entries()].filter(([, s]) => s.link && s.link.kind === "menu");
-    const live = mine.filter(([, s]) => !FINAL.includes(s.link.state) || s.calls.length || s.steps.length);
-    const calls = [...vg.links.values()].filter((l) => l.kind === "video" && l.detail && l.detail.from && sessions.has(l.detail.from));
-    panel.hidden = !live.length && !calls.length;
+    const live = mine.filter(([, s]) => !FINAL.includes(s.link.state) || s.steps.length);
+    panel.hidden = !live.length;
     const blocks = [node("h2", {id: "menus-title", textContent: "Menus"})];
-    if (calls.length) {
-      blocks.push(node("h3", {textContent: "Calls from a menu"}));
-      calls.sort((a, b) => b.created - a.created).forEach((l) => {
-        const s = sessions.get(l.detail.from);
-        const block = sessionBlock(l.detail.from, s, `Call ${l.customer_ref || l.phone || l.id} (${STATES[l.state] || l.state}): what they did in the menu`);
-        block.classList.add("from-menu");
-        block.dataset.call = l.id;
-        blocks.push(block);
-      });
-    }
     if (live.length) {
       blocks.push(node("h3", {textContent: "Menu sessions"}));
       live.sort(([, a], [, b]) => b.link.created - a.link.created).slice(0, 10)
@@ -104,15 +93,9 @@
   }
 
   function onLink(link) {
-    if (link.kind === "menu") {
-      const s = session(link.id);
-      s.link = link;
-      render();
-    } else if (link.kind === "video" && link.detail && link.detail.from) {
-      const s = session(link.detail.from);
-      if (!s.calls.includes(link.id)) { s.calls.push(link.id); fetchMenu(link.detail.from); }
-      render();
-    }
+    if (link.kind !== "menu") return;
+    session(link.id).link = link;
+    render();
   }
 
   vg.on("hello", (ev) => {
@@ -131,14 +114,6 @@
     sessions.get(ev.link_id).idv = ev;
     render();
   });
-  vg.on("context", (ev) => {  // a call reached this agent: the menu it came from, as the server read it
-    const from = vg.links.get(ev.link_id)?.detail?.from;
-    if (!from || !ev.steps?.length) return;
-    const s = session(from);
-    ev.steps.forEach((step) => addStep(s, step));
-    if (ev.idv) s.idv = ev.idv;
-    if (!s.calls.includes(ev.link_id)) s.calls.push(ev.link_id);
-    if (!s.link) fetchMenu(from);
-    render();
-  });
+  vg.describeStep = (step) => `${time(step.at)} ${describe(step)}`;
+  vg.idvText = idvText;
 })();
