@@ -25,7 +25,11 @@
     $("context-idv").textContent = vg.idvText(ctx.idv);
   }
 
-  vg.on("context", (ev) => { contexts.set(ev.link_id, ev); show(ev.link_id); });
+  vg.on("context", (ev) => {
+    if (!ev.link_id) return;  // a callback's: its panel shows it (console-callbacks.js)
+    contexts.set(ev.link_id, ev);
+    show(ev.link_id);
+  });
   vg.on("view", (linkId) => {
     show(linkId);
     if (!contexts.has(linkId)) vg.api(`/api/calls/${linkId}/context`).then((ev) => { contexts.set(linkId, ev); show(linkId); }).catch(() => {});
