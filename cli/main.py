@@ -26,7 +26,7 @@ from calls.texts import TextsError
 from cli import config, logs
 from identity.idv import IdvSettings
 from identity.voiceid import Calibration, Channel
-from journeys.menus import MenuError
+from journeys.menu_file import MenuError
 from journeys.settings import CallbackSettings, JourneySettings, MenuSettings, PaymentSettings
 from media.audio_io import AudioFormatError
 from media.events import Event, FinalTranscript, PartialTranscript, PipelineError, Translation

@@ -34,6 +34,7 @@ import aiohttp
 from calls.access import customer_id as checked_customer_id
 from calls.service import CallService
 from identity.directory import HttpClient
+from journeys.menus import handed_off_link
 from journeys.settings import CallbackSettings
 from models.engines import is_language_code
 from store.base import CALLBACK_OPEN, Agent, Callback, new_call_id, phone_key
@@ -42,7 +43,7 @@ from store.security import token_hash
 
 log = logging.getLogger(__name__)
 
-FIELDS = frozenset({"phone", "window", "subject", "secret", "language", "customer_id"})
+FIELDS = frozenset({"phone", "window", "subject", "secret", "language", "customer_id", "queue", "from"})
 PHONE = re.compile(r"\+[0-9][0-9 ().-]{6,24}")
 SLACK = 300.0  # a window may start this many seconds ago: "from now", with clocks that differ a little
 DAY = 86400.0
@@ -82,6 +83,8 @@ class Booking:
     secret: str
     language: str
     customer_id: str | None
+    queue: str | None = None  # asked for (a menu option's): wins over the likely reason's
+    origin: str | None = None  # the menu link that offered the callback (``from``)
 
 
 class Callbacks:
@@ -113,23 +116,28 @@ class Callbacks:
             raise Throttled("this number has booked several callbacks just now; try again later")
         callback_id = new_call_id()
         reason = self.calls.context.of(b.customer_id, b.phone).reason
-        queue = reason.queue if reason is not None else self.queue
-        cb = self.store.callbacks.add(
-            token_hash(self._token(callback_id)),
-            phone=b.phone,
-            customer_id=b.customer_id,
-            subject=b.subject,
-            language=b.language,
-            window_start=b.window[0],
-            window_end=b.window[1],
-            secret_sealed=self.vault.seal(b.secret.encode(), f"callback:{callback_id}"),
-            queue=queue,
-            reason=reason.label if reason is not None else None,
-            callback_id=callback_id,
-        )
+        queue = b.queue or (reason.queue if reason is not None else self.queue)
+        try:
+            cb = self.store.callbacks.add(
+                token_hash(self._token(callback_id)),
+                phone=b.phone,
+                customer_id=b.customer_id,
+                subject=b.subject,
+                language=b.language,
+                window_start=b.window[0],
+                window_end=b.window[1],
+                secret_sealed=self.vault.seal(b.secret.encode(), f"callback:{callback_id}"),
+                queue=queue,
+                reason=reason.label if reason is not None else None,
+                callback_id=callback_id,
+                origin=b.origin,
+            )
+        except ValueError as e:  # this menu booked its callback already
+            raise Conflict(str(e)) from None
         detail = {"callback_id": cb.id, "subject": cb.subject}
         self.calls.context.record(b.customer_id, b.phone, "callback.booked", detail, f"callback:{cb.id}")
-        self.store.audit.add("customer", "callback.book", cb.id, f"queue={queue}")
+        origin = f" from={b.origin}" if b.origin else ""
+        self.store.audit.add("customer", "callback.book", cb.id, f"queue={queue}{origin}")
         log.info("callback %s booked for %s (queue %s)", cb.id, last4(cb.phone), queue)
         self._changed(cb, "booked")
         return cb, self.status_url(cb.id)
@@ -157,7 +165,24 @@ class Callbacks:
             secret=secret.strip(),
             language=language.lower(),
             customer_id=checked_customer_id(customer) if customer is not None else None,
+            queue=self._check_queue(body["queue"]) if body.get("queue") is not None else None,
+            origin=self._check_menu_link(body["from"]) if body.get("from") is not None else None,
         )
+
+    def _check_queue(self, queue: object) -> str:
+        queues = self.calls.settings.routing.queues
+        if not isinstance(queue, str) or queue not in queues:
+            raise Invalid(f"queue: one of the routing's queues ({', '.join(sorted(queues))})")
+        return queue
+
+    def _check_menu_link(self, ref: object) -> str:
+        """``from``: the menu that handed the customer here, as it signed it; its steps and ID&V go to the agent
+        who calls."""
+        link_id = handed_off_link(self.vault, ref)
+        link = self.store.links.get(link_id) if link_id else None
+        if link is None or link.kind != "menu":
+            raise Invalid("from: the id of the menu link that offered this callback")
+        return link.id
 
     def check_window(self, window: object) -> tuple[float, float]:
         """``{start, end}`` in epoch seconds or ISO 8601 with a zone: in the future, at least ``min_window`` long,
@@ -207,6 +232,14 @@ class Callbacks:
         cb = await self.by_token(token, who)
         topic = callback_topic(cb.id)
         return topic, self.hub.subscribe(topic), [{"type": "callback", "callback": self.customer_view(cb)}]
+
+    def page_texts(self, wanted: str | None, accept_language: str | None = None) -> dict:
+        """The booking and status pages' own words (``callback.*`` of the catalogue), in the customer's language:
+        the one a menu handed on, else the browser's, else English."""
+        texts = self.calls.services.texts
+        language = texts.choose(wanted, accept_language)
+        words = {k: v for k, v in texts.texts(language).items() if k.startswith("callback.")}
+        return {"language": language, "texts": words}
 
     def status_url(self, callback_id: str) -> str:
         return f"{self.calls.settings.public_url.rstrip('/')}/callback/{self._token(callback_id)}"
@@ -286,7 +319,14 @@ class Callbacks:
     def context_view(self, cb: Callback) -> dict:
         """What the console greets a taken callback with, as it does a call: the likely reason, recent events."""
         context = self.calls.context.of(cb.customer_id, cb.phone).to_dict()
-        return {"type": "context", "callback_id": cb.id, **context, "steps": [], "idv": None}
+        origin = cb.origin
+        return {
+            "type": "context",
+            "callback_id": cb.id,
+            **context,
+            "steps": [s.__dict__ for s in self.store.steps.of(origin)] if origin else [],
+            "idv": self.store.idv.get(origin) if origin else None,
+        }
 
     def _for_agent(self, agent: Agent, callback_id: str) -> Callback:
         cb = self.store.callbacks.get(callback_id)

@@ -51,6 +51,13 @@ async def book(request: web.Request) -> web.Response:
     return web.json_response({"callback": callbacks.customer_view(cb), "status_url": url}, status=201)
 
 
+@routes.get("/api/callbacks/texts")
+async def texts(request: web.Request) -> web.Response:
+    """The pages' words in ``?language=`` (a menu's hand-off gives it), else the browser's language."""
+    words = service(request).page_texts(request.query.get("language"), request.headers.get("Accept-Language"))
+    return web.json_response(words)
+
+
 @routes.get("/api/callback/{token}")
 async def status(request: web.Request) -> web.Response:
     callbacks = service(request)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from journeys.menus import FieldErrors, MenuService
+from journeys.menu_file import FieldErrors
+from journeys.menus import MenuService
 from signaling.middleware import JOURNEYS, agent_of, client, json_body
 from store.errors import Conflict
 

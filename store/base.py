@@ -127,6 +127,7 @@ class Callback:
     created: float
     updated: float
     attempts: int
+    origin: str | None = None  # the menu link that offered it: the agent calling sees what was done there
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -432,8 +433,10 @@ class Callbacks(Protocol):
         queue: str,
         reason: str | None,
         callback_id: str | None = None,
+        origin: str | None = None,
     ) -> Callback:
-        """``callback_id``: one ``new_call_id`` gave before (the secret is sealed naming it)."""
+        """``callback_id``: one ``new_call_id`` gave before (the secret is sealed naming it). A menu link offers
+        one callback: a second with the same ``origin`` raises ``ValueError``."""
 
     def get(self, callback_id: str) -> Callback | None: ...
     def by_token(self, token_hash: str) -> Callback | None: ...

@@ -90,7 +90,7 @@ CREATE TABLE callbacks (
     customer_id TEXT, subject TEXT NOT NULL, language TEXT NOT NULL, window_start DOUBLE PRECISION NOT NULL,
     window_end DOUBLE PRECISION NOT NULL, secret BYTEA NOT NULL, state TEXT NOT NULL,
     agent_id BIGINT REFERENCES agents(id), queue TEXT NOT NULL, reason TEXT, created DOUBLE PRECISION NOT NULL,
-    updated DOUBLE PRECISION NOT NULL, attempts INTEGER NOT NULL);
+    updated DOUBLE PRECISION NOT NULL, attempts INTEGER NOT NULL, origin TEXT UNIQUE);
 CREATE INDEX callbacks_open ON callbacks(state, window_start);
 CREATE INDEX callbacks_phone ON callbacks(phone_key, created);
 CREATE TABLE payments (

@@ -624,7 +624,7 @@ class _Steps:
 
 _CALLBACK = (
     "id, phone, customer_id, subject, language, window_start, window_end, state, agent_id, queue, reason, created,"
-    " updated, attempts"
+    " updated, attempts, origin"
 )
 
 
@@ -646,30 +646,21 @@ class _Callbacks:
         queue: str,
         reason: str | None,
         callback_id: str | None = None,
+        origin: str | None = None,
     ) -> Callback:
         callback_id = callback_id or new_call_id()
         now = self._db.clock()
-        self._db.run(
-            "INSERT INTO callbacks (id, token_hash, phone, phone_key, customer_id, subject, language, window_start,"
-            " window_end, secret, state, agent_id, queue, reason, created, updated, attempts)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?, 'booked', NULL, ?,?,?,?, 0)",
-            (
-                callback_id,
-                token_hash,
-                phone,
-                phone_key(phone),
-                customer_id,
-                subject,
-                language,
-                window_start,
-                window_end,
-                secret_sealed,
-                queue,
-                reason,
-                now,
-                now,
-            ),
-        )
+        row = (callback_id, token_hash, phone, phone_key(phone), customer_id, subject, language, window_start,
+               window_end, secret_sealed, queue, reason, now, now, origin)  # fmt: skip
+        try:
+            self._db.run(
+                "INSERT INTO callbacks (id, token_hash, phone, phone_key, customer_id, subject, language, window_start,"
+                " window_end, secret, state, agent_id, queue, reason, created, updated, attempts, origin)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?, 'booked', NULL, ?,?,?,?, 0, ?)",
+                row,
+            )
+        except self._db.integrity_error:  # the origin's UNIQUE: a menu offers one callback
+            raise ValueError("this menu has booked its callback already") from None
         return self.get(callback_id)  # type: ignore[return-value]
 
     def get(self, callback_id: str) -> Callback | None:

@@ -74,7 +74,8 @@ CREATE TABLE IF NOT EXISTS callbacks (
     id TEXT PRIMARY KEY, token_hash TEXT UNIQUE NOT NULL, phone TEXT NOT NULL, phone_key TEXT NOT NULL,
     customer_id TEXT, subject TEXT NOT NULL, language TEXT NOT NULL, window_start REAL NOT NULL,
     window_end REAL NOT NULL, secret BLOB NOT NULL, state TEXT NOT NULL, agent_id INTEGER REFERENCES agents(id),
-    queue TEXT NOT NULL, reason TEXT, created REAL NOT NULL, updated REAL NOT NULL, attempts INTEGER NOT NULL);
+    queue TEXT NOT NULL, reason TEXT, created REAL NOT NULL, updated REAL NOT NULL, attempts INTEGER NOT NULL,
+    origin TEXT UNIQUE);
 CREATE INDEX IF NOT EXISTS callbacks_open ON callbacks(state, window_start);
 CREATE INDEX IF NOT EXISTS callbacks_phone ON callbacks(phone_key, created);
 CREATE TABLE IF NOT EXISTS payments (

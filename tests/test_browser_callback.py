@@ -3,7 +3,8 @@
 The customer, on a phone-sized screen, books a callback on /callback and lands on its status page; agent alice's
 console lists the task with its due time and subject; she clicks Call now and is shown "Your secret is ..." with
 the customer's own word; the customer's page follows live: Agent calling, then Done. A second booking is
-rescheduled and then cancelled from the page, and leaves the agent's queue.
+rescheduled and then cancelled from the page, and leaves the agent's queue. Last, a menu's "call me back" lands on
+the booking page filled in with what the menu knew, in the menu's language.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ async def book(page, base: str, subject: str) -> None:
     await page.wait_for_url(re.compile(r"/callback/[A-Za-z0-9_-]{43}$"))
 
 
-async def test_callback_in_real_browsers(tmp_path, chromium):
+async def test_callback_in_real_browsers(tmp_path, chromium, http):
     server = await TestServer(tmp_path / "data").start()
-    server.add_agent("alice", "correct horse")
+    api_token = server.add_agent("alice", "correct horse")
     errors: list = []
     try:
         async with chromium.async_playwright() as p:
@@ -90,6 +91,20 @@ async def test_callback_in_real_browsers(tmp_path, chromium):
                     and await customer.locator("#cancel").is_hidden()
                 )
                 await console.locator("#callbacks-panel", has_text="No callbacks waiting.").wait_for()
+
+                # A menu's "call me back" (in Portuguese) hands the customer to the booking page, filled in.
+                link = {"kind": "menu", "menu": "example", "phone": "+44 20 7946 0018", "language": "pt"}
+                headers = {"Authorization": f"Bearer {api_token}"}
+                async with http.post(f"{server.base}/api/links", json=link, headers=headers) as r:
+                    menu = await r.json()
+                await customer.goto(menu["url"])
+                await customer.get_by_role("button", name="Pagamentos").click()
+                await customer.get_by_role("button", name="Liguem-me sobre um pagamento").click()
+                await customer.wait_for_url(re.compile(r"/callback\?"))
+                await customer.locator("#booking-title", has_text="Marcar uma chamada").wait_for()
+                assert await customer.input_value("#phone") == "+44 20 7946 0018"
+                assert await customer.input_value("#subject") == "Um pagamento"
+                assert await customer.get_attribute("html", "lang") == "pt"
             finally:
                 await browser.close()
         actions = {a["action"] for a in server.store.audit.log()}

@@ -108,9 +108,8 @@ async def test_a_customer_navigates_the_menu_verifies_and_reaches_an_available_a
             await page.check("#consent")
             await page.click("#start")
             await page.get_by_text("Connected. The agent can see you.").wait_for()  # on alice's screen
-            block = f"#menus-panel .from-menu[data-call='{video.id}']"
-            await console.wait_for_selector(block)
-            text = await console.text_content(block)
+            await console.wait_for_selector("#context:not([hidden]) #context-steps li")  # beside the call
+            text = await console.text_content("#context")
             assert "Chose “My details”" in text and "Entered last digits: 1234" in text
             assert "ID&V: Identified and verified by PIN (C-100)" in text
             assert PIN not in await console.text_content("body")

@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import time
+from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 import pytest
@@ -21,6 +22,7 @@ from aiohttp import web
 
 from calls.context import Reason, RoutingSettings
 from journeys.callbacks import last4, sign, span
+from journeys.menus import handoff_ref
 from journeys.settings import CallbackSettings, JourneySettings
 from store.security import token_hash
 from tests.server import TestServer
@@ -330,6 +332,96 @@ async def test_a_reason_routes_the_callback_to_its_queue(tmp_path, http):
         context = next(e for e in console.events if e["type"] == "context")
         assert context["callback_id"] == cb["id"] and context["reason"]["label"] == "Declined card payment"
         await console.close()
+    finally:
+        await server.stop()
+
+
+async def menu_hand_off(http, server: TestServer) -> dict:
+    """A customer takes a menu's "Call me back about a payment": the query the menu sends them to /callback with."""
+    link = {"kind": "menu", "menu": "example", "phone": PHONE, "customer_ref": "C-100", "language": "pt"}
+    created = await post(http, server, "/api/links", status=201, **link)
+    token = token_of(created["url"])
+    key = (await post(http, server, f"/api/menu/{token}/start", name=""))["key"]
+    for option in ("payments", "callback"):
+        view = await post(http, server, f"/api/menu/{token}/step", name="", key=key, step="choose", option=option)
+    assert view["result"]["kind"] == "redirect" and view["result"]["url"].startswith("/callback?")
+    return dict(parse_qsl(urlsplit(view["result"]["url"]).query))
+
+
+async def test_a_menu_hands_its_query_to_the_booking(server, http):
+    query = await menu_hand_off(http, server)
+    menu_id = query["from"].split(".")[0]  # the menu link's id, signed by the server
+    assert query == {
+        "phone": PHONE,
+        "customer_id": "C-100",
+        "subject": "Um pagamento",
+        "language": "pt",
+        "from": query["from"],
+    }
+    assert server.store.links.get(menu_id).kind == "menu"
+    cb = (await book(http, server, {**booking(server), **query}))["callback"]
+    assert cb["subject"] == "Um pagamento" and cb["language"] == "pt"
+    assert server.store.callbacks.get(cb["id"]).origin == menu_id
+    assert server.store.audit.log(cb["id"])[0]["detail"] == f"queue=general from={menu_id}"
+    again = await book(http, server, {**booking(server), **query}, status=409)
+    assert "booked its callback already" in again["error"]  # one menu, one callback
+
+    console = Listener(await http.ws_connect(f"{server.base}/api/ws", headers=bearer(server, "bob")))
+    await post(http, server, f"/api/callbacks/{cb['id']}/claim", "bob")
+    await wait_for(lambda: any(e["type"] == "context" and e.get("callback_id") for e in console.events))
+    context = next(e for e in console.events if e["type"] == "context" and e.get("callback_id"))
+    await console.close()
+    steps = [(s["step"], s["detail"].get("option") or s["detail"].get("action")) for s in context["steps"]]
+    assert steps == [("action", "start"), ("choice", "payments"), ("choice", "callback"), ("action", "callback")]
+    assert all(s["link_id"] == menu_id for s in context["steps"]) and context["idv"] is None
+
+
+async def test_the_booking_page_speaks_the_menu_language(server, http):
+    async with http.get(f"{server.base}/api/callbacks/texts?language=pt") as r:
+        answer = await r.json()
+    assert answer["language"] == "pt" and answer["texts"]["callback.title"] == "Marcar uma chamada"
+    assert all(key.startswith("callback.") for key in answer["texts"])
+    async with http.get(f"{server.base}/api/callbacks/texts?language=zz", headers={"Accept-Language": "de"}) as r:
+        assert (await r.json())["language"] == "de"
+
+
+async def test_a_booking_without_a_menu_has_no_steps(server, http):
+    cb = (await book(http, server))["callback"]
+    [event] = server.store.events.recent(["phone:+442079460018"], 0)
+    assert event.detail == {"callback_id": cb["id"], "subject": "My card was declined at the till"}
+    claimed = await post(http, server, f"/api/callbacks/{cb['id']}/claim")
+    assert claimed["callback"]["queue"] == "general"
+    context = server.node.journeys.callbacks.context_view(server.store.callbacks.get(cb["id"]))
+    assert context["steps"] == [] and context["idv"] is None
+
+
+async def test_queue_and_from_are_checked(server, http):
+    video = await post(http, server, "/api/links", status=201, phone=PHONE)
+    for fields, says in [
+        ({"queue": "nope"}, "queue: one of the routing's queues (general)"),
+        ({"queue": 5}, "queue: one of"),
+        ({"from": "000000000000"}, "from: the id of the menu link"),
+        ({"from": video["link"]["id"]}, "from: the id of the menu link"),  # unsigned: anyone can name a link
+        ({"from": handoff_ref(server.node.calls.services.vault, video["link"]["id"])}, "from: the id"),  # no menu
+        ({"from": video["link"]["id"] + ".0123456789abcdef0123456789abcdef"}, "from: the id of the menu link"),
+        ({"from": ["x"]}, "from: the id of the menu link"),
+    ]:
+        answer = await book(http, server, booking(server, **fields), status=400)
+        assert says in answer["error"], (fields, answer)
+    assert server.store.callbacks.open() == []
+
+
+async def test_a_queue_asked_for_wins_over_the_likely_reason(tmp_path, http):
+    reason = Reason("payment.declined", "Declined card payment", "A card payment was declined.", "cards")
+    routing = RoutingSettings(queues={"general": (), "cards": ("cards",)}, reasons={"payment.declined": reason})
+    server = await make(tmp_path, routing=routing)
+    try:
+        server.calls.context.record(None, PHONE, "payment.declined", {"amount": 1999}, "test")
+        asked = (await book(http, server, booking(server, queue="general")))["callback"]
+        likely = (await book(http, server))["callback"]
+        plain = (await book(http, server, booking(server, phone="+1 415 555 0101", queue="cards")))["callback"]
+        queues = {cb.id: cb.queue for cb in server.store.callbacks.open()}
+        assert queues == {asked["id"]: "general", likely["id"]: "cards", plain["id"]: "cards"}
     finally:
         await server.stop()
 

@@ -14,15 +14,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-from journeys.menus import (
-    EXAMPLES,
-    FieldErrors,
-    MenuError,
-    MenuSession,
-    check_value,
-    load_menus,
-    parse_menu,
-)
+from journeys.menu_file import EXAMPLES, FieldErrors, MenuError, check_value, load_menus, parse_menu
+from journeys.menus import MenuSession
 from journeys.settings import JourneySettings, MenuSettings
 from signaling.middleware import redact
 from store.base import Customer

@@ -1,9 +1,12 @@
 // The customer's callback pages: /callback books one (POST /api/callbacks, as a bank's app may too), and
 // /callback/TOKEN follows it live (a WebSocket of its changes), with Reschedule while booked and Cancel while open.
-// The secret word goes to the server once, at booking; no page ever shows it again.
+// The secret word goes to the server once, at booking; no page ever shows it again. A menu's hand-off fills the
+// booking in: /callback?phone=…&customer_id=…&subject=…&queue=…&language=…&from=MENU_LINK_ID (all editable but
+// queue and from, which go with the booking so the agent who calls is routed and sees the menu's steps).
 "use strict";
 const $ = (id) => document.getElementById(id);
-const vg = window.vg = {callback: null, states: [], ws: null};
+const vg = window.vg = {callback: null, states: [], ws: null, texts: {}};
+const given = new URLSearchParams(location.search);
 const token = location.pathname.match(/^\/callback\/([^/]+)$/)?.[1];
 const ORDER = ["booked", "calling", "done"];
 const QUARTER = 15 * 60 * 1000;
@@ -23,7 +26,9 @@ function defaults(dateId, fromId, toId, start) {
 function windowOf(dateId, fromId, toId) {
   const start = new Date(`${$(dateId).value}T${$(fromId).value}`);
   let end = new Date(`${$(dateId).value}T${$(toId).value}`);
-  if (Number.isNaN(start.getTime()) || Number.isNaN(end.getTime())) throw new Error("Choose a day and the times.");
+  if (Number.isNaN(start.getTime()) || Number.isNaN(end.getTime())) {
+    throw new Error(vg.texts["callback.choose_times"] || "Choose a day and the times.");
+  }
   if (end <= start) end = new Date(end.getTime() + 24 * 3600 * 1000);
   return {start: start.getTime() / 1000, end: end.getTime() / 1000};
 }
@@ -39,9 +44,27 @@ const sentence = (text) => (text ? text[0].toUpperCase() + text.slice(1) + (/[.!
 
 // -- booking ---------------------------------------------------------------------------------------------------------
 
+// The page's own words in the language a menu handed on (the catalogue's callback.* texts); English as written.
+async function translate(language) {
+  try {
+    const answer = await api(`/api/callbacks/texts?language=${encodeURIComponent(language)}`);
+    vg.texts = answer.texts;
+    document.documentElement.lang = answer.language;
+    document.querySelectorAll("[data-t]").forEach((el) => {
+      if (answer.texts[el.dataset.t]) el.textContent = answer.texts[el.dataset.t];
+    });
+    document.title = answer.texts["callback.title"] || document.title;
+  } catch { /* the page stays in English */ }
+}
+
 function booking() {
   $("booking").hidden = false;
   defaults("date", "from", "to");
+  $("phone").value = given.get("phone") || "";
+  $("customer-id").value = given.get("customer_id") || "";
+  $("subject").value = given.get("subject") || "";
+  const language = given.get("language");
+  if (language) translate(language);
   $("book").addEventListener("submit", async (e) => {
     e.preventDefault();
     $("book-error").textContent = "";
@@ -50,7 +73,10 @@ function booking() {
     try {
       const body = {phone: $("phone").value.trim(), window: windowOf("date", "from", "to"),
         subject: $("subject").value.trim(), secret: $("secret").value.trim(),
-        language: (navigator.language || "en").slice(0, 2)};
+        language: language || (navigator.language || "en").slice(0, 2)};
+      const customer = $("customer-id").value.trim();
+      if (customer) body.customer_id = customer;
+      for (const name of ["queue", "from"]) if (given.get(name)) body[name] = given.get(name);
       const answer = await api("/api/callbacks", {method: "POST", body: JSON.stringify(body)});
       $("secret").value = "";
       location.assign(new URL(answer.status_url).pathname);  // this server's page, whatever its public name
