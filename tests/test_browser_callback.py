@@ -105,6 +105,14 @@ async def test_callback_in_real_browsers(tmp_path, chromium, http):
                 assert await customer.input_value("#phone") == "+44 20 7946 0018"
                 assert await customer.input_value("#subject") == "Um pagamento"
                 assert await customer.get_attribute("html", "lang") == "pt"
+                await customer.fill("#secret", WORD)
+                await customer.click("#book button[type=submit]")
+                await status.wait_for()
+                # The agent who calls back sees what the customer did in the menu.
+                await task.filter(has_text="Um pagamento").get_by_role("button", name="Call now").click()
+                steps = console.locator("#callback-context")
+                await steps.filter(has_text="Chose “Payments”").wait_for()
+                assert "Asked for a callback" in await steps.text_content()
             finally:
                 await browser.close()
         actions = {a["action"] for a in server.store.audit.log()}

@@ -6,6 +6,7 @@
   const panel = document.getElementById("callbacks-panel");
   const open = new Map();  // id -> callback, booked or calling
   let secret = null;  // {id, text}: the word of the callback I am calling, shown to me only
+  const contexts = new Map();  // callback id -> why they likely called, and what they did in a menu before
   let error = "";
 
   const el = (tag, props = {}, ...children) => {
@@ -61,6 +62,8 @@
     if (secret && open.has(secret.id)) {
       parts.push(el("p", {className: "secret-box", role: "status", id: "callback-secret"},
         "Read back: ", el("strong", {textContent: secret.text})));
+      const ctx = contexts.get(secret.id);
+      if (ctx) parts.push(context(ctx));
     }
     if (error) parts.push(el("p", {className: "error", role: "alert", textContent: error}));
     if (!rows.length) parts.push(el("p", {className: "muted", textContent: "No callbacks waiting."}));
@@ -70,6 +73,17 @@
     }
     panel.replaceChildren(...parts);
     panel.hidden = false;
+  }
+
+  // The taken callback's context, as a call's is shown (console-context.js): reason, events, the menu's steps.
+  function context(ctx) {
+    const items = [
+      ...(ctx.reason ? [`${ctx.reason.label}: ${ctx.reason.greeting}`] : []),
+      ...ctx.events.filter((e) => !["callback.booked", ...(ctx.steps.length ? ["menu.choice"] : [])].includes(e.type)).map((e) => `${e.type} ${JSON.stringify(e.detail)}`),
+      ...ctx.steps.map((s) => vg.describeStep(s)),
+      ...(ctx.steps.length ? [vg.idvText(ctx.idv)] : []),
+    ];
+    return el("ul", {className: "history", id: "callback-context"}, ...items.map((t) => el("li", {textContent: t})));
   }
 
   function update(cb) {
@@ -98,4 +112,5 @@
 
   vg.on("hello", load);  // each (re)connection: the queue as it is now
   vg.on("callback", (ev) => update(ev.callback));
+  vg.on("context", (ev) => { if (ev.callback_id) { contexts.set(ev.callback_id, ev); render(); } });
 })();

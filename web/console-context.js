@@ -19,7 +19,8 @@
     if (box.hidden) return;
     $("context-reason").textContent = ctx.reason ? `${ctx.reason.label}: ${ctx.reason.greeting}` : "No likely reason on record.";
     $("context-reason").dataset.queue = ctx.reason?.queue || "";
-    $("context-events").replaceChildren(...ctx.events.map((e) => item(`${e.type} (${ago(e.at)}${e.detail && Object.keys(e.detail).length ? `; ${describe(e.detail)}` : ""})`)));
+    const events = ctx.steps.length ? ctx.events.filter((e) => e.type !== "menu.choice") : ctx.events;  // shown as steps
+    $("context-events").replaceChildren(...events.map((e) => item(`${e.type} (${ago(e.at)}${e.detail && Object.keys(e.detail).length ? `; ${describe(e.detail)}` : ""})`)));
     $("context-menu").hidden = !ctx.steps.length;
     $("context-steps").replaceChildren(...ctx.steps.map((s) => item(vg.describeStep(s))));
     $("context-idv").textContent = vg.idvText(ctx.idv);
