@@ -94,7 +94,7 @@ def test_the_readme_example_is_a_valid_configuration(tmp_path, capsys, env):
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    example = "# voxgate.toml" + readme.split("```toml\n# voxgate.toml", 1)[1].split("```", 1)[0]
     secret = tmp_path / "secret"
     secret.write_text("from-a-file")
     file = tmp_path / "voxgate.toml"
