@@ -8,6 +8,11 @@ data (an SAQ A style integration: the whole payment page is the provider's).
 A payment's states only move forwards (``store.base.PAYMENT_STATES``): created, opened (the customer opened the
 link), handed_off (on the provider's page), details_entered, then succeeded or failed. Webhooks are retried and
 reordered by providers: each change is acted on once, later or repeated news about it changes nothing.
+
+A declined card is an attempt, not an outcome: as on Stripe Checkout, the customer may try another card on the same
+page, so the payment stays at details_entered and each decline is audited, recorded and shown to the agent. Only the
+provider's page closing (expired, a delayed method failing) fails it, or ``max_declines`` declines: then VoxGate
+closes the page itself, which is what stops a stolen-card tester from trying card after card.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import urlencode
 
@@ -37,6 +43,7 @@ log = logging.getLogger(__name__)
 MAX_WEBHOOK = 64 * 1024  # bytes: a provider's event is a few kilobytes
 CREATE_FIELDS = {"kind", "amount", "currency", "description", "phone", "customer_ref", "expires_in", "language"}
 LINK_KEY = "voxgate_link"  # the metadata key that names our link at the provider
+TOO_MANY = "too many declined cards"
 # What the agent's console calls each state.
 LABELS = {
     "created": "Link sent",
@@ -123,6 +130,8 @@ class PaymentUpdate:
     amount: int | None = None
     currency: str | None = None
     link_id: str | None = None
+    declined: str | None = None  # a card declined, this code why: an attempt, the customer may try another card
+    event: str | None = None  # the provider's id of this news: a retried delivery of a decline counts once
 
 
 class PaymentProvider(Protocol):
@@ -130,8 +139,9 @@ class PaymentProvider(Protocol):
     label: str  # what the customer's button names
 
     async def create_session(self, order: Order) -> HostedSession: ...
-    async def cancel(self, ref: str) -> None:
-        """Best effort: the hosted page stops taking this payment."""
+    async def expire(self, ref: str) -> bool:
+        """The hosted page stops taking this payment: True once it cannot be paid there (False: it may be paid
+        already, or the provider did not answer; its own news will settle it)."""
 
     def parse_webhook(self, body: bytes, headers: Mapping[str, str], now: float) -> PaymentUpdate | None:
         """Verified and mapped; None for news that changes nothing here. Raises ``BadSignature``."""
@@ -190,11 +200,13 @@ class StripeCheckout:
             raise ProviderUnavailable("the payment provider's answer had no payment page")
         return HostedSession(session["id"], session["url"])
 
-    async def cancel(self, ref: str) -> None:
+    async def expire(self, ref: str) -> bool:
         try:
-            await self._post(f"/v1/checkout/sessions/{ref}/expire", {})
-        except Refused as e:  # already completed or expired: nothing to stop
+            await self._post(f"/v1/checkout/sessions/{ref}/expire", {}, tries=2)
+        except Refused as e:  # already completed or expired (Stripe refuses those), or no answer
             log.info("stripe: session %s not expired: %s", ref, e.message)
+            return False
+        return True
 
     async def _post(self, path: str, form: dict[str, str], idempotency_key: str | None = None, tries: int = 1) -> dict:
         headers = {"Authorization": f"Bearer {self._key}"}
@@ -225,10 +237,12 @@ class StripeCheckout:
             return _session_update(kind, obj)
         if kind in ("payment_intent.created", "payment_intent.processing", "payment_intent.requires_action"):
             return _intent_update(obj, "details_entered", None)
-        if kind == "payment_intent.payment_failed":
+        if kind == "payment_intent.payment_failed":  # one attempt: Checkout lets the customer try another card
             error = obj.get("last_payment_error") or {}
             why = error.get("decline_code") or error.get("code") or "payment_failed"
-            return _intent_update(obj, "failed", f"declined: {why}")
+            update = _intent_update(obj, "details_entered", None)
+            event_id = event.get("id") if isinstance(event.get("id"), str) else None
+            return replace(update, declined=decline_code(why), event=event_id) if update else None
         return None
 
 
@@ -280,6 +294,7 @@ def _our_link(metadata: object) -> str | None:
 REDIRECT_STATUSES = {
     "opened": "handed_off",
     "details_entered": "details_entered",
+    "declined": "details_entered",  # an attempt: the customer may try another card
     "succeeded": "succeeded",
     "failed": "failed",
 }
@@ -291,8 +306,9 @@ class RedirectProvider:
     Out: the customer goes to ``redirect_url?reference=…&amount=…&currency=…&description=…&return_url=…&
     cancel_url=…&expires=…&t=…&signature=…``, ``signature`` the HMAC-SHA256 (hex) of ``t.QUERY``, QUERY those
     parameters sorted by name and URL-encoded. In: ``POST /webhooks/payments`` with JSON ``{"reference",
-    "status": opened|details_entered|succeeded|failed, "amount", "currency", "reason"?}``, signed in
-    ``X-Signature: t=…,v1=…`` as Stripe signs."""
+    "status": opened|details_entered|declined|succeeded|failed, "amount", "currency", "reason"?, "attempt"?}``,
+    signed in ``X-Signature: t=…,v1=…`` as Stripe signs. ``declined`` is one card refused (``reason``: its code;
+    ``attempt``: the provider's id of it, so a retried delivery counts once); ``failed`` is the end."""
 
     name = "redirect"
 
@@ -320,20 +336,34 @@ class RedirectProvider:
         signed = urlencode({"t": t, "signature": sign(self._secrets[0], t, query.encode())})
         return HostedSession(ref, f"{self.url}{'&' if '?' in self.url else '?'}{query}&{signed}")
 
-    async def cancel(self, ref: str) -> None:
-        return None  # the protocol has no cancel: the page's own expiry (``expires``) ends it
+    async def expire(self, ref: str) -> bool:
+        """The protocol has no cancel: VoxGate stops here (a payment the provider takes after it is logged to
+        reconcile), and the page's own ``expires`` ends it there."""
+        return True
 
     def parse_webhook(self, body: bytes, headers: Mapping[str, str], now: float) -> PaymentUpdate | None:
         verify_signature(headers.get("X-Signature"), body, self._secrets, now, self.tolerance)
         event = _event_json(body)
         ref, status = event.get("reference"), event.get("status")
         if not isinstance(ref, str) or status not in REDIRECT_STATUSES:
-            raise Invalid("webhook: reference and status (opened, details_entered, succeeded, failed) expected")
+            raise Invalid(f"webhook: reference and status ({', '.join(REDIRECT_STATUSES)}) expected")
         amount, currency, reason = event.get("amount"), event.get("currency"), event.get("reason")
         detail = str(reason)[:200] if reason else None
         if isinstance(amount, bool) or not isinstance(amount, int):
             amount = None
-        return PaymentUpdate(ref, REDIRECT_STATUSES[status], detail, amount, currency if amount else None)
+        update = PaymentUpdate(ref, REDIRECT_STATUSES[status], detail, amount, currency if amount else None)
+        if status != "declined":
+            return update
+        attempt = event.get("attempt")
+        return replace(
+            update, detail=None, declined=decline_code(reason), event=str(attempt)[:200] if attempt else None
+        )
+
+
+def decline_code(why: object) -> str:
+    """A provider's reason for a decline as a short code (``insufficient_funds``): it is shown, logged and kept."""
+    code = re.sub(r"[^a-z0-9_]+", "_", str(why or "").lower()).strip("_")[:64]
+    return code or "declined"
 
 
 def redirect_query(params: Mapping[str, str]) -> str:
@@ -464,7 +494,7 @@ class Payments:
         )
         session = await self.provider.create_session(order)  # first: a provider outage does not use the link up
         if not self.store.links.consume(link.id):  # another device won the race, or the link just expired
-            await self.provider.cancel(session.ref)
+            await self.provider.expire(session.ref)
             await self.calls.customer_link(token, who)  # the refusal the link's state gives
             raise Gone("this link has been used; each link works once, on one device", "link.used")
         self.store.payments.set_ref(link.id, session.ref)
@@ -492,6 +522,17 @@ class Payments:
             "description": (link.detail or {}).get("description", "") if link else "",
             "provider": self.provider.label,
         }
+
+    def result_page(self, token: str) -> str | None:
+        """Where the customer of a used payment link belongs when they come back to it (Back from the provider's
+        page): its result page, once handed off. None: another link, or one not handed off (its refusal stands).
+        The page shows the state only to the tab holding the hand-off's key; the URL names the link, not how it went.
+        """
+        link = self.store.links.by_token(token_hash(token)) if isinstance(token, str) else None
+        payment = self.store.payments.get(link.id) if link is not None and link.kind == "payment" else None
+        if payment is None or payment.state in ("created", "opened"):
+            return None
+        return f"/pay/done?link={link.id}"
 
     def _holds(self, link_id: str, key: str) -> bool:
         if not isinstance(key, str) or not key:
@@ -535,18 +576,57 @@ class Payments:
         ):
             log.error("payment %s: the provider reports another amount or currency; ignored", payment.link_id)
             raise Invalid("amount or currency differs from the payment's")
-        changed = self.store.payments.advance(payment.link_id, update.state, update.detail)
+        if update.declined:
+            return self._declined(payment, update.declined, update.event)
+        detail = update.detail
+        if update.state == "failed" and self._declines(payment.link_id) >= self.settings.max_declines:
+            detail = TOO_MANY  # the page VoxGate closed after the last decline: say why it closed
+        changed = self.store.payments.advance(payment.link_id, update.state, detail)
         if changed is None:
-            if update.state == "succeeded" and payment.state == "failed":  # paid after a decline ended it here
+            if update.state == "succeeded" and payment.state == "failed":  # a provider that cannot close its page
                 log.error("payment %s succeeded at the provider after it failed here: reconcile", payment.link_id)
                 self.store.audit.add("provider", "payment.late_success", payment.link_id, _money(payment, payment.ref))
             return payment  # already there: a retry, or news that arrived late
         self._changed(self.store.links.get(payment.link_id), changed)
-        if changed.state == "failed" and changed.ref:
-            # A decline ends this link's payment here: the provider's page must not take it afterwards. In the
-            # background: the provider waits for this answer, and should not wait on its own API too.
-            self._background(self.provider.cancel(changed.ref))
         return changed
+
+    def _declined(self, payment: Payment, code: str, event: str | None) -> Payment:
+        """One card refused: the customer is still on the provider's page and may try another, so the payment
+        stays at details_entered; the agent sees it live. After ``max_declines`` the page is closed."""
+        link = self.store.links.get(payment.link_id)
+        if link is None or payment.state in PAYMENT_FINAL:
+            return payment  # news that arrived after the outcome
+        steps = [s for s in self.store.steps.of(link.id) if s.step == "declined"]
+        if event and any(s.detail.get("event") == event for s in steps):
+            return payment  # a retried delivery: counted once
+        if (changed := self.store.payments.advance(link.id, "details_entered")) is not None:
+            self._changed(link, changed)
+            payment = changed
+        self.store.steps.add(link.id, "declined", {"code": code, **({"event": event} if event else {})})
+        self.store.audit.add("provider", "payment.declined", link.id, f"{_money(payment, payment.ref)} code={code}")
+        self._record_event(
+            link, "payment.declined", {"amount": payment.amount, "currency": payment.currency, "code": code}
+        )
+        log.info(
+            "payment %s: a card declined (%s), %d of %d", link.id, code, len(steps) + 1, self.settings.max_declines
+        )
+        self._publish(link, payment)
+        if len(steps) + 1 >= self.settings.max_declines and payment.ref:
+            # In the background: the provider waits for this answer, and should not wait on its own API too.
+            self._background(self._close_after_declines(link.id, payment.ref))
+        return payment
+
+    async def _close_after_declines(self, link_id: str, ref: str) -> None:
+        """Enough cards tried: the provider's page is closed, then the payment fails here. When the provider will
+        not close it (paid meanwhile, or no answer), its own news settles the payment."""
+        if not await self.provider.expire(ref):
+            log.warning("payment %s: the provider's page was not closed after %s", link_id, TOO_MANY)
+            return
+        if (changed := self.store.payments.advance(link_id, "failed", TOO_MANY)) is not None:
+            self._changed(self.store.links.get(link_id), changed)
+
+    def _declines(self, link_id: str) -> int:
+        return sum(1 for s in self.store.steps.of(link_id) if s.step == "declined")
 
     def _payment_of(self, update: PaymentUpdate) -> Payment:
         if update.ref:  # a hosted session's news: that session must be this payment's
@@ -570,25 +650,30 @@ class Payments:
         )
         if payment.state in PAYMENT_FINAL:
             self.store.audit.add("provider", f"payment.{payment.state}", link.id, _money(payment, payment.ref))
-            self._record_event(link, payment)
+            self._record_event(
+                link, f"payment.{payment.state}", {"amount": payment.amount, "currency": payment.currency}
+            )
             if self.store.links.finish(link.id, "ended", f"payment {payment.state}"):
                 self._publish_link(link.id)
         log.info("payment %s: %s", link.id, payment.state)
         self._publish(link, payment)
 
-    def _record_event(self, link: Link, payment: Payment) -> None:
-        """For context-aware routing: a customer who just failed to pay and calls is likely calling about it."""
+    def _record_event(self, link: Link, kind: str, detail: dict) -> None:
+        """For context-aware routing: a customer whose card was just declined and calls is likely calling about it."""
         if not (link.customer_ref or link.phone):
             return
-        detail = {"amount": payment.amount, "currency": payment.currency, "link_id": link.id}
         try:
             self.calls.context.record(
-                link.customer_ref, link.phone, f"payment.{payment.state}", detail, f"payment:{link.id}"
+                link.customer_ref, link.phone, kind, {**detail, "link_id": link.id}, f"payment:{link.id}"
             )
         except Invalid as e:
             log.warning("payment %s: no customer event: %s", link.id, e.message)
 
     def view(self, link: Link, payment: Payment) -> dict:
+        """The console's view; ``declined`` (the last decline's code, while the customer may try another card) and
+        ``declines`` (how many so far) tell the agent what the provider's page told the customer."""
+        steps = self.store.steps.of(link.id)
+        declines = [s.detail.get("code", "declined") for s in steps if s.step == "declined"]
         return {
             "type": "payment",
             "link_id": link.id,
@@ -603,7 +688,10 @@ class Payments:
             "ref": payment.ref,
             "detail": payment.detail,
             "updated": payment.updated,
-            "steps": [{"state": s.step, "at": s.at} for s in self.store.steps.of(link.id) if s.step in LABELS],
+            "steps": [{"state": s.step, "at": s.at} for s in steps if s.step in LABELS],
+            "declined": declines[-1] if declines and payment.state == "details_entered" else None,
+            "declines": len(declines),
+            "max_declines": self.settings.max_declines,
         }
 
     def _publish(self, link: Link, payment: Payment) -> None:

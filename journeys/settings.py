@@ -59,6 +59,7 @@ class PaymentSettings:
     max_amount: int = 100_000  # minor units (100000 = 1,000.00): larger requests are refused
     webhook_tolerance: float = 300.0  # seconds a webhook's signed time may differ from ours (replays older fail)
     session_ttl: float = 1800.0  # seconds the provider's page stays payable (Stripe's minimum is 30 minutes)
+    max_declines: int = 3  # declined cards on one payment page before VoxGate closes it (stops card testing)
 
 
 @dataclass

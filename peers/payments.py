@@ -5,8 +5,11 @@ form-encoded parameters with Stripe's bracket nesting, ``Idempotency-Key``, Stri
 ``POST /v1/checkout/sessions/{id}/expire``, a hosted page at its own origin where a card is typed, and events
 POSTed to the merchant's webhook signed as Stripe signs them (``Stripe-Signature: t=…,v1=…``). The generic
 protocol: a signed redirect in, a card form, signed JSON webhooks out. Stripe's test cards decide the outcome:
-4242 4242 4242 4242 pays, 4000 0000 0000 0002 is declined. Card numbers stay in this process (as they stay at the
-real provider): nothing here logs or sends them.
+4242 4242 4242 4242 pays, 4000 0000 0000 0002 is declined. As on Stripe's page, a declined card is an attempt: the
+page says so and takes another card until the session is paid or expired (``payment_intent.payment_failed`` per
+decline; the generic protocol's ``declined``). A number that is neither is refused on the page itself, as Stripe's
+form checks numbers before sending them. Each page has a back link to the merchant's ``cancel_url``. Card numbers
+stay in this process (as they stay at the real provider): nothing here logs or sends them.
 """
 
 from __future__ import annotations
@@ -201,10 +204,13 @@ class PaymentStandIn:
         session = self.sessions.get(request.match_info["id"])
         if session is None:
             return _page("Not found", "<p>No such payment page.</p>", 404)
+        return self._checkout_form(session, request.path)
+
+    def _checkout_form(self, session: dict, action: str, error: str | None = None) -> web.Response:
         if session["status"] != "open":
             return _page("Payment page closed", f"<p>This payment page has {session['status']}.</p>", 410)
         money = f"{session['currency'].upper()} {session['amount_total'] / 100:.2f}"
-        form = _card_form(request.path, money, html.escape(session["_name"]))
+        form = _card_form(action, money, html.escape(session["_name"]), session["cancel_url"], error)
         return _page("Pay (stand-in Stripe Checkout)", form)
 
     async def checkout_submit(self, request: web.Request) -> web.Response:
@@ -212,28 +218,30 @@ class PaymentStandIn:
         if session is None or session["status"] != "open":
             return _page("Payment page closed", "<p>This payment page can no longer take a payment.</p>", 410)
         card = "".join(c for c in (await request.post()).get("card", "") if c.isdigit())  # type: ignore[union-attr]
-        intent = {
-            "id": "pi_test_" + secrets.token_hex(12),
-            "object": "payment_intent",
-            "amount": session["amount_total"],
-            "currency": session["currency"],
-            "metadata": session["_intent_metadata"],
-            "status": "processing",
-            "last_payment_error": None,
-        }
-        session["payment_intent"] = intent["id"]
-        await self._stripe_event("payment_intent.created", intent)
+        if card not in (PAID, DECLINED):  # checked on Stripe's page before anything is sent
+            return self._checkout_form(session, request.path, "Your card number is incorrect.")
+        intent = session.get("_intent")
+        if intent is None:  # Checkout makes one PaymentIntent, on the first submission, and reuses it
+            intent = session["_intent"] = {
+                "id": "pi_test_" + secrets.token_hex(12),
+                "object": "payment_intent",
+                "amount": session["amount_total"],
+                "currency": session["currency"],
+                "metadata": session["_intent_metadata"],
+                "status": "processing",
+                "last_payment_error": None,
+            }
+            session["payment_intent"] = intent["id"]
+            await self._stripe_event("payment_intent.created", intent)
         if card == PAID:
+            intent.update(status="succeeded", last_payment_error=None)
             session.update(status="complete", payment_status="paid")
             await self._stripe_event("checkout.session.completed", _public(session))
             raise web.HTTPSeeOther(session["success_url"].replace("{CHECKOUT_SESSION_ID}", session["id"]))
         error = {"code": "card_declined", "decline_code": "generic_decline", "message": "Your card was declined."}
-        if card != DECLINED:
-            error = {"code": "incorrect_number", "message": "Your card number is incorrect."}
         intent.update(status="requires_payment_method", last_payment_error=error)
         await self._stripe_event("payment_intent.payment_failed", intent)
-        back = html.escape(session["cancel_url"])
-        return _page("Declined", f'<p role="alert">{error["message"]}</p><p><a id="back" href="{back}">Return</a></p>')
+        return self._checkout_form(session, request.path, f"{error['message']} Try another card.")
 
     async def _stripe_event(self, kind: str, obj: dict) -> None:
         event = {
@@ -265,25 +273,33 @@ class PaymentStandIn:
         if known["status"] != "open":
             return _page("Payment page closed", "<p>This payment has been made already.</p>", 410)
         await self._redirect_event(known, "opened")
-        money = f"{params['currency'].upper()} {int(params['amount']) / 100:.2f}"
-        form = _card_form(f"/redirect/pay?reference={ref}", money, html.escape(params.get("description", "")))
-        return _page("Pay (stand-in provider)", form)
+        return _redirect_form(known)
 
     async def redirect_submit(self, request: web.Request) -> web.Response:
         payment = self.redirects.get(request.query.get("reference", ""))
         if payment is None or payment["status"] != "open":
             return _page("Payment page closed", "<p>This payment can no longer be made.</p>", 410)
         card = "".join(c for c in (await request.post()).get("card", "") if c.isdigit())  # type: ignore[union-attr]
+        if card not in (PAID, DECLINED):
+            return _redirect_form(payment, "Your card number is incorrect.")
         await self._redirect_event(payment, "details_entered")
-        payment["status"] = "succeeded" if card == PAID else "failed"
-        await self._redirect_event(payment, payment["status"], None if card == PAID else "card declined")
-        raise web.HTTPSeeOther(payment["return_url"] if card == PAID else payment["cancel_url"])
+        if card == PAID:
+            payment["status"] = "succeeded"
+            await self._redirect_event(payment, "succeeded")
+            raise web.HTTPSeeOther(payment["return_url"])
+        attempt = "att_" + secrets.token_hex(8)
+        await self._redirect_event(payment, "declined", "card_declined", attempt)
+        return _redirect_form(payment, "Your card was declined. Try another card.")
 
-    async def _redirect_event(self, payment: dict, status: str, reason: str | None = None) -> None:
+    async def _redirect_event(
+        self, payment: dict, status: str, reason: str | None = None, attempt: str | None = None
+    ) -> None:
         event = {"reference": payment["reference"], "status": status, "amount": int(payment["amount"])}
         event["currency"] = payment["currency"]
         if reason:
             event["reason"] = reason
+        if attempt:
+            event["attempt"] = attempt
         body = json.dumps(event).encode()
         t = int(time.time())
         await self._deliver(
@@ -328,8 +344,19 @@ def _public(session: dict) -> dict:
     return {k: v for k, v in session.items() if not k.startswith("_")}
 
 
-def _card_form(action: str, money: str, what: str) -> str:
-    return f"""<p class="amount" id="amount">{money}</p><p>{what}</p>
+def _redirect_form(payment: dict, error: str | None = None) -> web.Response:
+    money = f"{payment['currency'].upper()} {int(payment['amount']) / 100:.2f}"
+    action = f"/redirect/pay?reference={payment['reference']}"
+    what = html.escape(payment.get("description", ""))
+    return _page("Pay (stand-in provider)", _card_form(action, money, what, payment["cancel_url"], error))
+
+
+def _card_form(action: str, money: str, what: str, cancel_url: str, error: str | None = None) -> str:
+    """The card form; after a decline, with the error above it (the customer tries another card); a back link that
+    leaves without paying, to the merchant's ``cancel_url``."""
+    alert = f'<p role="alert" id="error" class="error">{html.escape(error)}</p>' if error else ""
+    return f"""<p><a id="cancel" href="{html.escape(cancel_url)}">&larr; Back</a></p>{alert}
+<p class="amount" id="amount">{money}</p><p>{what}</p>
 <form method="post" action="{html.escape(action)}">
 <label>Card number <input id="card" name="card" inputmode="numeric" autocomplete="cc-number" required></label>
 <label>Expiry <input id="expiry" name="expiry" placeholder="MM / YY" required></label>
@@ -343,6 +370,6 @@ def _page(title: str, body: str, status: int = 200) -> web.Response:
 <style>body{{font-family:system-ui;max-width:28rem;margin:1rem auto;padding:0 1rem}}
 label{{display:block;margin:.6rem 0}}
 input{{display:block;width:100%;font-size:1.1rem;padding:.4rem}}button{{font-size:1.2rem;padding:.7rem;width:100%}}
-.amount{{font-size:1.6rem;font-weight:bold}}</style></head>
+.amount{{font-size:1.6rem;font-weight:bold}}.error{{color:#b00020}}</style></head>
 <body><h1>{html.escape(title)}</h1>{body}</body></html>"""
     return web.Response(text=page, status=status, content_type="text/html")

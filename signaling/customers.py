@@ -11,8 +11,8 @@ from aiohttp import web
 from calls.access import customer_id
 from identity.idv import LiveIdv
 from media.webrtc import parse_offer
-from signaling.middleware import CALLS, WEB_DIR, client, json_body, page_headers, parse_json
-from store.errors import Invalid
+from signaling.middleware import CALLS, JOURNEYS, WEB_DIR, client, json_body, page_headers, parse_json
+from store.errors import Gone, Invalid
 
 routes = web.RouteTableDef()
 
@@ -25,12 +25,24 @@ PAGES = {"video": "customer.html", "menu": "menu.html", "payment": "pay.html"}
 async def page(request: web.Request) -> web.Response:
     """The customer's page, in their language from the first byte (``<html lang>``). A GET never uses the link
     up: chat apps fetch URLs to preview them."""
-    calls = request.app[CALLS]
-    link = await calls.customer_link(request.match_info["token"], client(request))
+    calls, token = request.app[CALLS], request.match_info["token"]
+    try:
+        link = await calls.customer_link(token, client(request))
+    except Gone:
+        if (place := _after_use(request, token)) is None:
+            raise
+        raise web.HTTPSeeOther(place, headers=page_headers()) from None
     language = calls.page_language(link, _accept_language(request))
     page = (WEB_DIR / PAGES[link.kind]).read_text()
     html = page.replace('<html lang="en">', f'<html lang="{language}">', 1)
     return web.Response(text=html, content_type="text/html", headers=page_headers())
+
+
+def _after_use(request: web.Request, token: str) -> str | None:
+    """Where the customer of a used link belongs, if its journey says (a payment's result page: Back from the
+    provider's page lands here)."""
+    payments = request.app[JOURNEYS].payments
+    return payments.result_page(token) if payments is not None else None
 
 
 @routes.get("/api/join/{token}")

@@ -277,32 +277,120 @@ async def test_stripe_checkout_pays_once(stripe, standin, http, caplog):
     no_card_data(stripe, caplog.text)
 
 
-async def test_stripe_declined_card_fails_and_closes_the_page(stripe, standin, http, caplog):
+async def settled(server, link_id: str, state: str, tries: int = 100):
+    """The payment once it reached ``state`` (news sent in the background takes a moment)."""
+    for _ in range(tries):
+        if (payment := server.store.payments.get(link_id)).state == state:
+            return payment
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"payment {link_id} is {payment.state}, not {state}")
+
+
+async def test_stripe_declined_card_then_another_card_pays(stripe, standin, http, caplog):
+    """As on Stripe Checkout: a decline is an attempt; the customer types another card on the same page."""
     caplog.set_level(logging.DEBUG)
     console = stripe.calls.hub.subscribe(stripe.agent().id)
     _, body = await create(http, stripe, phone="+44 7700 900123")
-    link_id = body["link"]["id"]
+    link_id, token = body["link"]["id"], body["url"].rsplit("/", 1)[1]
     hand_off = await open_and_start(http, stripe, body["url"])
     declined = await pay_at_provider(http, hand_off["url"], DECLINED)
-    assert declined.status == 200  # Stripe's page says so; the customer goes back by the cancel URL
+    assert declined.status == 200 and "Your card was declined." in await declined.text()  # the form, again
 
     payment = stripe.store.payments.get(link_id)
-    assert (payment.state, payment.detail) == ("failed", "declined: generic_decline")
-    assert await states_of(console) == ["created", "opened", "handed_off", "details_entered", "failed"]
+    assert (payment.state, standin.sessions[payment.ref]["status"]) == ("details_entered", "open")
+    heard = [e for e in drain(console) if e.get("type") == "payment"]
+    assert [e["state"] for e in heard] == ["created", "opened", "handed_off", "details_entered", "details_entered"]
+    assert (heard[-1]["declined"], heard[-1]["declines"], heard[-1]["label"]) == (
+        "generic_decline",
+        1,
+        "Details entered",
+    )
     rows = {r["action"]: r["detail"] for r in audit(stripe, link_id)}
-    assert rows["payment.failed"] == f"amount=1999 currency=gbp provider=stripe ref={payment.ref}"
-    assert [e.type for e in stripe.store.events.recent(["phone:+447700900123"], 0)] == ["payment.failed"]
-    # The decline ended the payment here, so the provider's page was closed: it cannot take a payment after.
-    for _ in range(50):
+    assert (
+        rows["payment.declined"] == f"amount=1999 currency=gbp provider=stripe ref={payment.ref} code=generic_decline"
+    )
+    events = stripe.store.events.recent(["phone:+447700900123"], 0)
+    assert [(e.type, e.detail["code"]) for e in events] == [("payment.declined", "generic_decline")]
+
+    # Stripe retries a delivery it thinks failed: the same decline counts once.
+    retried = next(d for d in standin.deliveries if d.type == "payment_intent.payment_failed")
+    assert await post_stripe(http, stripe, standin, retried.body) == 200
+    assert [r["action"] for r in audit(stripe, link_id)].count("payment.declined") == 1
+
+    # Back to the link mid-payment: the result page, not "this link has been used".
+    async with http.get(f"{stripe.base}/j/{token}", allow_redirects=False) as r:
+        assert r.status == 303 and r.headers["Location"] == f"/pay/done?link={link_id}"
+
+    back = await pay_at_provider(http, hand_off["url"], "4242 4242 4242 4242")
+    assert back.status == 303 and back.headers["Location"] == f"{stripe.base}/pay/done?link={link_id}"
+    payment = stripe.store.payments.get(link_id)
+    assert (payment.state, payment.detail) == ("succeeded", "paid")
+    heard = [e for e in drain(console) if e.get("type") == "payment"]
+    assert [(e["state"], e["declined"]) for e in heard] == [("succeeded", None)]
+    actions = [r["action"] for r in audit(stripe, link_id) if r["action"].startswith("payment.")]
+    assert actions == ["payment.create", "payment.handoff", "payment.declined", "payment.succeeded"]
+    types = [e.type for e in stripe.store.events.recent(["phone:+447700900123"], 0)]
+    assert types == ["payment.succeeded", "payment.declined"]  # newest first
+    async with http.get(f"{stripe.base}/j/{token}", allow_redirects=False) as r:  # Back after paying, too
+        assert r.status == 303 and r.headers["Location"] == f"/pay/done?link={link_id}"
+    no_card_data(stripe, caplog.text)
+
+
+async def test_stripe_too_many_declines_close_the_page(stripe, standin, http, caplog):
+    """After max_declines (3) VoxGate expires the Checkout Session itself: no more cards can be tried on it."""
+    caplog.set_level(logging.DEBUG)
+    console = stripe.calls.hub.subscribe(stripe.agent().id)
+    _, body = await create(http, stripe, customer_ref="C-9")
+    link_id = body["link"]["id"]
+    hand_off = await open_and_start(http, stripe, body["url"])
+    for _ in range(3):
+        await pay_at_provider(http, hand_off["url"], DECLINED)
+    payment = await settled(stripe, link_id, "failed")
+    assert payment.detail == "too many declined cards"
+    assert standin.sessions[payment.ref]["status"] == "expired"
+    assert await pay_at_provider_closed(http, hand_off["url"]) == 410
+    for _ in range(50):  # the expiry's own news arrives after, and changes nothing
         if any(d.type == "checkout.session.expired" for d in standin.deliveries):
             break
-        await asyncio.sleep(0.05)
-    assert standin.sessions[payment.ref]["status"] == "expired"
+        await asyncio.sleep(0.02)
     assert [(d.type, d.status) for d in standin.deliveries][-1] == ("checkout.session.expired", 200)
-    assert stripe.store.payments.get(link_id).state == "failed"  # the expiry's news changed nothing
-    again = await pay_at_provider_closed(http, hand_off["url"])
-    assert again == 410
+    actions = [r["action"] for r in audit(stripe, link_id) if r["action"].startswith("payment.")]
+    assert actions == ["payment.create", "payment.handoff", *["payment.declined"] * 3, "payment.failed"]
+    assert stripe.store.links.get(link_id).state == "ended"
+    heard = [e for e in drain(console) if e.get("type") == "payment"]
+    assert [e["declines"] for e in heard if e["declined"]] == [1, 2, 3]
+    assert (heard[-1]["state"], heard[-1]["detail"], heard[-1]["declined"]) == (
+        "failed",
+        "too many declined cards",
+        None,
+    )
+    types = [e.type for e in stripe.store.events.recent(["customer:c-9"], 0)]
+    assert types == ["payment.failed", *["payment.declined"] * 3]
     no_card_data(stripe, caplog.text)
+
+
+async def test_stripe_expired_session_fails(stripe, standin, http):
+    """The customer never pays: Stripe expires the session (here: asked to, as at its ``expires_at``)."""
+    _, body = await create(http, stripe)
+    link_id = body["link"]["id"]
+    hand_off = await open_and_start(http, stripe, body["url"])
+    ref = hand_off["url"].rsplit("/", 1)[1]
+    headers = {"Authorization": f"Bearer {standin.secret_key}"}
+    async with http.post(f"{standin.base}/v1/checkout/sessions/{ref}/expire", headers=headers) as r:
+        assert r.status == 200 and (await r.json())["status"] == "expired"
+    payment = await settled(stripe, link_id, "failed")
+    assert payment.detail == "the payment page expired unpaid"
+    async with http.post(f"{standin.base}/v1/checkout/sessions/{ref}/expire", headers=headers) as r:
+        assert r.status == 400  # Stripe's refusal: only open sessions expire
+    assert any(r["action"] == "payment.failed" for r in audit(stripe, link_id))
+
+
+def drain(queue: asyncio.Queue) -> list[dict]:
+    events = []
+    while not queue.empty():
+        if event := queue.get_nowait():
+            events.append(event)
+    return events
 
 
 async def pay_at_provider_closed(http, page_url: str) -> int:
@@ -350,6 +438,7 @@ async def test_stripe_webhooks_are_idempotent_and_forwards_only(stripe, standin,
     assert stripe.store.payments.get(link_id).state == "succeeded"
     actions = [r["action"] for r in audit(stripe, link_id)]
     assert actions.count("payment.succeeded") == 1 and "payment.failed" not in actions
+    assert "payment.declined" not in actions  # a decline's news after the outcome: nothing to show
     assert [s.step for s in stripe.store.steps.of(link_id)] == ["opened", "handed_off", "succeeded"]
 
     # Refused: unsigned, wrongly signed, stale, unknown payment, another amount, too large.
@@ -431,15 +520,94 @@ async def test_redirect_provider_end_to_end(redirect, standin, http, caplog):
     no_card_data(redirect, caplog.text)
 
 
-async def test_redirect_provider_decline(redirect, standin, http):
-    _, body = await create(http, redirect)
+async def post_redirect(http, server, standin, event: dict) -> int:
+    body = json.dumps({"amount": 1999, "currency": "gbp", **event}).encode()
+    headers = {"X-Signature": signature_header(standin.redirect_secret, body, int(server.now))}
+    async with http.post(f"{server.base}/webhooks/payments", data=body, headers=headers) as r:
+        return r.status
+
+
+async def test_redirect_provider_declines_then_pays(redirect, standin, http):
+    """The generic protocol's ``declined``: an attempt, as on Stripe; then another card pays."""
+    console = redirect.calls.hub.subscribe(redirect.agent().id)
+    _, body = await create(http, redirect, phone="+447700900124")
     link_id = body["link"]["id"]
     hand_off = await open_and_start(http, redirect, body["url"])
-    back = await pay_at_provider(http, hand_off["url"], DECLINED)
-    assert back.headers["Location"] == f"{redirect.base}/pay/done?link={link_id}&left=1"
+    declined = await pay_at_provider(http, hand_off["url"], DECLINED)
+    page = await declined.text()
+    assert declined.status == 200 and "Your card was declined." in page and 'id="cancel"' in page
+    assert f"/pay/done?link={link_id}&amp;left=1" in page  # the back link leaves by the cancel URL
     payment = redirect.store.payments.get(link_id)
-    assert (payment.state, payment.detail) == ("failed", "card declined")
-    assert any(r["action"] == "payment.failed" for r in audit(redirect, link_id))
+    assert payment.state == "details_entered"
+    heard = [e for e in drain(console) if e.get("type") == "payment"]
+    assert (heard[-1]["state"], heard[-1]["declined"]) == ("details_entered", "card_declined")
+    back = await pay_at_provider(http, hand_off["url"], PAID)
+    assert back.headers["Location"] == f"{redirect.base}/pay/done?link={link_id}"
+    assert redirect.store.payments.get(link_id).state == "succeeded"
+    actions = [r["action"] for r in audit(redirect, link_id) if r["action"].startswith("payment.")]
+    assert actions == ["payment.create", "payment.handoff", "payment.declined", "payment.succeeded"]
+    rows = {r["action"]: r["detail"] for r in audit(redirect, link_id)}
+    assert rows["payment.declined"].endswith(f"ref={payment.ref} code=card_declined")
+
+
+async def test_redirect_provider_declined_and_failed_statuses(redirect, standin, http):
+    """``declined`` by webhook: counted once per ``attempt``; max_declines of them fail the payment here; and
+    ``failed`` is the end on its own."""
+    links = []
+    for _ in range(2):
+        _, body = await create(http, redirect)
+        await open_and_start(http, redirect, body["url"])
+        links.append(redirect.store.payments.get(body["link"]["id"]))
+    first, second = links
+    for attempt in ("a1", "a1", "a2"):  # a1 delivered twice: one decline
+        assert (
+            await post_redirect(
+                http,
+                redirect,
+                standin,
+                {"reference": first.ref, "status": "declined", "reason": "Insufficient funds", "attempt": attempt},
+            )
+            == 200
+        )
+    payment = redirect.store.payments.get(first.link_id)
+    assert payment.state == "details_entered"
+    assert [
+        r["detail"].rsplit(" ", 1)[1] for r in audit(redirect, first.link_id) if r["action"] == "payment.declined"
+    ] == ["code=insufficient_funds"] * 2
+    assert await post_redirect(http, redirect, standin, {"reference": first.ref, "status": "declined"}) == 200
+    payment = await settled(redirect, first.link_id, "failed")
+    assert payment.detail == "too many declined cards"
+
+    assert (
+        await post_redirect(
+            http, redirect, standin, {"reference": second.ref, "status": "failed", "reason": "customer cancelled"}
+        )
+        == 200
+    )
+    payment = redirect.store.payments.get(second.link_id)
+    assert (payment.state, payment.detail) == ("failed", "customer cancelled")
+    assert await post_redirect(http, redirect, standin, {"reference": second.ref, "status": "refunded"}) == 400
+
+
+async def test_back_to_the_link_after_the_hand_off(redirect, standin, http):
+    """Before the hand-off the link is the payment page; after it, Back lands on the result page, which shows the
+    state only to the tab holding the hand-off's key."""
+    _, body = await create(http, redirect)
+    link_id, url = body["link"]["id"], body["url"]
+    async with http.get(url, allow_redirects=False) as r:
+        assert r.status == 200 and "pay.js" in await r.text()
+    hand_off = await open_and_start(http, redirect, url)
+    async with http.get(url) as r:  # followed: the result page
+        assert r.status == 200 and str(r.url) == f"{redirect.base}/pay/done?link={link_id}"
+        assert "pay.js" in await r.text() and r.headers["Cache-Control"] == "no-store"
+    async with http.get(f"{redirect.base}/api/pay/status?link={link_id}") as r:  # another tab: no key, no state
+        assert r.status == 403 and "state" not in await r.json()
+    async with http.get(
+        f"{redirect.base}/api/pay/status?link={link_id}", headers={"X-Payment-Key": hand_off["key"]}
+    ) as r:
+        assert (await r.json())["state"] == "handed_off"
+    async with http.get(f"{redirect.base}/j/{'x' * 43}", allow_redirects=False) as r:  # unknown links: as before
+        assert r.status == 404
 
 
 # -- no card data, anywhere ----------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 // The console's payments panel (issue 15, pay by link): a small form that asks the customer for a payment (a link,
 // with its URL and QR code to send), and each payment's state as the provider reports it, live: Link opened → On
-// the payment page → Details entered → Success / Failed. The agent never sees card details: there are none here.
+// the payment page → Details entered → Success / Failed. A declined card is shown under Details entered: the customer
+// is still on the provider's page and may try another card (after max_declines, VoxGate closes that page: Failed).
+// The agent never sees card details: there are none here.
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -86,8 +88,17 @@
       el("strong", {textContent: money(item.amount, item.currency)}), " ",
       el("span", {textContent: [item.description, item.customer_ref].filter(Boolean).join(" · ")}), " — ", state,
       el("ol", {className: "payment-steps"}, ...steps.map((s) => el("li", {textContent: LABELS[s.state], title: new Date(s.at * 1000).toLocaleTimeString()}))),
-      item.detail && item.state === "failed" ? el("span", {className: "muted", textContent: ` (${item.detail})`}) : "");
+      item.detail && item.state === "failed" ? el("span", {className: "muted", textContent: ` (${item.detail})`}) : "",
+      declined(item));
     if (item.final && $("pay-result").dataset.id === item.link_id) $("pay-result").hidden = true;
+  }
+
+  // "Declined (generic_decline): the customer may try another card", while they still may.
+  function declined(item) {
+    if (!item.declined || item.state !== "details_entered") return "";
+    const count = item.declines > 1 ? ` ${item.declines} of ${item.max_declines} declined.` : "";
+    return el("p", {className: "payment-declined", role: "status",
+      textContent: `Declined (${item.declined}): the customer may try another card.${count}`});
   }
 
   vg.on("hello", async () => {

@@ -107,4 +107,8 @@ function outcome(state, text, detail = "") {
   $("outcome-detail").textContent = detail;
 }
 
+// Back from the provider's page may show this page from the browser's cache, as it was before the hand-off: read
+// it again (the server sends a used payment link's customer on to its result page).
+window.addEventListener("pageshow", (e) => { if (e.persisted) location.reload(); });
+
 if (location.pathname === "/pay/done") done(); else load();
