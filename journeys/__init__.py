@@ -14,18 +14,23 @@ Imports: ``calls``, ``identity``, ``store`` and ``models``; aiohttp's client (pr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from journeys.callbacks import Callbacks
+    from journeys.menus import MenuService
+    from journeys.payments import Payments
 
 
 @dataclass
 class Journeys:
     """The journey services one server runs (None: that journey is off); built by ``cli.node``."""
 
-    menus: Any = None
-    callbacks: Any = None
-    payments: Any = None
+    menus: MenuService | None = None
+    callbacks: Callbacks | None = None
+    payments: Payments | None = None
 
     async def close(self) -> None:
         for service in (self.menus, self.callbacks, self.payments):
-            if service is not None and hasattr(service, "close"):
+            if service is not None:
                 await service.close()
