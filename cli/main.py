@@ -417,6 +417,13 @@ def _payment_flags(s: argparse.ArgumentParser) -> None:
         metavar="MINOR_UNITS",
         help="the largest amount a link may ask for, in minor units (pence, cents)",
     )
+    pay.add_argument(
+        "--payments-max-declines",
+        type=int,
+        default=default(PaymentSettings, "max_declines"),
+        metavar="N",
+        help="declined cards on one payment page before VoxGate closes it (stops card testing)",
+    )
 
 
 def _callback_flags(s: argparse.ArgumentParser) -> None:
@@ -804,6 +811,7 @@ def _payment_settings(args: argparse.Namespace) -> PaymentSettings:
         redirect_secrets=tuple(args.payments_redirect_secret),
         currencies=tuple(c.strip().lower() for c in args.payments_currency) or PaymentSettings.currencies,
         max_amount=args.payments_max_amount,
+        max_declines=args.payments_max_declines,
     )
     if settings.provider == "stripe" and not (settings.stripe_secret_key and settings.stripe_webhook_secrets):
         raise SystemExit(

@@ -367,7 +367,7 @@ def _card_form(action: str, money: str, what: str, cancel_url: str, error: str |
 def _page(title: str, body: str, status: int = 200) -> web.Response:
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui;max-width:28rem;margin:1rem auto;padding:0 1rem}}
+<style>*{{box-sizing:border-box}}body{{font-family:system-ui;max-width:28rem;margin:1rem auto;padding:0 1rem}}
 label{{display:block;margin:.6rem 0}}
 input{{display:block;width:100%;font-size:1.1rem;padding:.4rem}}button{{font-size:1.2rem;padding:.7rem;width:100%}}
 .amount{{font-size:1.6rem;font-weight:bold}}.error{{color:#b00020}}</style></head>
