@@ -1081,12 +1081,13 @@ def _agent(args: argparse.Namespace) -> int:
     """Credentials are printed once (only hashes are stored); every other change ends the agent's sessions."""
     store = _open_store(args.data_dir, args.database)
     try:
+        skills = _skills(args.skills)  # checked before anything changes
         if args.action == "add":
             password, api_token = _create_agent(
                 store, args.name, args.language, args.role or "agent", args.display_name
             )
-            if args.skills:
-                store.agents.set_skills(args.name, _skills(args.skills))
+            if skills:
+                store.agents.set_skills(args.name, skills)
             print(f"agent:     {args.name}\npassword:  {password}\napi token: {api_token}")
             return 0
         if store.agents.state(args.name) in (None, "removed"):
@@ -1099,8 +1100,8 @@ def _agent(args: argparse.Namespace) -> int:
             store.agents.set_display_name(args.name, _display_name(args.display_name))
             print(f"agent {args.name}: customers see {args.display_name or args.name!r}")
         elif args.action == "skills":
-            store.agents.set_skills(args.name, _skills(args.skills))
-            print(f"agent {args.name}: skills {', '.join(_skills(args.skills)) or '(none)'}")
+            store.agents.set_skills(args.name, skills)
+            print(f"agent {args.name}: skills {', '.join(skills) or '(none)'}")
         elif args.action == "role":
             if args.role is None:
                 raise ValueError("role needs --role")

@@ -172,3 +172,22 @@ def test_serve_refuses_another_speaker_encoder_on_the_d_vectors_thresholds(tmp_p
 
     with pytest.raises(SystemExit, match="--speaker campplus needs its own --voiceid-thresholds"):
         main(["serve", "--data-dir", str(tmp_path), "--speaker", "campplus"])
+
+
+def test_agents_get_skills_for_the_queues_and_systems_their_role(capsys, tmp_path):
+    from store import open_store
+
+    data = str(tmp_path / "data")
+    assert run_cli(capsys, "agent", "add", "maria", "--data-dir", data, "--skills", "Cards,loans")[0] == 0
+    code, out, _ = run_cli(capsys, "agent", "skills", "maria", "--data-dir", data, "--skills", "cards, fraud")
+    assert code == 0 and out.strip() == "agent maria: skills cards, fraud"
+    code, _, err = run_cli(capsys, "agent", "add", "bob", "--data-dir", data, "--skills", "bad skill!")
+    assert code == 2 and "--skills: names of letters" in err
+    assert run_cli(capsys, "agent", "add", "bank", "--data-dir", data, "--role", "system")[0] == 0
+    store = open_store(tmp_path / "data" / "voxgate.db")
+    try:
+        assert store.agents.by_name("maria").skills == ("cards", "fraud")
+        assert store.agents.by_name("bob") is None  # refused before anything was made
+        assert store.agents.by_name("bank").role == "system"
+    finally:
+        store.close()
