@@ -362,6 +362,11 @@ class MenuService:
             self.store.clock(),
         )
         self.live[link.id] = live
+        try:
+            await self._claim(link.id)
+        except Exception:
+            await self._end(live, "the cluster could not record the menu")
+            raise
         self.store.audit.add("customer", "menu.start", link.id, menu.id)
         self._link_changed(live.link)
         self._record(live, "action", {"action": "start", "menu": menu.id, "language": live.language})
@@ -417,7 +422,7 @@ class MenuService:
         elif action.type == "show":
             await self._show(live, action)
         elif action.type == "callback":
-            self._callback(live, action)
+            await self._callback(live, action)
         else:
             await self._to_agent(live, action)
 
@@ -468,7 +473,7 @@ class MenuService:
             raise DirectoryError("the CRM answered with no JSON object")
         return body
 
-    def _callback(self, live: _Live, action: Action) -> None:
+    async def _callback(self, live: _Live, action: Action) -> None:
         """The callback booking page, filled in with what the menu knows."""
         s, link = live.session, live.link
         query = {
@@ -482,7 +487,7 @@ class MenuService:
         url = "/callback?" + urlencode({k: v for k, v in query.items() if v})
         s.handed("callback", url)
         self._record(live, "action", {"action": "callback", "queue": action.queue})
-        self._end(live, "the customer asked for a callback")
+        await self._end(live, "the customer asked for a callback")
 
     async def _to_agent(self, live: _Live, action: Action) -> None:
         """A video link with the first free agent of the option's queue (else the queue of the customer's likely
@@ -509,7 +514,7 @@ class MenuService:
             return
         s.handed(action.type, url)
         self._record(live, "action", {"action": action.type, "queue": queue, "agent": agent.name, "link_id": video.id})
-        self._end(live, f"handed to {agent.name} on video link {video.id}")
+        await self._end(live, f"handed to {agent.name} on video link {video.id}")
 
     # -- ID&V, without media --------------------------------------------------------------------------------------
 
@@ -598,11 +603,26 @@ class MenuService:
         message = {"type": "menu", "link_id": link.id, "step": step, "idv": live.session.idv_status}
         self.hub.publish(link.agent_id, message)
 
-    def _end(self, live: _Live, reason: str) -> None:
+    async def _end(self, live: _Live, reason: str) -> None:
         if self.store.links.finish(live.link.id, "ended", reason):
             self.store.audit.add("customer", "menu.end", live.link.id, reason)
             self._link_changed(self.store.links.get(live.link.id))
+        await self._drop(live)
+
+    async def _claim(self, link_id: str) -> None:
+        """This node holds the session (in memory): the page's next requests find their way here from any node,
+        as a call's do, and the link is marked interrupted if this node dies."""
+        if self.calls.cluster is not None:
+            await self.calls.cluster.claim(link_id)
+
+    async def _drop(self, live: _Live) -> None:
+        """The session is over: out of memory, and no longer this node's in the cluster."""
         self.live.pop(live.link.id, None)
+        if self.calls.cluster is not None:
+            try:
+                await self.calls.cluster.release(live.link.id)
+            except Exception as e:  # over here all the same; its owner record goes when this node does
+                log.warning("menu %s: the cluster did not hear that it ended: %s", live.link.id, e)
 
     def _link_changed(self, link: Link | None) -> None:
         if link is not None:
@@ -652,6 +672,8 @@ class MenuService:
         if live is None or not isinstance(key, str) or not hmac.compare_digest(token_hash(key), live.key_hash):
             if link is not None and link.kind == "menu" and link.state == "ended":
                 raise Gone("this menu has ended", "menu.ended")
+            if link is not None and link.kind == "menu" and link.state == "interrupted":
+                raise _interrupted()
             raise Forbidden("not this menu's customer")
         return live
 
@@ -659,12 +681,14 @@ class MenuService:
         """The agent may revoke a menu in use, and a menu may not outlast its time: either way it is over, and its
         ID&V session with it."""
         link = self.store.links.get(live.link.id)
-        if link is None or link.state == "revoked":
-            self.live.pop(live.link.id, None)
+        if link is None or link.state in ("revoked", "interrupted"):  # interrupted: the cluster lost this node
+            await self._drop(live)
             await self._close_idv(live)
+            if link is not None and link.state == "interrupted":
+                raise _interrupted()
             raise Gone("this link has been cancelled by the agent", "link.revoked")
         if self.store.clock() - live.started > self.settings.session_ttl:
-            self._end(live, "the menu's time ran out")
+            await self._end(live, "the menu's time ran out")
             await self._close_idv(live)
             raise Gone("this menu has timed out; ask for a new link", "menu.timed_out")
 
@@ -677,16 +701,22 @@ class MenuService:
         see them done."""
         now = self.store.clock()
         for live in [x for x in self.live.values() if now - x.started > self.settings.session_ttl]:
-            self._end(live, "the menu's time ran out")
+            await self._end(live, "the menu's time ran out")
             await self._close_idv(live)
 
     def _today(self) -> date:
         return date.fromtimestamp(self.store.clock())
 
     async def close(self) -> None:
+        """The server stops: each session ends (its page is told so), and is no longer this node's."""
         for live in list(self.live.values()):
+            await self._end(live, "the server stopped")
             await self._close_idv(live)
-        self.live.clear()
+
+
+def _interrupted() -> Gone:
+    """The node that held the session stopped (the cluster marked the link interrupted): it cannot go on."""
+    return Gone("this menu was interrupted (its server stopped); ask for a new link", "menu.ended")
 
 
 class _Blank(dict):

@@ -99,7 +99,6 @@ def create_app(
         yield
         sweeper.cancel()
         await service.close()
-        await app[JOURNEYS].close()
         await close_client(app)
         if on_cleanup is not None:
             await on_cleanup()
@@ -110,7 +109,9 @@ def create_app(
 
 
 async def _shutdown(app: web.Application) -> None:
-    """Before aiohttp waits for open requests: end live calls and close sockets, so nothing holds the exit."""
+    """Before aiohttp waits for open requests: end menus and live calls (the journeys first: their claims go
+    before the cluster does) and close sockets, so nothing holds the exit."""
+    await app[JOURNEYS].close()
     await app[CALLS].close()
     for ws in list(app[SOCKETS]):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")

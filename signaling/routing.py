@@ -2,9 +2,10 @@
 
 A load balancer may send any request to any node. Most need no particular one (the store and the events are
 shared), but a live call's media is in one process: the agent's WebRTC offer, a still, ending the call, the
-customer's ID&V steps and event stream. The node that receives such a request asks the cluster which node owns
-the call and, when it is another, *proxies* it there (a WebSocket too) and relays the answer. A redirect would
-need the browser to reach every node by name and carry its cookie across origins; the proxy keeps one origin.
+customer's ID&V steps and event stream; so is a visual IVR menu's session (its steps and state), on the node that
+started it. The node that receives such a request asks the cluster which node owns the call (or menu) and, when
+it is another, *proxies* it there (a WebSocket too) and relays the answer. A redirect would need the browser to
+reach every node by name and carry its cookie across origins; the proxy keeps one origin.
 
 The owner trusts a forwarded request (its origin already checked at the edge, never forwarded again) only with
 a valid ``X-VoxGate-Node`` header: the sending node's id, the time, and an HMAC of both with the method and path,
@@ -24,7 +25,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 from calls.service import CallService
-from signaling.middleware import CALLS, MAX_BODY, SOCKETS, Handler, check_origin
+from signaling.middleware import CALLS, JOURNEYS, MAX_BODY, SOCKETS, Handler, check_origin
 from signaling.sockets import cancel
 from store.security import token_hash
 
@@ -43,6 +44,7 @@ MAX_SKEW = 30.0  # seconds a forwarded request's signature stays good
 
 _CALL = re.compile(r"^/api/(?:calls|links)/(?P<id>[0-9a-f]{12})/|^/whip/(?P<whip>[0-9a-f]{12})/")
 _CUSTOMER = re.compile(r"^/api/join/(?P<token>[^/]+)/(?:ws|identify|verify|skip|voiceprint-consent|hangup)$")
+_MENU = re.compile(r"^/api/menu/(?P<token>[^/]+)/(?:state|step)$")
 
 
 def _signature(key: bytes, node: str, at: str, method: str, path: str) -> str:
@@ -65,7 +67,7 @@ async def routing_middleware(request: web.Request, handler: Handler) -> web.Stre
         request["voxgate.forwarded"] = True
         return await handler(request)
     call_id = _call_of(request, calls)
-    if call_id is None or call_id in calls.live:
+    if call_id is None or _here(request, calls, call_id):
         return await handler(request)
     owner = await calls.cluster.locate(call_id)
     if owner is None:
@@ -77,12 +79,23 @@ async def routing_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 def _call_of(request: web.Request, calls: CallService) -> str | None:
+    """The id of the call, or menu session, a request is for: its owner must serve it. None: any node may."""
     if m := _CALL.match(request.path):
         return m["id"] or m["whip"]
-    if m := _CUSTOMER.match(request.path):
-        link = calls.store.links.by_token(token_hash(m["token"])) if 20 <= len(m["token"]) <= 64 else None
-        return link.id if link is not None else None
+    if m := _CUSTOMER.match(request.path) or _MENU.match(request.path):
+        return _link_of(calls, m["token"])
     return None
+
+
+def _link_of(calls: CallService, token: str) -> str | None:
+    link = calls.store.links.by_token(token_hash(token)) if 20 <= len(token) <= 64 else None
+    return link.id if link is not None else None
+
+
+def _here(request: web.Request, calls: CallService, call_id: str) -> bool:
+    """This node holds the call's media, or the menu's session."""
+    menus = request.app[JOURNEYS].menus
+    return call_id in calls.live or (menus is not None and call_id in menus.live)
 
 
 def _verified(request: web.Request, calls: CallService) -> bool:

@@ -159,6 +159,52 @@ async def test_a_call_on_one_node_is_worked_from_another_and_survives_its_node(p
         cluster.stop()
 
 
+async def test_a_menu_started_on_one_node_is_stepped_through_another(pg_url, valkey, tmp_path):
+    """A visual IVR session is in the memory of the node that started it: the page's steps through another node are
+    proxied there, the consoles on both nodes see each step, and the page is told plainly when that node dies."""
+    quiet = ["--no-subtitles"]
+    cluster = Cluster(tmp_path, pg_url, valkey, extra={"a": quiet, "b": quiet})
+    token = cluster.add_agent("alice")
+    headers = {"Authorization": f"Bearer {token}"}
+    await cluster.start()
+    a, b = cluster.nodes
+    try:
+        async with aiohttp.ClientSession() as http:
+            consoles = [await Console().open(http, node.base, token) for node in (a, b)]
+            async with http.post(f"{b.base}/api/links", json={"kind": "menu"}, headers=headers) as r:
+                assert r.status == 201, await r.text()
+                created = await r.json()
+            link_id, api = created["link"]["id"], "/api/menu/" + created["url"].rsplit("/", 1)[1]
+
+            async with http.post(f"{a.base}{api}/start", json={}) as r:
+                assert r.status == 200, await r.text()
+                key = (await r.json())["key"]
+            async with http.post(f"{b.base}{api}/step", json={"key": key, "step": "choose", "option": "cards"}) as r:
+                assert r.status == 200, await r.text()
+                assert (await r.json())["screen"]["id"] == "cards"
+            async with http.post(f"{b.base}{api}/state", json={"key": key}) as r:
+                assert r.status == 200 and (await r.json())["screen"]["id"] == "cards"
+            async with http.post(f"{b.base}{api}/state", json={"key": "wrong"}) as r:
+                assert r.status == 403  # the key is checked where the session is
+            for console in consoles:
+                await console.wait(
+                    lambda e: (
+                        e["type"] == "menu" and e["link_id"] == link_id and e["step"]["detail"].get("option") == "cards"
+                    ),
+                    timeout=5,
+                )
+
+            # The node holding the session dies: the link is interrupted, and the page told the menu is over.
+            cluster.kill(a)
+            await consoles[1].wait(state_is(link_id, "interrupted"), timeout=10)
+            async with http.post(f"{b.base}{api}/step", json={"key": key, "step": "back"}) as r:
+                assert r.status == 410 and "interrupted" in (await r.json())["error"]
+            for console in consoles:
+                console.task.cancel()
+    finally:
+        cluster.stop()
+
+
 def cluster_states(states: list[str]) -> list[str]:
     """The states in the order first seen (a state may be told twice)."""
     return list(dict.fromkeys(s for s in states if s != "created"))
