@@ -25,7 +25,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -33,6 +33,7 @@ import aiohttp
 
 from calls.access import customer_id as checked_customer_id
 from calls.service import CallService
+from calls.texts import Catalogue
 from identity.directory import HttpClient
 from journeys.menus import handed_off_link
 from journeys.settings import CallbackSettings
@@ -47,13 +48,6 @@ FIELDS = frozenset({"phone", "window", "subject", "secret", "language", "custome
 PHONE = re.compile(r"\+[0-9][0-9 ().-]{6,24}")
 SLACK = 300.0  # a window may start this many seconds ago: "from now", with clocks that differ a little
 DAY = 86400.0
-STATUS = {
-    "booked": "Booked",
-    "calling": "Agent calling",
-    "done": "Done",
-    "cancelled": "Cancelled",
-    "no_answer": "We could not reach you",
-}
 RETRY_DELAY = 0.5  # seconds before the SMS webhook's second try; doubled for each one after
 
 
@@ -238,7 +232,7 @@ class Callbacks:
         the one a menu handed on, else the browser's, else English."""
         texts = self.calls.services.texts
         language = texts.choose(wanted, accept_language)
-        words = {k: v for k, v in texts.texts(language).items() if k.startswith("callback.")}
+        words = {k: v for k, v in texts.texts(language).items() if k.startswith("callback.") and ".sms_" not in k}
         return {"language": language, "texts": words}
 
     def status_url(self, callback_id: str) -> str:
@@ -249,7 +243,7 @@ class Callbacks:
         return {
             "id": cb.id,
             "state": cb.state,
-            "status": STATUS[cb.state],
+            "status": self.calls.services.texts.render(cb.language, f"callback.state_{cb.state}"),
             "subject": cb.subject,
             "language": cb.language,
             "phone": last4(cb.phone),
@@ -397,16 +391,10 @@ class Callbacks:
         )
 
     def sms_text(self, cb: Callback, change: str) -> str:
-        company, window = self.calls.settings.company, span(cb.window_start, cb.window_end)
-        return {
-            "booked": f"{company}: your callback is booked for {window}. We will read you your secret word.",
-            "rescheduled": f"{company}: your callback is now {window}.",
-            "calling": f"{company}: an agent is calling you now.",
-            "retry": f"{company}: we could not reach you; we will try again {window}.",
-            "done": f"{company}: your callback is done. Thank you.",
-            "cancelled": f"{company}: your callback is cancelled.",
-            "no_answer": f"{company}: we could not reach you, so your callback is closed. Book another any time.",
-        }[change]
+        """The message in the language the customer booked in (English where the catalogue has none)."""
+        texts = self.calls.services.texts
+        window = span(cb.window_start, cb.window_end, day_namer(texts, cb.language))
+        return texts.render(cb.language, f"callback.sms_{change}", company=self.calls.settings.company, window=window)
 
     def _token(self, callback_id: str) -> str:
         """The status page's token: 256 bits only this server can make for this callback (the store keeps its
@@ -445,9 +433,25 @@ def when(value: object, name: str) -> float:
     raise Invalid(f"{name}: epoch seconds or ISO 8601 with a time zone")
 
 
-def span(start: float, end: float) -> str:
-    """A window as an SMS says it: ``Tue 1 Dec, 14:00-14:30 UTC``."""
+def english_day(moment: datetime) -> str:
+    return f"{moment:%a} {moment.day} {moment:%b}"
+
+
+def day_namer(texts: Catalogue, language: str) -> Callable[[datetime], str]:
+    """How an SMS names a day in ``language`` (``callback.sms_day`` with the catalogue's short weekday and month
+    names): Python's own names are English whatever the language. An operator's list of the wrong length gets
+    English rather than a failed message."""
+    weekdays = texts.render(language, "callback.sms_weekdays").split()
+    months = texts.render(language, "callback.sms_months").split()
+    if len(weekdays) != 7 or len(months) != 12:
+        return english_day
+    return lambda d: texts.render(
+        language, "callback.sms_day", weekday=weekdays[d.weekday()], day=d.day, month=months[d.month - 1]
+    )
+
+
+def span(start: float, end: float, day: Callable[[datetime], str] = english_day) -> str:
+    """A window as an SMS says it: ``Tue 1 Dec, 14:00-14:30 UTC``, with ``day`` naming its days."""
     a, b = datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC)
-    day = f"{a:%a} {a.day} {a:%b}"
-    until = f"{b:%H:%M}" if a.date() == b.date() else f"{b:%a} {b.day} {b:%b} {b:%H:%M}"
-    return f"{day}, {a:%H:%M}-{until} UTC"
+    until = f"{b:%H:%M}" if a.date() == b.date() else f"{day(b)} {b:%H:%M}"
+    return f"{day(a)}, {a:%H:%M}-{until} UTC"

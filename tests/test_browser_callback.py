@@ -4,7 +4,7 @@ The customer, on a phone-sized screen, books a callback on /callback and lands o
 console lists the task with its due time and subject; she clicks Call now and is shown "Your secret is ..." with
 the customer's own word; the customer's page follows live: Agent calling, then Done. A second booking is
 rescheduled and then cancelled from the page, and leaves the agent's queue. Last, a menu's "call me back" lands on
-the booking page filled in with what the menu knew, in the menu's language.
+the booking page filled in with what the menu knew, in the menu's language, and its status page speaks it too.
 """
 
 from __future__ import annotations
@@ -107,7 +107,8 @@ async def test_callback_in_real_browsers(tmp_path, chromium, http):
                 assert await customer.get_attribute("html", "lang") == "pt"
                 await customer.fill("#secret", WORD)
                 await customer.click("#book button[type=submit]")
-                await status.wait_for()
+                await status.filter(has_text="Marcada").wait_for()  # its status page speaks the booking's language
+                assert await customer.get_attribute("html", "lang") == "pt"
                 # The agent who calls back sees what the customer did in the menu.
                 await task.filter(has_text="Um pagamento").get_by_role("button", name="Call now").click()
                 steps = console.locator("#callback-context")

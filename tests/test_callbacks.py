@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 
 from calls.context import Reason, RoutingSettings
-from journeys.callbacks import last4, sign, span
+from journeys.callbacks import day_namer, last4, sign, span
 from journeys.menus import handoff_ref
 from journeys.settings import CallbackSettings, JourneySettings
 from store.security import token_hash
@@ -383,6 +383,32 @@ async def test_the_booking_page_speaks_the_menu_language(server, http):
     assert all(key.startswith("callback.") for key in answer["texts"])
     async with http.get(f"{server.base}/api/callbacks/texts?language=zz", headers={"Accept-Language": "de"}) as r:
         assert (await r.json())["language"] == "de"
+
+
+STATUS_PAGE_KEYS = {"callback.status_title", "callback.state_booked", "callback.state_no_answer", "callback.window"}
+STATUS_PAGE_KEYS |= {"callback.another_time", "callback.reschedule", "callback.cancel", "callback.error_not_found"}
+
+
+async def test_the_status_page_and_the_sms_speak_the_callbacks_language(server, http):
+    answer = await book(http, server, booking(server, language="pt"))
+    async with http.get(f"{server.base}/api/callback/{token_of(answer['status_url'])}") as r:
+        cb = (await r.json())["callback"]
+    assert cb["language"] == "pt" and cb["status"] == "Marcada"
+    for language in ("en", "pt", "es", "fr", "de"):
+        async with http.get(f"{server.base}/api/callbacks/texts?language={language}") as r:
+            words = (await r.json())["texts"]
+        assert STATUS_PAGE_KEYS <= words.keys() and not any(".sms_" in key for key in words), language
+        assert language == "en" or words["callback.state_booked"] != "Booked", language
+
+    callbacks = server.node.journeys.callbacks
+    stored = server.store.callbacks.get(cb["id"])
+    text = callbacks.sms_text(stored, "booked")
+    assert text.startswith(f"{server.calls.settings.company}: a sua chamada está marcada para ") and "UTC" in text
+    assert not any(f"{day} " in text for day in ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"))
+    german = span(1764597600, 1764599400, day_namer(server.calls.services.texts, "de"))
+    assert german == "Mo., 1. Dez., 14:00-14:30 UTC"
+    italian = (await book(http, server, booking(server, phone="+39 06 1234 5678", language="it")))["callback"]
+    assert italian["status"] == "Booked"  # no catalogue: English
 
 
 async def test_a_booking_without_a_menu_has_no_steps(server, http):

@@ -3,9 +3,11 @@
 // The secret word goes to the server once, at booking; no page ever shows it again. A menu's hand-off fills the
 // booking in: /callback?phone=…&customer_id=…&subject=…&queue=…&language=…&from=MENU_LINK_ID (all editable but
 // queue and from, which go with the booking so the agent who calls is routed and sees the menu's steps).
+// Both pages speak the customer's language: the booking page the menu's (else the browser's), the status page the
+// one the callback was booked in; dates and times as that language writes them.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const vg = window.vg = {callback: null, states: [], ws: null, texts: {}};
+const vg = window.vg = {callback: null, states: [], ws: null, texts: {}, language: "en"};
 const given = new URLSearchParams(location.search);
 const token = location.pathname.match(/^\/callback\/([^/]+)$/)?.[1];
 const ORDER = ["booked", "calling", "done"];
@@ -36,7 +38,9 @@ function windowOf(dateId, fromId, toId) {
 async function api(path, options = {}) {
   const r = await fetch(path, {...options, headers: {"Content-Type": "application/json"}, cache: "no-store"});
   const body = await r.json().catch(() => null);
-  if (!r.ok) throw new Error(body?.message || body?.error || `The server answered ${r.status}.`);
+  if (!r.ok) {
+    throw Object.assign(new Error(body?.message || body?.error || `The server answered ${r.status}.`), {status: r.status});
+  }
   return body;
 }
 
@@ -44,14 +48,18 @@ const sentence = (text) => (text ? text[0].toUpperCase() + text.slice(1) + (/[.!
 
 // -- booking ---------------------------------------------------------------------------------------------------------
 
-// The page's own words in the language a menu handed on (the catalogue's callback.* texts); English as written.
+// The page's own words in the language a menu handed on, or the callback's (the catalogue's callback.* texts;
+// none given: the browser's); English as written.
 async function translate(language) {
   try {
     const answer = await api(`/api/callbacks/texts?language=${encodeURIComponent(language)}`);
     vg.texts = answer.texts;
-    document.documentElement.lang = answer.language;
+    vg.language = document.documentElement.lang = answer.language;
     document.querySelectorAll("[data-t]").forEach((el) => {
       if (answer.texts[el.dataset.t]) el.textContent = answer.texts[el.dataset.t];
+    });
+    document.querySelectorAll("[data-t-label]").forEach((el) => {
+      if (answer.texts[el.dataset.tLabel]) el.setAttribute("aria-label", answer.texts[el.dataset.tLabel]);
     });
     document.title = answer.texts["callback.title"] || document.title;
   } catch { /* the page stays in English */ }
@@ -89,18 +97,27 @@ function booking() {
 
 // -- tracking --------------------------------------------------------------------------------------------------------
 
+// A refusal in the page's words, by its HTTP status: the server's own message is English.
+const REFUSALS = {400: "callback.error_window", 404: "callback.error_not_found", 409: "callback.error_changed",
+  429: "callback.error_throttled"};
+const refusal = (err) => vg.texts[REFUSALS[err.status] || "callback.error"] || sentence(err.message);
+
+// The window as the page's language writes a day and two times, in the browser's time zone (and its region's
+// way, en-GB or pt-BR, when the browser speaks the page's language).
 function when(cb) {
   const a = new Date(cb.window_start * 1000), b = new Date(cb.window_end * 1000);
-  const date = a.toLocaleDateString([], {weekday: "short", day: "numeric", month: "short"});
-  const time = (d) => d.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
-  return `${date}, ${time(a)} – ${time(b)}`;
+  const locale = (navigator.languages || []).find((tag) => tag.split("-")[0] === vg.language) || vg.language;
+  const format = new Intl.DateTimeFormat(locale,
+    {weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit"});
+  return format.formatRange(a, b);
 }
 
 function show(cb) {
   vg.callback = cb;
   vg.states.push(cb.state);
-  document.title = `Callback: ${cb.status}`;
-  $("status").textContent = cb.status;
+  const status = vg.texts[`callback.state_${cb.state}`] || cb.status;
+  document.title = (vg.texts["callback.page_title"] || "Callback: {status}").replace("{status}", status);
+  $("status").textContent = status;
   $("status").dataset.state = cb.state;
   const at = ORDER.indexOf(cb.state);
   $("steps").hidden = at < 0 && cb.state !== "no_answer";
@@ -133,24 +150,32 @@ function listen() {
 
 async function refresh() {
   try { show((await api(`/api/callback/${token}`)).callback); $("track-error").textContent = ""; }
-  catch (err) { $("track-error").textContent = sentence(err.message); }
+  catch (err) { $("track-error").textContent = refusal(err); }
 }
 
 async function act(path, body) {
   $("track-error").textContent = "";
   try { show((await api(`/api/callback/${token}/${path}`, {method: "POST", body: JSON.stringify(body || {})})).callback); }
-  catch (err) { $("track-error").textContent = sentence(err.message); }
+  catch (err) {
+    if (err.status === 409) await refresh();  // it moved on: show where it is now
+    $("track-error").textContent = refusal(err);
+  }
 }
 
+// The status page, in the language the callback was booked in (an unknown link: the browser's).
 async function tracking() {
   $("tracking").hidden = false;
+  let cb;
   try {
-    show((await api(`/api/callback/${token}`)).callback);
+    cb = (await api(`/api/callback/${token}`)).callback;
   } catch (err) {
-    $("status").textContent = sentence(err.message);
+    await translate("");
+    $("status").textContent = refusal(err);
     $("steps").hidden = true;
     return;
   }
+  await translate(cb.language);
+  show(cb);
   listen();
   $("reschedule").addEventListener("submit", (e) => {
     e.preventDefault();
