@@ -12,7 +12,7 @@ from aiohttp import web
 from journeys.menu_file import FieldErrors
 from journeys.menus import MenuService
 from signaling.middleware import JOURNEYS, agent_of, client, json_body
-from store.errors import Conflict
+from store.errors import NotFound
 
 routes = web.RouteTableDef()
 
@@ -22,7 +22,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 def _menus(request: web.Request) -> MenuService:
     menus = request.app[JOURNEYS].menus
     if menus is None:
-        raise Conflict("the visual IVR is off on this server")
+        raise NotFound("the visual IVR is off on this server")
     return menus
 
 

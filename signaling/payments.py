@@ -11,7 +11,7 @@ from aiohttp import web
 
 from journeys.payments import MAX_WEBHOOK, Payments
 from signaling.middleware import JOURNEYS, WEB_DIR, agent_of, client, page_headers
-from store.errors import Conflict, TooLarge
+from store.errors import NotFound, TooLarge
 
 routes = web.RouteTableDef()
 
@@ -21,7 +21,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 def _payments(request: web.Request) -> Payments:
     payments = request.app[JOURNEYS].payments
     if payments is None:
-        raise Conflict("payments are off on this server (no provider configured)")
+        raise NotFound("payments are off on this server (no provider configured)")
     return payments
 
 

@@ -226,3 +226,22 @@ async def test_route_takes_the_queue_asked_for_else_the_reasons_else_the_default
         calls.route(None, CALLER, "loans")
     for c in consoles:
         await c.close()
+
+
+async def test_a_journey_this_server_does_not_run_is_refused_clearly(tmp_path, http):
+    from journeys.settings import CallbackSettings, JourneySettings, MenuSettings
+
+    off = JourneySettings(menus=MenuSettings(enabled=False), callbacks=CallbackSettings(enabled=False))
+    s = await TestServer(tmp_path / "data", journeys=off).start()  # and no payment provider: the default
+    try:
+        headers = {"Authorization": f"Bearer {s.add_agent('alice')}"}
+        for kind in ("menu", "payment"):
+            async with http.post(f"{s.base}/api/links", json={"kind": kind}, headers=headers) as r:
+                assert r.status == 400 and "a journey this server runs" in (await r.json())["error"]
+        for path, says in (("/api/payments", "payments are off"), ("/api/callbacks", "callbacks are off")):
+            async with http.get(f"{s.base}{path}", headers=headers) as r:
+                assert r.status == 404 and says in (await r.json())["error"]
+        async with http.post(f"{s.base}/api/menu/{'x' * 43}/state", json={}) as r:
+            assert r.status == 404 and "visual IVR is off" in (await r.json())["error"]
+    finally:
+        await s.stop()
