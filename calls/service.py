@@ -88,8 +88,9 @@ class CallService:
     def _was_interrupted(self, link: Link | None, why: str) -> None:
         """Audited once, logged, and told to the consoles (their hello says it too)."""
         if link is not None:
-            self.store.audit.add("server", "call.interrupted", link.id, link.channel)
-            log.warning("call %s marked interrupted: %s", link.id, why)
+            what = "call" if link.is_call else link.kind  # a menu in use is held like a call (journeys.menus)
+            self.store.audit.add("server", f"{what}.interrupted", link.id, link.channel)
+            log.warning("%s %s marked interrupted: %s", what, link.id, why)
             self._publish(link)
 
     async def _claim(self, call: Call) -> None:

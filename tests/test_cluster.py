@@ -199,6 +199,9 @@ async def test_a_menu_started_on_one_node_is_stepped_through_another(pg_url, val
             await consoles[1].wait(state_is(link_id, "interrupted"), timeout=10)
             async with http.post(f"{b.base}{api}/step", json={"key": key, "step": "back"}) as r:
                 assert r.status == 410 and "interrupted" in (await r.json())["error"]
+            async with http.get(f"{b.base}/api/audit?link={link_id}", headers=headers) as r:
+                actions = [row["action"] for row in (await r.json())["audit"]]
+            assert "menu.interrupted" in actions and "call.interrupted" not in actions
             for console in consoles:
                 console.task.cancel()
     finally:
