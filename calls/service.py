@@ -122,6 +122,8 @@ class CallService:
 
         ``kind`` is what it opens: a video call, or a journey (``menu``, ``payment``) whose service checked
         ``detail`` first. Only a video call needs subtitles in the customer's language."""
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)):
+            raise Invalid("expires_in must be a number of seconds")  # as the API names it
         ttl = self.settings.link_ttl if ttl is None else float(ttl)
         if not 30 <= ttl <= self.settings.max_link_ttl:
             raise Invalid(f"expiry must be between 30 and {int(self.settings.max_link_ttl)} seconds")

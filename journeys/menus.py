@@ -313,16 +313,13 @@ class MenuService:
         menu_id = body.get("menu", "example" if "example" in self.menus else next(iter(self.menus)))
         if not isinstance(menu_id, str) or menu_id not in self.menus:
             raise Invalid(f"menu: one of {', '.join(sorted(self.menus))}")
-        expires_in = body.get("expires_in")
-        if expires_in is not None and (isinstance(expires_in, bool) or not isinstance(expires_in, int | float)):
-            raise Invalid("expires_in must be a number of seconds")
         return await self.calls.create_link(
             agent,
             customer_ref=body.get("customer_ref"),
             phone=body.get("phone"),
             language=body.get("language"),
             reason=body.get("reason"),
-            ttl=expires_in,
+            ttl=body.get("expires_in"),
             kind="menu",
             detail={"menu": menu_id},
         )

@@ -408,16 +408,13 @@ class Payments:
         if unknown := set(body) - CREATE_FIELDS:
             raise Invalid(f"unknown fields: {', '.join(sorted(unknown))}")
         amount, currency, description = self._order_fields(body)
-        expires_in = body.get("expires_in")
-        if expires_in is not None and (isinstance(expires_in, bool) or not isinstance(expires_in, int | float)):
-            raise Invalid("expires_in must be a number of seconds")
         detail = {"amount": amount, "currency": currency, "description": description, "provider": self.provider.name}
         link, url, qr = await self.calls.create_link(
             agent,
             customer_ref=body.get("customer_ref"),
             phone=body.get("phone"),
             language=body.get("language"),
-            ttl=expires_in,
+            ttl=body.get("expires_in"),
             kind="payment",
             detail=detail,
         )
