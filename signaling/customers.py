@@ -17,8 +17,11 @@ from store.errors import Gone, Invalid
 routes = web.RouteTableDef()
 
 
-# The page a link opens, by its kind: each journey's own.
-PAGES = {"video": "customer.html", "menu": "menu.html", "payment": "pay.html"}
+# The page a link opens, by its kind: each journey's own, read once.
+PAGES = {
+    kind: (WEB_DIR / name).read_text()
+    for kind, name in {"video": "customer.html", "menu": "menu.html", "payment": "pay.html"}.items()
+}
 
 
 @routes.get("/j/{token}")
@@ -33,8 +36,7 @@ async def page(request: web.Request) -> web.Response:
             raise
         raise web.HTTPSeeOther(place, headers=page_headers()) from None
     language = calls.page_language(link, _accept_language(request))
-    page = (WEB_DIR / PAGES[link.kind]).read_text()
-    html = page.replace('<html lang="en">', f'<html lang="{language}">', 1)
+    html = PAGES[link.kind].replace('<html lang="en">', f'<html lang="{language}">', 1)
     return web.Response(text=html, content_type="text/html", headers=page_headers())
 
 

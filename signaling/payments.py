@@ -41,9 +41,9 @@ async def start(request: web.Request) -> web.Response:
 
 
 @routes.get("/pay/done")
-async def done_page(request: web.Request) -> web.Response:
+async def done_page(request: web.Request) -> web.FileResponse:
     """Where the provider sends the customer back: the page reads the outcome from the server with its key."""
-    return web.Response(text=(WEB_DIR / "pay.html").read_text(), content_type="text/html", headers=page_headers())
+    return web.FileResponse(WEB_DIR / "pay.html", headers=page_headers())
 
 
 @routes.get("/api/pay/status")
