@@ -586,14 +586,16 @@ class CallService:
     # -- context: why the customer is calling, and what they did before ----------------------------------------
 
     def context_view(self, link: Link) -> dict:
-        """The likely reason and recent events; for a call a menu opened, the menu's steps and its ID&V."""
+        """The console's ``context`` message for a call (for a call a menu opened, with that menu)."""
         origin = (link.detail or {}).get("from") if link.is_call else None
+        return {"type": "context", "link_id": link.id, **self.context_of(link.customer_ref, link.phone, origin)}
+
+    def context_of(self, customer: str | None, phone: str | None, menu_link: str | None) -> dict:
+        """The likely reason and recent events; with ``menu_link`` (the menu that led here), its steps and ID&V."""
         return {
-            "type": "context",
-            "link_id": link.id,
-            **self.context.of(link.customer_ref, link.phone).to_dict(),
-            "steps": [s.__dict__ for s in self.store.steps.of(origin)] if origin else [],
-            "idv": self.store.idv.get(origin) if origin else None,
+            **self.context.of(customer, phone).to_dict(),
+            "steps": [s.__dict__ for s in self.store.steps.of(menu_link)] if menu_link else [],
+            "idv": self.store.idv.get(menu_link) if menu_link else None,
         }
 
     def route(self, customer: str | None, phone: str | None, queue: str | None = None) -> tuple[Agent | None, str]:

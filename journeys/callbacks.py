@@ -312,15 +312,7 @@ class Callbacks:
 
     def context_view(self, cb: Callback) -> dict:
         """What the console greets a taken callback with, as it does a call: the likely reason, recent events."""
-        context = self.calls.context.of(cb.customer_id, cb.phone).to_dict()
-        origin = cb.origin
-        return {
-            "type": "context",
-            "callback_id": cb.id,
-            **context,
-            "steps": [s.__dict__ for s in self.store.steps.of(origin)] if origin else [],
-            "idv": self.store.idv.get(origin) if origin else None,
-        }
+        return {"type": "context", "callback_id": cb.id, **self.calls.context_of(cb.customer_id, cb.phone, cb.origin)}
 
     def _for_agent(self, agent: Agent, callback_id: str) -> Callback:
         cb = self.store.callbacks.get(callback_id)
