@@ -9,11 +9,7 @@
   const contexts = new Map();  // callback id -> why they likely called, and what they did in a menu before
   let error = "";
 
-  const el = (tag, props = {}, ...children) => {
-    const node = Object.assign(document.createElement(tag), props);
-    node.append(...children);
-    return node;
-  };
+  const el = vg.el;
   const mine = (cb) => cb.state === "calling" && vg.agent && cb.agent_id === vg.agent.id;
   const time = (s) => new Date(s * 1000).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
   function due(cb) {

@@ -10,13 +10,7 @@
   const IDV = {identified_and_verified: "Identified and verified", identified_only: "Identified only", not_identified: "Not identified"};
   const STATES = {created: "Link sent", opened: "Link opened", connected: "In the menu", ended: "Done", expired: "Expired", revoked: "Revoked"};
 
-  // A new element; ``dataset`` (read-only on elements) is copied in.
-  const node = (tag, {dataset = {}, ...props} = {}, ...children) => {
-    const n = Object.assign(document.createElement(tag), props);
-    Object.assign(n.dataset, dataset);
-    n.append(...children);
-    return n;
-  };
+  const node = vg.el;
   const time = (at) => new Date(at * 1000).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit"});
 
   // One step in words: what the customer chose, entered (secrets only as "entered") or asked for.

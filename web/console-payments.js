@@ -13,11 +13,7 @@
   let panel = null;
   let config = null;
 
-  const el = (tag, props = {}, ...children) => {
-    const node = Object.assign(document.createElement(tag), props);
-    node.append(...children);
-    return node;
-  };
+  const el = vg.el;
   const digits = (currency) => {
     try { return new Intl.NumberFormat("en", {style: "currency", currency: currency.toUpperCase()}).resolvedOptions().maximumFractionDigits; }
     catch { return 2; }

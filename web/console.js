@@ -22,6 +22,13 @@ const TABLES = [
 ];
 const PAGE = 10;
 const TITLE = document.title;
+// A new element for the journeys' panels; ``dataset`` (read-only on elements) is copied in.
+vg.el = (tag, {dataset = {}, ...props} = {}, ...children) => {
+  const n = Object.assign(document.createElement(tag), props);
+  Object.assign(n.dataset, dataset);
+  n.append(...children);
+  return n;
+};
 // What the journeys' scripts (console-*.js) hear of the event stream: vg.on("payment", (ev) => ...).
 const handlers = new Map();
 vg.on = (type, fn) => handlers.set(type, [...(handlers.get(type) || []), fn]);
