@@ -144,7 +144,7 @@ def read_pcm(path: str | Path, max_seconds: float | None = None) -> np.ndarray:
 def write_wav(path: str | Path, pcm: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
     """Mono 16-bit PCM as a WAV file; raises OSError where it cannot be written."""
     path = Path(path)
-    with wave.open(str(path), "wb") as w:
+    with open(path, "wb") as f, wave.open(f, "wb") as w:  # wave.open(str) leaves a broken writer when open fails
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(rate)
