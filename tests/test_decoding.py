@@ -37,8 +37,9 @@ def test_the_direct_decode_hears_what_faster_whisper_hears(whisper, speech):
 
 def test_one_encoding_gives_the_transcript_and_its_english_translation(whisper, speech):
     [d] = whisper.runner.decode([job(whisper, speech, "es", tasks=("transcribe", "translate"))])
-    assert word_error_rate([(speech["es"][1], d.texts["transcribe"])]) <= 0.25  # 3 of 12 words: Whisper base
-    assert "sand" in d.texts["translate"].lower()  # "Las arenas ..." -> "The sands ..."
+    # Whisper base misses 3 of these 12 words on an AMD EPYC, 4 on an Intel Xeon (the same weights, other kernels).
+    assert word_error_rate([(speech["es"][1], d.texts["transcribe"])]) <= 4 / 12
+    assert "sand" in d.texts["translate"].lower()  # "Las arenas ..." -> "The sands ..." (or "sandals")
 
 
 def test_an_unknown_language_is_detected(whisper, speech):
