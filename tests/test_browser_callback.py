@@ -16,6 +16,7 @@ import pytest
 from peers.browser import CHROMIUM
 from tests.server import TestServer
 from tests.test_browser import signed_in_console
+from tests.test_workspace import readme_shot
 
 pytestmark = pytest.mark.browser
 
@@ -62,6 +63,7 @@ async def test_callback_in_real_browsers(tmp_path, chromium, http):
 
                 await status.filter(has_text="Agent calling").wait_for()
                 assert await customer.locator("#steps li[aria-current=step]").text_content() == "Agent calling"
+                await readme_shot(customer, tmp_path / "callback.png")
                 await task.get_by_role("button", name="Done").click()
                 await status.filter(has_text="Done").wait_for()
                 await console.locator("#callbacks-panel", has_text="No callbacks waiting.").wait_for()

@@ -19,6 +19,7 @@ from store.base import Customer
 from store.security import hash_password
 from tests.server import TestServer
 from tests.test_browser import signed_in_console
+from tests.test_workspace import readme_shot
 
 pytestmark = pytest.mark.browser
 
@@ -93,6 +94,7 @@ async def test_a_customer_navigates_the_menu_verifies_and_reaches_an_available_a
             assert await page.text_content("#f-last_digits-error") == "Enter at least 4 characters."
             assert await page.get_attribute("#f-last_digits", "aria-invalid") == "true"
             assert await page.evaluate("document.activeElement.id") == "f-last_digits"
+            await readme_shot(page, tmp_path / "menu.png")
             await page.get_by_label("Last 4 digits of the card").fill("1234")
             await page.get_by_role("button", name="Block the card").click()
 

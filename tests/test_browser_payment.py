@@ -13,6 +13,7 @@ from journeys.settings import JourneySettings, PaymentSettings
 from peers.browser import CHROMIUM, chromium_args
 from peers.payments import PaymentStandIn
 from tests.server import TestServer
+from tests.test_workspace import readme_shot
 
 pytestmark = pytest.mark.browser
 
@@ -91,6 +92,7 @@ async def test_pay_by_link_in_real_browsers(tmp_path, chromium):
             assert await console.text_content(f"{item} .payment-declined") == (
                 "Declined (generic_decline): the customer may try another card."
             )
+            await readme_shot(console.locator("#payments-panel"), tmp_path / "payment-console.png")
             await type_card(page, "4242 4242 4242 4242")
             await page.wait_for_url(f"{server.base}/pay/done?link={link_id}")
             await page.wait_for_selector("#outcome[data-state='succeeded']")

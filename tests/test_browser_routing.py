@@ -13,6 +13,7 @@ import pytest
 from calls.context import Reason, RoutingSettings
 from peers.browser import CHROMIUM, chromium_args
 from tests.server import TestServer
+from tests.test_workspace import readme_shot
 
 pytestmark = pytest.mark.browser
 
@@ -78,6 +79,7 @@ async def test_a_declined_payment_sends_the_customer_from_the_menu_to_the_cards_
             await carla.wait_for_selector("#context-steps li:has-text('Chose “Talk to us”')")
             assert "handed to carla" in await carla.text_content("#context-steps")
             assert await carla.text_content("#context-idv") == "ID&V: not done"
+            await readme_shot(carla.locator("#context"), tmp_path / "routing-context.png")
             video = [link for link in server.store.links.of_agent(server.agent("carla").id) if link.kind == "video"]
             assert len(video) == 1 and video[0].state == "connected"
             assert await alice.is_hidden("#strip") and server.store.links.of_agent(server.agent("alice").id) == []

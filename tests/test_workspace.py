@@ -38,7 +38,8 @@ def catalogue(language: str) -> dict[str, str]:
 
 
 async def readme_shot(page, path: Path) -> None:
-    """A screenshot the README shows: under the test's tmp dir, and in ``VOXGATE_SCREENSHOTS`` when asked."""
+    """A screenshot the README shows (of a page, or of a locator's element): under the test's tmp dir, and in
+    ``VOXGATE_SCREENSHOTS`` when asked."""
     await page.screenshot(path=path)
     if folder := os.environ.get("VOXGATE_SCREENSHOTS"):
         Path(folder).mkdir(parents=True, exist_ok=True)
