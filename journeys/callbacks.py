@@ -101,13 +101,17 @@ class Callbacks:
         """A new callback and its status page's URL. Every try counts against the address; only bookings count
         against the number (an hourly limiter, and a daily cap kept in the store)."""
         if not await self._by_address.take(who):
-            raise Throttled("too many callback requests from this address; try again later")
+            raise Throttled("too many callback requests from this address; try again later", "callback.error_throttled")
         b = self.parse(body)
         key = phone_key(b.phone)
         if self.store.callbacks.count_since(key, self.store.clock() - DAY) >= self.settings.daily_per_number:
-            raise Throttled("this number has booked as many callbacks as it may today; try again tomorrow")
+            raise Throttled(
+                "this number has booked as many callbacks as it may today; try again tomorrow", "callback.error_today"
+            )
         if not await self._by_number.take(key):
-            raise Throttled("this number has booked several callbacks just now; try again later")
+            raise Throttled(
+                "this number has booked several callbacks just now; try again later", "callback.error_number"
+            )
         callback_id = new_call_id()
         reason = self.calls.context.of(b.customer_id, b.phone).reason
         queue = b.queue or (reason.queue if reason is not None else self.queue)
@@ -142,12 +146,15 @@ class Callbacks:
             raise Invalid(f"unknown fields: {', '.join(sorted(unknown))}")
         subject = body.get("subject")
         if not isinstance(subject, str) or not 0 < len(subject.strip()) <= 200 or not subject.isprintable():
-            raise Invalid("subject: what the call is about, 1-200 printable characters")
+            raise Invalid("subject: what the call is about, 1-200 printable characters", "callback.error_subject")
         secret = body.get("secret")
         if not isinstance(secret, str) or not 3 <= len(secret.strip()) <= 40 or not secret.isprintable():
-            raise Invalid("secret: a word of your own, 3-40 printable characters")
+            raise Invalid("secret: a word of your own, 3-40 printable characters", "callback.error_secret")
         if secret.strip().casefold() in subject.casefold():
-            raise Invalid("secret: choose a word that is not in the subject (agents see the subject)")
+            raise Invalid(
+                "secret: choose a word that is not in the subject (agents see the subject)",
+                "callback.error_secret_in_subject",
+            )
         language = body.get("language", "en")
         if not is_language_code(language) or language == "detect":
             raise Invalid("language: a language code such as 'en' or 'pt'")
@@ -186,11 +193,13 @@ class Callbacks:
         start, end = when(window["start"], "window.start"), when(window["end"], "window.end")
         now = self.store.clock()
         if start < now - SLACK:
-            raise Invalid("window: it must start in the future")
+            raise Invalid("window: it must start in the future", "callback.error_window_past")
         if end - start < self.settings.min_window:
-            raise Invalid(f"window: at least {int(self.settings.min_window // 60)} minutes long")
+            raise Invalid(
+                f"window: at least {int(self.settings.min_window // 60)} minutes long", "callback.error_window_short"
+            )
         if end > now + self.settings.max_days * DAY:
-            raise Invalid(f"window: it must end within {self.settings.max_days} days")
+            raise Invalid(f"window: it must end within {self.settings.max_days} days", "callback.error_window_far")
         return start, end
 
     async def by_token(self, token: str, who: str) -> Callback:
@@ -198,8 +207,11 @@ class Callbacks:
         cb = self.store.callbacks.by_token(token_hash(token)) if 20 <= len(token) <= 64 else None
         if cb is None:
             if not await self._unknown.take(who):
-                raise Throttled("too many unknown callback links from this address; try again in a minute")
-            raise NotFound("no such callback; check the link you were sent")
+                raise Throttled(
+                    "too many unknown callback links from this address; try again in a minute",
+                    "callback.error_throttled",
+                )
+            raise NotFound("no such callback; check the link you were sent", "callback.error_not_found")
         return cb
 
     async def reschedule(self, token: str, window: object, who: str) -> Callback:
@@ -207,7 +219,9 @@ class Callbacks:
         start, end = self.check_window(window)
         changed = self.store.callbacks.change(cb.id, "booked", from_states=("booked",), window=(start, end))
         if changed is None:
-            raise Conflict(f"only a booked callback can be rescheduled (this one: {self._state(cb.id)})")
+            raise Conflict(
+                f"only a booked callback can be rescheduled (this one: {self._state(cb.id)})", "callback.error_changed"
+            )
         self.store.audit.add("customer", "callback.reschedule", cb.id)
         self._changed(changed, "rescheduled")
         return changed
@@ -216,7 +230,7 @@ class Callbacks:
         cb = await self.by_token(token, who)
         changed = self.store.callbacks.change(cb.id, "cancelled", from_states=CALLBACK_OPEN)
         if changed is None:
-            raise Conflict(f"this callback is {self._state(cb.id)} already")
+            raise Conflict(f"this callback is {self._state(cb.id)} already", "callback.error_changed")
         self.store.audit.add("customer", "callback.cancel", cb.id)
         self._changed(changed, "cancelled")
         return changed
@@ -406,7 +420,9 @@ def check_phone(value: object) -> str:
     """An international number (E.164: +, country code, 8-15 digits; spaces, dots, dashes and brackets
     allowed) as ``+DIGITS``."""
     if not isinstance(value, str) or not PHONE.fullmatch(value.strip()) or not 8 <= len(phone_key(value)) - 1 <= 15:
-        raise Invalid("phone: an international number with its country code, such as +44 20 7946 0000")
+        raise Invalid(
+            "phone: an international number with its country code, such as +44 20 7946 0000", "callback.error_phone"
+        )
     return phone_key(value.strip())
 
 

@@ -115,17 +115,18 @@ def _media_kind(path: str) -> str | None:
 
 def error_response(request: web.Request, status: int, message: str, text: str | None = None) -> web.Response:
     """JSON with the message. A customer reads their refusals in their own words (``text``, a key of the
-    catalogue; else the message), and on their link's URL as a page."""
+    catalogue; else the message), and on their link's URL as a page. JSON carries the key too, for a page that
+    holds its own catalogue (a callback's pages speak the booking's language, not the browser's)."""
     customer = request.path.startswith(("/j/", "/api/join/", "/api/menu/"))
     if not customer:
-        return web.json_response({"error": message}, status=status)
+        return web.json_response({"error": message} | ({"text": text} if text else {}), status=status)
     texts = request.app[CALLS].services.texts
     language = texts.choose(None, request.headers.get("Accept-Language"))
     words = texts.render(language, text) if text else message
     if request.path.startswith("/j/"):
         title = {404: "notice.invalid", 410: "notice.invalid", 429: "notice.wait"}.get(status, "notice.error")
         return notice_page(status, texts.render(language, title), words, language)
-    return web.json_response({"error": message, "message": words}, status=status)
+    return web.json_response({"error": message, "message": words} | ({"text": text} if text else {}), status=status)
 
 
 def notice_page(status: int, title: str, message: str, language: str = "en") -> web.Response:

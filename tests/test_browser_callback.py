@@ -107,6 +107,9 @@ async def test_callback_in_real_browsers(tmp_path, chromium, http):
                 assert await customer.input_value("#phone") == "+44 20 7946 0018"
                 assert await customer.input_value("#subject") == "Um pagamento"
                 assert await customer.get_attribute("html", "lang") == "pt"
+                await customer.fill("#secret", "pagamento")  # a refusal reads in the page's language too
+                await customer.click("#book button[type=submit]")
+                await customer.locator("#book-error", has_text="que não esteja no assunto").wait_for()
                 await customer.fill("#secret", WORD)
                 await customer.click("#book button[type=submit]")
                 await status.filter(has_text="Marcada").wait_for()  # its status page speaks the booking's language
@@ -116,6 +119,12 @@ async def test_callback_in_real_browsers(tmp_path, chromium, http):
                 steps = console.locator("#callback-context")
                 await steps.filter(has_text="Chose “Payments”").wait_for()
                 assert "Asked for a callback" in await steps.text_content()
+
+                # Straight from the bank's website, the booking page speaks the browser's language.
+                german = await (await browser.new_context(**PHONE, locale="de-DE")).new_page()
+                await german.goto(f"{server.base}/callback")
+                await german.locator("#booking-title", has_text="Rückruf vereinbaren").wait_for()
+                assert await german.get_attribute("html", "lang") == "de"
             finally:
                 await browser.close()
         actions = {a["action"] for a in server.store.audit.log()}

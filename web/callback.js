@@ -39,7 +39,8 @@ async function api(path, options = {}) {
   const r = await fetch(path, {...options, headers: {"Content-Type": "application/json"}, cache: "no-store"});
   const body = await r.json().catch(() => null);
   if (!r.ok) {
-    throw Object.assign(new Error(body?.message || body?.error || `The server answered ${r.status}.`), {status: r.status});
+    const message = body?.message || body?.error || `The server answered ${r.status}.`;
+    throw Object.assign(new Error(message), {status: r.status, text: body?.text});
   }
   return body;
 }
@@ -71,8 +72,7 @@ function booking() {
   $("phone").value = given.get("phone") || "";
   $("customer-id").value = given.get("customer_id") || "";
   $("subject").value = given.get("subject") || "";
-  const language = given.get("language");
-  if (language) translate(language);
+  translate(given.get("language") || "");
   $("book").addEventListener("submit", async (e) => {
     e.preventDefault();
     $("book-error").textContent = "";
@@ -81,7 +81,7 @@ function booking() {
     try {
       const body = {phone: $("phone").value.trim(), window: windowOf("date", "from", "to"),
         subject: $("subject").value.trim(), secret: $("secret").value.trim(),
-        language: language || (navigator.language || "en").slice(0, 2)};
+        language: given.get("language") || vg.language};
       const customer = $("customer-id").value.trim();
       if (customer) body.customer_id = customer;
       for (const name of ["queue", "from"]) if (given.get(name)) body[name] = given.get(name);
@@ -89,7 +89,7 @@ function booking() {
       $("secret").value = "";
       location.assign(new URL(answer.status_url).pathname);  // this server's page, whatever its public name
     } catch (err) {
-      $("book-error").textContent = sentence(err.message);
+      $("book-error").textContent = vg.texts[err.text] || sentence(err.message);
       button.disabled = false;
     }
   });
@@ -97,10 +97,11 @@ function booking() {
 
 // -- tracking --------------------------------------------------------------------------------------------------------
 
-// A refusal in the page's words, by its HTTP status: the server's own message is English.
+// A refusal in the page's words: the server names its text (its own message is English), else by HTTP status.
 const REFUSALS = {400: "callback.error_window", 404: "callback.error_not_found", 409: "callback.error_changed",
   429: "callback.error_throttled"};
-const refusal = (err) => vg.texts[REFUSALS[err.status] || "callback.error"] || sentence(err.message);
+const refusal = (err) =>
+  vg.texts[err.text] || vg.texts[REFUSALS[err.status] || "callback.error"] || sentence(err.message);
 
 // The window as the page's language writes a day and two times, in the browser's time zone (and its region's
 // way, en-GB or pt-BR, when the browser speaks the page's language).
