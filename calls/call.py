@@ -158,6 +158,7 @@ class Call:
             self.to_customer,
             texts=self.texts,
             page=self._key_hash is not None,
+            continues=(self.link.detail or {}).get("from"),  # a menu's hand-off: verified there, not asked again
         )
         self.idv.begin()
 

@@ -226,6 +226,7 @@ class CallService:
             "texts": self.services.texts.texts(language),
             "expires_in": max(0, int(link.expires - self.store.clock())),
             "ice_servers": self.settings.ice_servers(),
+            "media": "audio" if link.audio_only else "video",
         }
 
     def revoke(self, agent: Agent, link_id: str) -> Link:
@@ -558,6 +559,8 @@ class CallService:
 
     async def take_snapshot(self, agent: Agent, link_id: str) -> Snapshot:
         link = self.link_for_agent(agent, link_id)
+        if link.audio_only:  # the customer agreed to share their microphone, not their camera
+            raise Conflict("a voice call: the customer shares no camera")
         call = self.live.get(link.id)
         frame = call.media.latest_frame if call is not None else None
         if frame is None:

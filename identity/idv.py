@@ -310,6 +310,7 @@ class IdvFlow:
         self._voice_deadline = 0.0
         self._awaiting: Effect | None = None  # the I/O whose answer the machine waits for
         self._offering = ""  # why the code being sent is offered
+        self._carried: tuple[str, str] | None = None  # (factor, identified by) of a check the customer just passed
 
     @property
     def wakes_at(self) -> float | None:
@@ -318,9 +319,17 @@ class IdvFlow:
 
     # -- identification ----------------------------------------------------------------------------------------
 
-    def begin(self) -> list[Effect]:
+    def begin(self, before: Mapping[str, Any] | None = None) -> list[Effect]:
+        """``before``: the record of the check that handed the customer to this call (a menu's, on the same
+        device, moments ago). Verified there, they are not asked again: the call starts verified, as it says."""
         if self.record.step != Step.LOOKUP or self._awaiting is not None:
             raise Conflict("identification has begun already")
+        if before and before.get("verified_by") in CODE_NAMES and before.get("customer_id"):
+            self._carried = (before["verified_by"], before.get("identified_by") or "identifier")
+            return self._await(LookupCustomer(before["customer_id"]))
+        return self._look_up_phone()
+
+    def _look_up_phone(self) -> list[Effect]:
         if not (self.phone and self.settings.ani):
             return self._ask_identifier("no calling number to look up" if self.settings.ani else "")
         return self._await(LookupPhone(self.phone))
@@ -352,6 +361,12 @@ class IdvFlow:
     def customer_found(self, customer: Customer | None) -> list[Effect]:
         if self._answered(LookupCustomer) is None:
             return []
+        if self._carried is not None:
+            (factor, by), self._carried = self._carried, None
+            if customer is not None:
+                return self._verified_before(customer, factor, by)
+            self._note("the customer verified before this call is no longer in the directory")
+            return self._look_up_phone()
         if customer is not None:
             return self._identified(customer, "identifier")
         r = self.record
@@ -428,6 +443,21 @@ class IdvFlow:
         else:
             why = "opted out of voice ID" if held == VoicePrint.OPTED_OUT else "not enrolled for voice ID"
         return [audit, *self._offer_code(why)]
+
+    def _verified_before(self, customer: Customer, factor: str, by: str) -> list[Effect]:
+        """Verified on the page that handed them here. Voice ID still listens to an enrolled customer: a voice
+        that does not match undoes it, as it would a PIN given in the call."""
+        r = self.record
+        self._customer = customer
+        r.customer_id, r.customer_name, r.identified_by = customer.id, customer.name, by
+        self._note(f"identified as {customer.id} before this call")
+        effects: list[Effect] = [
+            self._audit("idv.identified", f"by {by}, before this call"),
+            self._verified(factor, f"verified by {CODE_NAMES[factor]} before this call"),
+        ]
+        if self.voice and self.facts.voice_print(customer.id) == VoicePrint.ENROLLED:
+            effects.append(ClaimVoice(customer.id))
+        return [*effects, Publish()]
 
     # -- verification ------------------------------------------------------------------------------------------
 
@@ -802,8 +832,11 @@ class LiveIdv:
         *,
         texts: Texts,
         page: bool = True,
+        continues: str | None = None,
     ) -> None:
+        """``continues``: the link whose ID&V this call carries on (the menu that handed the customer here)."""
         self.ctx, self.settings, self.call_id, self.voice = ctx, ctx.settings, call_id, voice
+        self.continues = continues
         self._to_agent, self._to_customer = to_agent, to_customer
         self.flow = IdvFlow(
             ctx.settings,
@@ -841,7 +874,8 @@ class LiveIdv:
 
     async def _start(self) -> None:
         async with self._busy:  # the customer's page waits for this first answer
-            await self._run(self.flow.begin())
+            before = self.ctx.store.idv.get(self.continues) if self.continues else None
+            await self._run(self.flow.begin(before))
 
     async def identify(self, identifier: str) -> dict:
         """The customer typed their customer number; returns their page's view."""

@@ -8,7 +8,8 @@ a one-time link, in their language.
   customer's session behind a key (the link is used up on one device, as a video link is), and the effects:
   each step in the store (``store.steps``), as a customer event (``menu.choice``) and live on the console of
   the link's agent; ID&V through ``identity.idv.LiveIdv`` without media; the hand-off to a free agent of a skill
-  queue on a video link that remembers the menu it came from (``detail.from``), or to the callback booking page.
+  queue on a call's link (voice only for ``agent``, video for ``video``) that remembers the menu it came from
+  (``detail.from``), or to the callback booking page.
 
 Secrets never leave the session: a PIN or code goes to ID&V only, and a field marked ``secret`` is recorded as
 entered, never with its value.
@@ -487,8 +488,9 @@ class MenuService:
         await self._end(live, "the customer asked for a callback")
 
     async def _to_agent(self, live: _Live, action: Action) -> None:
-        """A video link with the first free agent of the option's queue (else the queue of the customer's likely
-        reason, else the default), remembering this menu; nobody free: say so."""
+        """A call's link with the first free agent of the option's queue (else the queue of the customer's likely
+        reason, else the default), remembering this menu: ``agent`` asks for the microphone only, ``video`` for
+        the camera too. Nobody free: say so."""
         s, link = live.session, live.link
         agent, queue = self.calls.route(s.customer_id or link.customer_ref, link.phone, action.queue)
         if agent is None:
@@ -496,22 +498,22 @@ class MenuService:
             self._record(live, "action", {"action": action.type, "queue": queue, "agent": None})
             return
         try:
-            video, url, _ = await self.calls.create_link(
+            call, url, _ = await self.calls.create_link(
                 agent,
                 kind="video",
-                detail={"from": link.id},
+                detail={"from": link.id, **({"media": "audio"} if action.type == "agent" else {})},
                 phone=link.phone,
                 customer_ref=s.customer_id or link.customer_ref,
                 language=link.language,  # the caller's, as the IVR gave it (the menu may not speak it)
             )
         except Refused as e:
-            log.warning("menu %s: no video link for %s: %s", link.id, agent.name, e.message)
+            log.warning("menu %s: no call link for %s: %s", link.id, agent.name, e.message)
             s.handed(action.type, None, "menu.unavailable")
             self._record(live, "action", {"action": action.type, "queue": queue, "agent": None, "error": e.message})
             return
         s.handed(action.type, url)
-        self._record(live, "action", {"action": action.type, "queue": queue, "agent": agent.name, "link_id": video.id})
-        await self._end(live, f"handed to {agent.name} on video link {video.id}")
+        self._record(live, "action", {"action": action.type, "queue": queue, "agent": agent.name, "link_id": call.id})
+        await self._end(live, f"handed to {agent.name} on call link {call.id}")
 
     # -- ID&V, without media --------------------------------------------------------------------------------------
 

@@ -13,13 +13,14 @@ from store.errors import Invalid, NotFound
 
 routes = web.RouteTableDef()
 
-LINK_FIELDS = {"kind", "customer_ref", "phone", "language", "reason", "expires_in"}
+LINK_FIELDS = {"kind", "customer_ref", "phone", "language", "reason", "expires_in", "media"}
+MEDIA = ("video", "audio")  # what a call's link asks the customer for: camera and microphone, or the microphone
 
 
 @routes.post("/api/links")
 async def create_link(request: web.Request) -> web.Response:
-    """A one-time link: a video call (``kind`` "video", the default), or a journey's (``menu``, ``payment``), whose
-    service checks its own fields."""
+    """A one-time link: a call (``kind`` "video", the default; ``media`` "audio" asks for the microphone only), or a
+    journey's (``menu``, ``payment``), whose service checks its own fields."""
     agent = agent_of(request)
     body = await json_body(request)
     if (kind := body.get("kind", "video")) != "video":
@@ -31,6 +32,8 @@ async def create_link(request: web.Request) -> web.Response:
         return web.json_response({"link": link.to_dict(), "url": url, "qr_svg": qr_svg}, status=201)
     if unknown := set(body) - LINK_FIELDS:
         raise Invalid(f"unknown fields: {', '.join(sorted(unknown))}")
+    if (media := body.get("media", "video")) not in MEDIA:
+        raise Invalid("media: 'video' (camera and microphone, the default) or 'audio' (the microphone only)")
     link, url, qr_svg = await request.app[CALLS].create_link(
         agent,
         customer_ref=body.get("customer_ref"),
@@ -38,6 +41,7 @@ async def create_link(request: web.Request) -> web.Response:
         language=body.get("language"),
         reason=body.get("reason"),
         ttl=body.get("expires_in"),
+        detail={"media": media} if media == "audio" else None,
     )
     return web.json_response({"link": link.to_dict(), "url": url, "qr_svg": qr_svg}, status=201)
 

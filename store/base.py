@@ -62,7 +62,7 @@ class Link:
     channel: str = "link"  # link (a one-time link), audiohook, twilio, whip
     external_id: str | None = None
     kind: str = "video"  # what a link opens: video (a call), menu (a visual IVR), payment
-    detail: dict | None = None  # the journey's own fields, kept with the link (never secret)
+    detail: dict | None = None  # the journey's own fields, kept with the link (never secret); a call's "media"
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "agent_id"}
@@ -71,6 +71,11 @@ class Link:
     def is_call(self) -> bool:
         """A call the console can hold: a video link's, or a call a platform streams; not a menu or a payment."""
         return self.kind == "video"
+
+    @property
+    def audio_only(self) -> bool:
+        """A call on a link that asks the customer for their microphone only (``detail.media`` "audio")."""
+        return self.is_call and (self.detail or {}).get("media") == "audio"
 
 
 @dataclass(frozen=True)

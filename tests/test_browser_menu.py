@@ -98,18 +98,30 @@ async def test_a_customer_navigates_the_menu_verifies_and_reaches_an_available_a
             await page.get_by_label("Last 4 digits of the card").fill("1234")
             await page.get_by_role("button", name="Block the card").click()
 
-            # Handed to alice: the video page of her new link, which remembers the menu.
+            # Handed to alice: a voice call on her new link (the page asks for the microphone only), which
+            # remembers the menu.
             await page.wait_for_url(f"{server.base}/j/**")
             await page.wait_for_selector("#consent-box:not([hidden])")
             video = next(link for link in server.store.links.of_agent(server.agent().id) if link.kind == "video")
-            assert video.detail == {"from": menu_id} and video.customer_ref == "C-100"
+            assert video.detail == {"from": menu_id, "media": "audio"} and video.customer_ref == "C-100"
             assert await page.text_content("#phrase") == video.phrase
+            assert await page.text_content("#start") == "Start the call"
+            assert "My camera stays off" in await page.text_content("#consent-text")
             await console.wait_for_function(panel_says("Entered last digits: 1234"))
             await console.wait_for_function(panel_says("Asked for an agent: handed to alice"))
 
             await page.check("#consent")
             await page.click("#start")
-            await page.get_by_text("Connected. The agent can see you.").wait_for()  # on alice's screen
+            await page.get_by_text("Connected. The agent can hear you.").wait_for()  # alice's console plays it
+            assert await page.evaluate("vg.pc.getSenders().map((s) => s.track?.kind)") == ["audio"]
+            assert await page.is_hidden("#self")
+            # Verified by PIN in the menu a moment ago: the call starts verified, and nobody asks again.
+            await console.wait_for_selector("#idv-status[data-status='identified_and_verified']")
+            assert await console.text_content("#idv-status") == "Identified and verified by PIN"
+            assert await page.is_hidden("#idv")
+            await readme_shot(page, tmp_path / "voice-call.png")
+            assert await console.is_hidden("#remote") and await console.is_hidden("#snapshot")
+            assert await console.text_content("#watching") == "The customer is told you can hear them."
             await console.wait_for_selector("#context:not([hidden]) #context-steps li")  # beside the call
             text = await console.text_content("#context")
             assert "Chose “My details”" in text and "Entered last digits: 1234" in text

@@ -161,6 +161,40 @@ def test_the_calling_number_identifies_and_the_voice_verifies():
     assert all(h["at"] == 1000.0 for h in r.history)  # the injected clock
 
 
+def test_verified_on_the_menu_that_handed_them_here_they_are_not_asked_again():
+    menu = verified_by_pin(BOB).record.to_dict()
+    flow = new_flow(phone="+44 7700 900999")  # another number: the menu's check, not the number, says who it is
+    assert flow.begin(menu) == [LookupCustomer("C-200")]
+    assert flow.customer_found(BOB) == [
+        Audit("idv.identified", "C-200: by phone, before this call"),
+        Audit("idv.verified", "C-200: by pin"),
+        Publish(),
+    ]
+    r = flow.record
+    assert (r.status, r.step, r.verified_by, r.reason) == (
+        Status.VERIFIED,
+        Step.DONE,
+        "pin",
+        "verified by PIN before this call",
+    )
+    assert flow.customer_view() == {"type": "idv", "step": "done", "message": ""}  # the page asks nothing
+
+    # An enrolled voice still listens: a voice that does not match undoes it.
+    alice = new_flow()
+    alice.begin({**menu, "customer_id": "C-100"})
+    assert alice.customer_found(ALICE)[-2:] == [ClaimVoice("C-100"), Publish()]
+    alice.on_verdict("C-100", Verdict("not_authenticated", 3.0, 0.40, 0.64))
+    assert alice.record.status == Status.IDENTIFIED and "was verified by PIN" in alice.record.reason
+
+    # Only identified there, or no longer in the directory: the call checks as it always does.
+    flow = new_flow(phone=BOB.phones[0])
+    assert flow.begin({**menu, "verified_by": None}) == [LookupPhone(BOB.phones[0])]
+    flow = new_flow(phone=BOB.phones[0])
+    flow.begin(menu)
+    assert flow.customer_found(None) == [LookupPhone(BOB.phones[0])]
+    assert flow.record.status == Status.NOT_IDENTIFIED and flow.record.identify_attempts == 0
+
+
 def test_a_phone_caller_is_identified_by_number_and_verified_by_voice_with_nothing_to_type():
     flow, effects = identified(ALICE, page=False)
     assert effects == [Audit("idv.identified", "C-100: by phone"), ClaimVoice("C-100"), Publish()]

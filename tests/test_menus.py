@@ -484,7 +484,8 @@ async def test_the_journey_is_recorded_step_by_step_without_the_pin(http, menu_s
     view = await go(step="choose", option="agent")
     assert view["mode"] == "done" and view["result"]["kind"] == "redirect"
     video = server.store.links.by_token(token_hash(token_of(view["result"]["url"])))
-    assert video.kind == "video" and video.detail == {"from": link_id} and video.agent_id == alice.id
+    assert video.kind == "video" and video.agent_id == alice.id
+    assert video.detail == {"from": link_id, "media": "audio"} and video.audio_only  # "agent": a voice call
     assert video.customer_ref == "C-100" and video.phone == "+44 7700 900100"
     assert server.store.links.get(link_id).state == "ended"
     status, _ = await post(http, step, {"key": key, "step": "back"})
@@ -534,6 +535,21 @@ async def test_the_callback_action_links_to_the_booking_page_prefilled(http, men
     url = view["result"]["url"]
     assert url.startswith("/callback?") and "phone=%2B44+7700+900100" in url and "subject=Um+pagamento" in url
     assert "language=pt" in url
+
+
+async def test_the_video_action_asks_for_the_camera_and_the_agent_action_does_not(http, menu_server):
+    menu_server.calls.queues.arrive(menu_server.agent())
+    token = token_of((await new_menu(http, menu_server))["url"])
+    _, view = await post(http, f"{menu_server.base}/api/menu/{token}/start", {})
+    key, step = view["key"], f"{menu_server.base}/api/menu/{token}/step"
+    await post(http, step, {"key": key, "step": "choose", "option": "payments"})
+    await post(http, step, {"key": key, "step": "choose", "option": "dispute"})
+    status, view = await post(http, step, {"key": key, "step": "enter", "values": {"amount": "42.10"}})
+    assert status == 200 and view["result"]["kind"] == "redirect", view
+    call = menu_server.store.links.by_token(token_hash(token_of(view["result"]["url"])))
+    assert call.is_call and not call.audio_only and "media" not in call.detail
+    async with http.get(f"{menu_server.base}/api/join/{token_of(view['result']['url'])}") as r:
+        assert (await r.json())["media"] == "video"
 
 
 ORDER = """

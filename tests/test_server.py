@@ -161,6 +161,27 @@ async def customer_connect_refused(http, url, data):
         return None, {"status": r.status, **(await r.json())}, None
 
 
+async def test_a_voice_call_link_asks_for_the_microphone_only(server, http, data):
+    headers = await login(http, server)
+    async with http.post(f"{server.base}/api/links", json={"media": "hologram"}, headers=headers) as r:
+        assert r.status == 400 and "media" in (await r.json())["error"]
+    body = await new_link(http, server, headers, customer_ref="C-7", media="audio")
+    assert body["link"]["detail"] == {"media": "audio"} and body["link"]["kind"] == "video"
+    token = body["url"].rsplit("/", 1)[1]
+    async with http.get(f"{server.base}/api/join/{token}") as r:
+        info = await r.json()
+    assert info["media"] == "audio" and info["texts"]["page.audio_watched"] == "Connected. The agent can hear you."
+
+    customer, _, heard = await customer_connect(http, body["url"], data / SPEECH, video=False)
+    agent, seen = await agent_connect(http, server.base, body["link"]["id"], headers, speech=data / SPEECH)
+    await wait_for(lambda: seen.audio_frames >= 50 and sum(1 for level in heard.audio_levels if level > 100) >= 10)
+    assert seen.video_frames == 0
+    async with http.post(f"{server.base}/api/calls/{body['link']['id']}/snapshots", headers=headers) as r:
+        assert r.status == 409 and "no camera" in (await r.json())["error"]
+    for pc in (customer, agent):
+        await pc.close()
+
+
 async def test_customer_who_vanishes_is_detected(server, http, data):
     headers = await login(http, server)
     body = await new_link(http, server, headers)

@@ -38,6 +38,8 @@ const isPhone = (link) => link.channel in CHANNELS;
 // A link that carries a call (video, or a platform's phone call); menus and payments are journeys shown beside.
 const isCall = (link) => (link.kind || "video") === "video";
 const KINDS = {video: "Video", menu: "Menu", payment: "Payment"};
+// A call on a link that asked the customer for their microphone only: nothing to see, nothing to take a still of.
+const isAudioOnly = (link) => isCall(link) && link.detail?.media === "audio";
 const callName = (link) => isPhone(link)
   ? `Phone call from ${link.phone || "unknown number"} (${CHANNELS[link.channel]})`
   : link.customer_ref || link.phone || link.id;
@@ -129,6 +131,7 @@ $("new-link").addEventListener("submit", async (e) => {
     showLink(await api("/api/links", {method: "POST", body: JSON.stringify({
       customer_ref: $("customer-ref").value || null, phone: $("phone").value || null,
       language: $("language").value || null, expires_in: Number($("expires").value) * 60,
+      media: $("audio-only").checked ? "audio" : "video",
     })}), "");
   } catch (err) {
     $("new-result").hidden = true;
@@ -326,7 +329,7 @@ function row(link) {
   const tr = document.createElement("tr");
   tr.dataset.id = link.id;
   const who = isPhone(link) ? callName(link) : link.customer_ref || link.phone || "—";
-  const kind = isPhone(link) ? "Phone" : KINDS[link.kind] || link.kind;
+  const kind = isPhone(link) ? "Phone" : isAudioOnly(link) ? "Voice" : KINDS[link.kind] || link.kind;
   for (const text of [when(link.connected || link.created), kind, who, link.phrase || "—"]) tr.insertCell().textContent = text;
   const state = tr.insertCell();
   state.textContent = LABELS[link.state] || link.state;
@@ -391,7 +394,9 @@ async function watch(linkId) {
   $("live-error").textContent = "";
   $("live-ref").textContent = callName(link);
   $("live-phrase").textContent = link.phrase;
-  for (const id of ["live-phrase-row", "remote", "snapshot", "stills", "watching"]) $(id).hidden = phone;
+  const audioOnly = isAudioOnly(link);
+  for (const id of ["live-phrase-row", "watching"]) $(id).hidden = phone;
+  for (const id of ["remote", "snapshot", "stills"]) $(id).hidden = phone || audioOnly;
   $("escalate").hidden = !phone;
   $("snapshots").replaceChildren();
   $("transcript").replaceChildren();
@@ -404,7 +409,7 @@ async function watch(linkId) {
   $("enrolment").textContent = "";
   (vg.subtitleBacklog.get(linkId) || []).forEach(subtitle);
   if (phone) return;
-  pc.addTransceiver("video", {direction: "recvonly"});
+  if (!audioOnly) pc.addTransceiver("video", {direction: "recvonly"});
   try {
     const mic = await navigator.mediaDevices.getUserMedia({audio: true});
     if (v.closed) { mic.getTracks().forEach((t) => t.stop()); return; }  // another call was shown meanwhile
@@ -418,9 +423,11 @@ async function watch(linkId) {
   const stream = new MediaStream();
   pc.ontrack = (e) => {
     stream.addTrack(e.track);
-    $("remote").srcObject = stream;
+    $("remote").srcObject = stream;  // hidden on a voice call, and heard all the same
     if (e.track.kind === "audio") measureAudio(v, e.track);
   };
+  // On a voice call the customer is told the agent hears them once their audio plays here.
+  if (audioOnly) pc.onconnectionstatechange = () => { if (pc.connectionState === "connected") reportWatching(v, true); };
   await pc.setLocalDescription(await pc.createOffer());
   await iceComplete(pc);
   if (v.closed) return;
@@ -429,13 +436,13 @@ async function watch(linkId) {
     if (v.closed) return;
     await pc.setRemoteDescription(answer);
   } catch (err) { if (!v.closed) fail("live-error", `Could not join the call: ${err.message}`); return; }
-  countFrames(v);
+  if (!audioOnly) countFrames(v);
   const {snapshots} = await api(`/api/calls/${linkId}/snapshots`);
   if (!v.closed) snapshots.forEach(addSnapshot);
 }
 
-// The customer is told the agent can see them only once a frame of theirs is on this screen, and told again
-// when it no longer is.
+// The customer is told the agent can see them only once a frame of theirs is on this screen (on a voice call, hear
+// them once connected), and told again when it no longer is.
 function reportWatching(v, watching) {
   if (v.reported === watching) return;
   v.reported = watching;
@@ -492,7 +499,8 @@ function stopWatching(message) {
 
 function showWatching() {
   const id = vg.live;
-  $("watching").textContent = id && vg.watching.has(id) ? "The customer is told you can see them." : "The customer is told: waiting for you.";
+  const told = isAudioOnly(vg.links.get(id) || {}) ? "hear" : "see";
+  $("watching").textContent = id && vg.watching.has(id) ? `The customer is told you can ${told} them.` : "The customer is told: waiting for you.";
 }
 
 $("snapshot").addEventListener("click", async () => {

@@ -1,6 +1,7 @@
-// The customer's page: consent, then camera and microphone to the agent over WebRTC; subtitles, and the
-// identity check (customer number, PIN or code, voice print consent) as the server asks for it. Every word comes
-// from the server's catalogue in the customer's language (vg.texts), and follows it when it changes mid-call.
+// The customer's page: consent, then camera and microphone (on a voice call's link, the microphone only) to the
+// agent over WebRTC; subtitles, and the identity check (customer number, PIN or code, voice print consent) as the
+// server asks for it. Every word comes from the server's catalogue in the customer's language (vg.texts), and
+// follows it when it changes mid-call.
 // What the page says about the agent is only ever what the server says: waiting, watched, ended.
 "use strict";
 const token = location.pathname.split("/").pop();
@@ -10,11 +11,15 @@ let pc = null;
 let callKey = null;
 let ended = false;
 
-// One text in the page's language, its {placeholders} filled in.
+// One text in the page's language, its {placeholders} filled in. A voice call says page.audio_X for page.X where
+// the catalogue has one (no camera to ask for, nobody to see).
 function t(key, params = {}) {
-  const text = vg.texts[key] ?? key;
+  const variant = audioOnly() && key.startsWith("page.") ? vg.texts[`page.audio_${key.slice(5)}`] : undefined;
+  const text = variant ?? vg.texts[key] ?? key;
   return text.replace(/\{(\w+)\}/g, (m, name) => (name in params ? String(params[name]) : m));
 }
+
+function audioOnly() { return vg.info?.media === "audio"; }
 
 function capitalised(text) { return text ? text[0].toUpperCase() + text.slice(1) : text; }
 
@@ -65,7 +70,7 @@ async function start() {
   let media;
   try {
     media = await navigator.mediaDevices.getUserMedia({
-      video: {width: {ideal: 1280}, height: {ideal: 720}},
+      video: audioOnly() ? false : {width: {ideal: 1280}, height: {ideal: 720}},
       audio: {echoCancellation: true, noiseSuppression: false, autoGainControl: false},
     });
   } catch (e) {
@@ -74,7 +79,7 @@ async function start() {
     return;
   }
   $("self").srcObject = media;
-  $("self").hidden = false;
+  $("self").hidden = audioOnly();
   pc = vg.pc = new RTCPeerConnection({iceServers: vg.info.ice_servers || []});
   media.getTracks().forEach((track) => pc.addTrack(track, media));
   pc.ontrack = (e) => { if (e.track.kind === "audio") $("agent-audio").srcObject = new MediaStream([e.track]); };
