@@ -7,13 +7,14 @@ call's requests to its owner. When a node dies (or this one restarts), its calls
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 
 class Cluster(Protocol):
     node_id: str
     url: str  # where the other nodes reach this one
+    presence: Mapping[str, dict]  # the other live nodes' shares (``share``), as each said at its last heartbeat
 
     async def start(self, on_lost: Callable[[list[str], str], Awaitable[None]]) -> None: ...
     async def close(self) -> None: ...
@@ -22,5 +23,8 @@ class Cluster(Protocol):
 
     async def claim(self, call_id: str) -> None: ...
     async def release(self, call_id: str) -> None: ...
+    def share(self, snapshot: Callable[[], dict]) -> None:
+        """Tell the other nodes ``snapshot()`` at every heartbeat: the agents' presence the queues route by."""
+
     async def locate(self, call_id: str) -> str | None:
         """The URL of the other live node holding this call's media; None when it is this node, or none."""

@@ -62,6 +62,9 @@ class CallService:
         settings.routing.check()
         self.context = Context(self.store, settings.routing)
         self.queues = Queues(self.store, settings.routing, self._busy)
+        if self.cluster is not None:  # agents on the other nodes count for this node's queues, and these for theirs
+            self.cluster.share(self.queues.snapshot)
+            self.queues.others = lambda: self.cluster.presence.values()
         if self.cluster is None:
             self._recover()
 
@@ -302,8 +305,9 @@ class CallService:
 
     # -- phone calls, streamed by the contact-centre platform ---------------------------------------------------
 
-    def _busy(self, agent_id: int) -> bool:
-        return any(c.link.agent_id == agent_id and not c.media.ended for c in self.live.values())
+    def _busy(self) -> set[int]:
+        """The agents with a live call on this node."""
+        return {c.link.agent_id for c in self.live.values() if not c.media.ended}
 
     def phone_agent(self, info: PhoneCall) -> Agent:
         """The agent a platform's stream is for: the one it names; else the first free agent of the queue for the

@@ -8,13 +8,15 @@ them to ``on_lost``, which marks them interrupted and tells the consoles. A node
 same id finds its own calls of the last run the same way, at once.
 
 Keys (all under ``voxgate:``): ``node:{id}`` (the node's URL; expires), ``nodes`` (the set of node ids),
-``calls:{id}`` (the calls a node owns), ``owner`` (hash: call id -> node id), ``reaping:{id}`` (the lock).
+``calls:{id}`` (the calls a node owns), ``owner`` (hash: call id -> node id), ``reaping:{id}`` (the lock),
+``presence:{id}`` (what the node shares at each beat: its agents' presence, as JSON; expires with the node).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -47,6 +49,8 @@ class ClusterNode:
         self._task: asyncio.Task | None = None
         self._closed = False
         self._calls: set[str] = set()  # the calls this node owns, said again at every beat
+        self._share: Callable[[], dict] | None = None  # what this node tells the others at every beat
+        self.presence: dict[str, dict] = {}  # what the other live nodes told at their last beat
 
     async def start(self, on_lost: Lost) -> None:
         """Join (the heartbeat and the watch on the others begin) after settling what this node's last run left."""
@@ -55,6 +59,7 @@ class ClusterNode:
         await self.bus.start()
         await self._reap(self.node_id, "the server stopped during the call")
         await self._heartbeat()
+        await self._hear_others()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
@@ -68,9 +73,13 @@ class ClusterNode:
                 await self._task
         with contextlib.suppress(Exception):
             async with self.redis.pipeline() as pipe:
-                await pipe.delete(self._key(self.node_id)).srem("voxgate:nodes", self.node_id).execute()
+                pipe.delete(self._key(self.node_id), self._presence_key(self.node_id))
+                await pipe.srem("voxgate:nodes", self.node_id).execute()
         await self.bus.close()
         await self.redis.aclose()
+
+    def share(self, snapshot: Callable[[], dict]) -> None:
+        self._share = snapshot
 
     async def ping(self) -> None:
         await self.redis.ping()
@@ -107,10 +116,15 @@ class ClusterNode:
     def _key(self, node_id: str) -> str:
         return f"voxgate:node:{node_id}"
 
+    def _presence_key(self, node_id: str) -> str:
+        return f"voxgate:presence:{node_id}"
+
     async def _heartbeat(self) -> None:
         """The node's key, and its calls said again: a Redis that restarted empty knows them within a beat."""
         async with self.redis.pipeline() as pipe:
             pipe.set(self._key(self.node_id), self.url, px=int(self.ttl * 1000)).sadd("voxgate:nodes", self.node_id)
+            if self._share is not None:
+                pipe.set(self._presence_key(self.node_id), json.dumps(self._share()), px=int(self.ttl * 1000))
             if calls := sorted(self._calls):
                 pipe.hset("voxgate:owner", mapping=dict.fromkeys(calls, self.node_id))
                 pipe.sadd(f"voxgate:calls:{self.node_id}", *calls)
@@ -121,11 +135,18 @@ class ClusterNode:
             await asyncio.sleep(self.beat)
             try:
                 await self._heartbeat()
+                await self._hear_others()
                 await self._watch()
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # Redis away: keep the calls, try again
                 log.warning("cluster heartbeat: %s", e)
+
+    async def _hear_others(self) -> None:
+        """What the other live nodes shared at their last beat (a node gone stops counting when its key expires)."""
+        ids = sorted(i.decode() for i in await self.redis.smembers("voxgate:nodes") if i.decode() != self.node_id)
+        shared = await self.redis.mget([self._presence_key(i) for i in ids]) if ids else []
+        self.presence = {i: json.loads(s) for i, s in zip(ids, shared, strict=True) if s}
 
     async def _watch(self) -> None:
         for raw in await self.redis.smembers("voxgate:nodes"):

@@ -211,3 +211,54 @@ async def test_a_menu_started_on_one_node_is_stepped_through_another(pg_url, val
 def cluster_states(states: list[str]) -> list[str]:
     """The states in the order first seen (a state may be told twice)."""
     return list(dict.fromkeys(s for s in states if s != "created"))
+
+
+async def test_a_menu_on_one_node_hands_the_customer_to_an_agent_whose_console_is_on_another(pg_url, valkey, tmp_path):
+    """Agents count for every node's queues: carla's console is on B, the customer's menu on A, and A hands the
+    customer to carla; once she sets herself away on B, A offers her no more work."""
+    quiet = ["--no-subtitles"]
+    cluster = Cluster(tmp_path, pg_url, valkey, extra={"a": quiet, "b": quiet})
+    ivr, carla = cluster.add_agent("ivr"), cluster.add_agent("carla")
+    await cluster.start()
+    a, b = cluster.nodes
+    try:
+        async with aiohttp.ClientSession() as http:
+            console = await Console().open(http, b.base, carla)
+
+            async def talk() -> tuple[str, dict]:
+                """A new menu link on A, and its customer's "talk to an agent now" there."""
+                headers = {"Authorization": f"Bearer {ivr}"}
+                async with http.post(f"{a.base}/api/links", json={"kind": "menu"}, headers=headers) as r:
+                    created = await r.json()
+                api = f"{a.base}/api/menu/" + created["url"].rsplit("/", 1)[1]
+                async with http.post(f"{api}/start", json={}) as r:
+                    key = (await r.json())["key"]
+                for option in ("talk", "agent"):
+                    async with http.post(f"{api}/step", json={"key": key, "step": "choose", "option": option}) as r:
+                        view = await r.json()
+                        assert r.status == 200, view
+                return created["link"]["id"], view
+
+            async def until(reached, what: str) -> str:
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:
+                    menu_id, view = await talk()
+                    if reached(view):
+                        return menu_id
+                    await asyncio.sleep(0.3)
+                raise AssertionError(f"A never {what}: {view}")
+
+            menu_id = await until(lambda v: v["mode"] == "done", "handed the customer to carla")
+            _, event = await console.wait(
+                lambda e: e["type"] == "link" and (e["link"]["detail"] or {}).get("from") == menu_id, timeout=5
+            )
+            assert event["link"]["kind"] == "video" and event["link"]["state"] == "created"
+
+            async with http.post(
+                f"{b.base}/api/me/availability", json={"available": False}, headers={"Authorization": f"Bearer {carla}"}
+            ) as r:
+                assert r.status == 200 and (await r.json())["away"] is True
+            await until(lambda v: (v.get("result") or {}).get("offer") == "callback", "found nobody free")
+            console.task.cancel()
+    finally:
+        cluster.stop()

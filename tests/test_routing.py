@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import aiohttp
 import pytest
@@ -167,6 +168,29 @@ async def test_away_agents_are_passed_over_and_the_longest_waiting_goes_first(se
     assert queues.first_available("cards") is None
     for name in ("cody", "gina"):
         await consoles[name].close()
+
+
+async def test_agents_on_other_nodes_count_as_the_other_nodes_tell(server, http):
+    """What another node shares at its heartbeat (``Queues.snapshot`` there) joins this node's view of the queues."""
+    queues = server.calls.queues
+    carla, cody = server.agent("carla"), server.agent("cody")
+    carla_here = await console(http, server, "carla")
+    long_ago = time.time() - 600
+    other = {"present": {str(cody.id): {"away": False, "since": long_ago}}, "busy": [], "taken": {}}
+    queues.others = lambda: [other]
+    assert queues.first_available("cards").id == cody.id  # on the other node, and waiting longest
+    taken = queues.snapshot()["taken"]
+    assert set(taken) == {str(cody.id)}  # told to the others, so cody's wait starts again there too
+    assert queues.first_available("cards").id == carla.id  # cody's turn is over
+    other["busy"] = [carla.id]  # a call of carla's lives on the other node
+    assert queues.first_available("cards").id == cody.id and queues.status(carla)["busy"] is True
+    other["busy"], other["taken"] = [], {str(carla.id): time.time() + 60}  # the other node gave carla work
+    assert queues.first_available("cards").id == cody.id
+    assert queues.snapshot()["present"][str(carla.id)]["since"] > time.time()  # carla's own node takes it in
+    other["present"][str(cody.id)]["away"] = True
+    queues.others = lambda: [other]
+    assert queues.first_available("cards").id == carla.id
+    await carla_here.close()
 
 
 async def test_events_are_checked_kept_for_the_window_and_found_by_the_directory(server, http):
