@@ -62,11 +62,12 @@ class CallService:
         settings.routing.check()
         self.context = Context(self.store, settings.routing)
         self.queues = Queues(self.store, settings.routing, self._busy)
-        if self.cluster is not None:  # agents on the other nodes count for this node's queues, and these for theirs
-            self.cluster.share(self.queues.snapshot)
-            self.queues.others = lambda: self.cluster.presence.values()
         if self.cluster is None:
             self._recover()
+        else:  # agents on the other nodes count for this node's queues, and these for theirs
+            cluster = self.cluster
+            cluster.share(self.queues.snapshot)
+            self.queues.others = lambda: cluster.presence.values()
 
     def _recover(self) -> None:
         """Calls the store still has live were left by a process that stopped without ending them (a crash, a
