@@ -41,6 +41,18 @@ from store.security import new_token, security_phrase, token_hash
 log = logging.getLogger(__name__)
 
 USED = "this link has been used; each link works once, on one device"
+LINK_FIELDS = ("customer_ref", "phone", "language", "reason", "expires_in")  # what POST /api/links says of any link
+
+
+def link_options(body: dict) -> dict:
+    """``create_link``'s options from a ``POST /api/links`` body (each kind checks them, and its own fields)."""
+    return {
+        "customer_ref": body.get("customer_ref"),
+        "phone": body.get("phone"),
+        "language": body.get("language"),
+        "reason": body.get("reason"),
+        "ttl": body.get("expires_in"),
+    }
 
 
 def _used() -> Gone:

@@ -39,7 +39,7 @@ from journeys.menus import handed_off_link
 from journeys.settings import CallbackSettings
 from models.engines import is_language_code
 from store.base import CALLBACK_OPEN, Agent, Callback, new_call_id, phone_key
-from store.errors import Conflict, Forbidden, Invalid, NotFound, Throttled
+from store.errors import Conflict, Forbidden, Invalid, NotFound, Throttled, refuse_unknown
 from store.security import token_hash
 
 log = logging.getLogger(__name__)
@@ -142,8 +142,7 @@ class Callbacks:
 
     def parse(self, body: dict) -> Booking:
         """A booking's fields, checked; the refusal names the field."""
-        if unknown := set(body) - FIELDS:
-            raise Invalid(f"unknown fields: {', '.join(sorted(unknown))}")
+        refuse_unknown(body, FIELDS)
         subject = body.get("subject")
         if not isinstance(subject, str) or not 0 < len(subject.strip()) <= 200 or not subject.isprintable():
             raise Invalid("subject: what the call is about, 1-200 printable characters", "callback.error_subject")

@@ -29,7 +29,7 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 
-from calls.service import CallService
+from calls.service import LINK_FIELDS, CallService, link_options
 from identity.directory import DirectoryError, HttpClient
 from identity.idv import LiveIdv, Status
 from identity.idv import Step as IdvStep
@@ -49,7 +49,7 @@ from journeys.menu_file import (
 )
 from journeys.settings import MenuSettings
 from store.base import Agent, Link
-from store.errors import Conflict, Forbidden, Gone, Invalid, NotFound, Refused
+from store.errors import Conflict, Forbidden, Gone, Invalid, NotFound, Refused, refuse_unknown
 from store.security import Vault, new_token, token_hash
 
 log = logging.getLogger(__name__)
@@ -282,7 +282,6 @@ class _Live:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one step at a time: the order is the record
 
 
-LINK_FIELDS = {"kind", "menu", "customer_ref", "phone", "language", "reason", "expires_in"}
 STEPS = ("choose", "enter", "back", "continue", "callback", "identify", "verify", "skip")
 
 
@@ -309,21 +308,11 @@ class MenuService:
 
     async def create(self, agent: Agent, body: dict) -> tuple[Link, str, str]:
         """``POST /api/links {"kind": "menu", "menu": ID, ...}``, by an agent or the IVR's account."""
-        if unknown := set(body) - LINK_FIELDS:
-            raise Invalid(f"unknown fields: {', '.join(sorted(unknown))}")
+        refuse_unknown(body, {"kind", "menu", *LINK_FIELDS})
         menu_id = body.get("menu", "example" if "example" in self.menus else next(iter(self.menus)))
         if not isinstance(menu_id, str) or menu_id not in self.menus:
             raise Invalid(f"menu: one of {', '.join(sorted(self.menus))}")
-        return await self.calls.create_link(
-            agent,
-            customer_ref=body.get("customer_ref"),
-            phone=body.get("phone"),
-            language=body.get("language"),
-            reason=body.get("reason"),
-            ttl=body.get("expires_in"),
-            kind="menu",
-            detail={"menu": menu_id},
-        )
+        return await self.calls.create_link(agent, **link_options(body), kind="menu", detail={"menu": menu_id})
 
     # -- the customer's page ------------------------------------------------------------------------------------
 

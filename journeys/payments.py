@@ -31,11 +31,11 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from calls.service import CallService
+from calls.service import CallService, link_options
 from identity.directory import HttpClient
 from journeys.settings import PaymentSettings
 from store.base import PAYMENT_FINAL, Agent, Link, Payment
-from store.errors import AtCapacity, Forbidden, Gone, Invalid, NotFound, Refused, TooLarge
+from store.errors import AtCapacity, Forbidden, Gone, Invalid, NotFound, Refused, TooLarge, refuse_unknown
 from store.security import new_token, token_hash
 
 log = logging.getLogger(__name__)
@@ -405,19 +405,10 @@ class Payments:
 
     async def create(self, agent: Agent, body: dict) -> tuple[Link, str, str]:
         """``POST /api/links {"kind": "payment", "amount": 1999, "currency": "gbp", ...}``."""
-        if unknown := set(body) - CREATE_FIELDS:
-            raise Invalid(f"unknown fields: {', '.join(sorted(unknown))}")
+        refuse_unknown(body, CREATE_FIELDS)
         amount, currency, description = self._order_fields(body)
         detail = {"amount": amount, "currency": currency, "description": description, "provider": self.provider.name}
-        link, url, qr = await self.calls.create_link(
-            agent,
-            customer_ref=body.get("customer_ref"),
-            phone=body.get("phone"),
-            language=body.get("language"),
-            ttl=body.get("expires_in"),
-            kind="payment",
-            detail=detail,
-        )
+        link, url, qr = await self.calls.create_link(agent, **link_options(body), kind="payment", detail=detail)
         payment = self.store.payments.add(link.id, provider=self.provider.name, amount=amount, currency=currency)
         self.store.audit.add(agent.name, "payment.create", link.id, _money(payment))
         self._publish(link, payment)

@@ -5,15 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from calls.access import Permission
-from calls.service import snapshot_view
+from calls.service import LINK_FIELDS, link_options, snapshot_view
 from calls.subtitles import to_webvtt
 from media.webrtc import parse_offer
 from signaling.middleware import CALLS, JOURNEYS, agent_of, json_body
-from store.errors import Invalid, NotFound
+from store.errors import Invalid, NotFound, refuse_unknown
 
 routes = web.RouteTableDef()
 
-LINK_FIELDS = {"kind", "customer_ref", "phone", "language", "reason", "expires_in", "media"}
 MEDIA = ("video", "audio")  # what a call's link asks the customer for: camera and microphone, or the microphone
 
 
@@ -30,18 +29,11 @@ async def create_link(request: web.Request) -> web.Response:
             raise Invalid("kind: 'video', 'menu' or 'payment' (a journey this server runs)")
         link, url, qr_svg = await journey.create(agent, body)
         return web.json_response({"link": link.to_dict(), "url": url, "qr_svg": qr_svg}, status=201)
-    if unknown := set(body) - LINK_FIELDS:
-        raise Invalid(f"unknown fields: {', '.join(sorted(unknown))}")
+    refuse_unknown(body, {"kind", "media", *LINK_FIELDS})
     if (media := body.get("media", "video")) not in MEDIA:
         raise Invalid("media: 'video' (camera and microphone, the default) or 'audio' (the microphone only)")
     link, url, qr_svg = await request.app[CALLS].create_link(
-        agent,
-        customer_ref=body.get("customer_ref"),
-        phone=body.get("phone"),
-        language=body.get("language"),
-        reason=body.get("reason"),
-        ttl=body.get("expires_in"),
-        detail={"media": media} if media == "audio" else None,
+        agent, **link_options(body), detail={"media": media} if media == "audio" else None
     )
     return web.json_response({"link": link.to_dict(), "url": url, "qr_svg": qr_svg}, status=201)
 

@@ -7,6 +7,8 @@ because every room above may refuse.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
+
 
 class Refused(Exception):
     """A request the domain turns down; ``message`` is for the person who made it. ``text``: the key of the
@@ -19,6 +21,12 @@ class Refused(Exception):
 
 class Invalid(Refused):
     """The input is malformed or out of range."""
+
+
+def refuse_unknown(body: Mapping[str, object], allowed: Collection[str]) -> None:
+    """A request that names a field it may not is refused, naming it: a misspelt field is said, not ignored."""
+    if unknown := set(body) - set(allowed):
+        raise Invalid(f"unknown fields: {', '.join(sorted(unknown))}")
 
 
 class Unauthenticated(Refused):
