@@ -59,7 +59,7 @@ class ClusterNode:
         await self.bus.start()
         await self._reap(self.node_id, "the server stopped during the call")
         await self._heartbeat()
-        await self._hear_others()
+        await self._hear(await self._others())
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
@@ -135,23 +135,25 @@ class ClusterNode:
             await asyncio.sleep(self.beat)
             try:
                 await self._heartbeat()
-                await self._hear_others()
-                await self._watch()
+                others = await self._others()
+                await self._hear(others)
+                await self._watch(others)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # Redis away: keep the calls, try again
                 log.warning("cluster heartbeat: %s", e)
 
-    async def _hear_others(self) -> None:
-        """What the other live nodes shared at their last beat (a node gone stops counting when its key expires)."""
-        ids = sorted(i.decode() for i in await self.redis.smembers("voxgate:nodes") if i.decode() != self.node_id)
-        shared = await self.redis.mget([self._presence_key(i) for i in ids]) if ids else []
-        self.presence = {i: json.loads(s) for i, s in zip(ids, shared, strict=True) if s}
+    async def _others(self) -> list[str]:
+        return sorted(i.decode() for i in await self.redis.smembers("voxgate:nodes") if i.decode() != self.node_id)
 
-    async def _watch(self) -> None:
-        for raw in await self.redis.smembers("voxgate:nodes"):
-            node = raw.decode()
-            if node != self.node_id and not await self.redis.exists(self._key(node)):
+    async def _hear(self, others: list[str]) -> None:
+        """What the other nodes shared at their last beat (a node gone stops counting when its key expires)."""
+        shared = await self.redis.mget([self._presence_key(i) for i in others]) if others else []
+        self.presence = {i: json.loads(s) for i, s in zip(others, shared, strict=True) if s}
+
+    async def _watch(self, others: list[str]) -> None:
+        for node in others:
+            if not await self.redis.exists(self._key(node)):
                 await self._reap(node, f"node {node} stopped answering during the call")
 
     async def _reap(self, node: str, why: str) -> None:

@@ -10,7 +10,17 @@ from __future__ import annotations
 from aiohttp import web
 
 from journeys.callbacks import Callbacks
-from signaling.middleware import CALLS, JOURNEYS, WEB_DIR, agent_of, check_origin, client, json_body, page_headers
+from signaling.middleware import (
+    CALLS,
+    JOURNEYS,
+    NO_STORE,
+    WEB_DIR,
+    agent_of,
+    check_origin,
+    client,
+    json_body,
+    page_headers,
+)
 from signaling.sockets import stream
 from store.errors import NotFound
 
@@ -62,7 +72,7 @@ async def texts(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     callbacks = service(request)
     cb = await callbacks.by_token(request.match_info["token"], client(request))
-    return web.json_response({"callback": callbacks.customer_view(cb)}, headers={"Cache-Control": "no-store"})
+    return web.json_response({"callback": callbacks.customer_view(cb)}, headers=NO_STORE)
 
 
 @routes.post("/api/callback/{token}/reschedule")
@@ -101,7 +111,7 @@ async def claim(request: web.Request) -> web.Response:
     """Call now: 409 when another agent took it first. The answer carries the customer's secret word."""
     callbacks = service(request)
     cb, word = await callbacks.claim(agent_of(request), request.match_info["id"])
-    return web.json_response(_with_secret(callbacks, cb, word), headers={"Cache-Control": "no-store"})
+    return web.json_response(_with_secret(callbacks, cb, word), headers=NO_STORE)
 
 
 @routes.get("/api/callbacks/{id}/secret")
@@ -110,7 +120,7 @@ async def secret(request: web.Request) -> web.Response:
     callbacks, agent = service(request), agent_of(request)
     word = callbacks.secret(agent, request.match_info["id"])
     cb = request.app[CALLS].store.callbacks.get(request.match_info["id"])
-    return web.json_response(_with_secret(callbacks, cb, word), headers={"Cache-Control": "no-store"})
+    return web.json_response(_with_secret(callbacks, cb, word), headers=NO_STORE)
 
 
 @routes.post("/api/callbacks/{id}/done")

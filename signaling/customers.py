@@ -11,7 +11,7 @@ from aiohttp import web
 from calls.access import customer_id
 from identity.idv import LiveIdv
 from media.webrtc import parse_offer
-from signaling.middleware import CALLS, JOURNEYS, WEB_DIR, client, json_body, page_headers, parse_json
+from signaling.middleware import CALLS, JOURNEYS, NO_STORE, WEB_DIR, client, json_body, page_headers, parse_json
 from store.errors import Gone, Invalid
 
 routes = web.RouteTableDef()
@@ -50,7 +50,7 @@ def _after_use(request: web.Request, token: str) -> str | None:
 @routes.get("/api/join/{token}")
 async def join_info(request: web.Request) -> web.Response:
     info = await request.app[CALLS].join_info(request.match_info["token"], client(request), _accept_language(request))
-    return web.json_response(info, headers={"Cache-Control": "no-store"})
+    return web.json_response(info, headers=NO_STORE)
 
 
 @routes.post("/api/join/{token}/offer")

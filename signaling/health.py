@@ -15,11 +15,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from signaling.middleware import CALLS
+from signaling.middleware import CALLS, NO_STORE
 
 log = logging.getLogger(__name__)
 
-NO_STORE = {"Cache-Control": "no-store"}
 MAX_LAG = 1.0  # seconds: a loop this late is stalling every call's media and sockets
 
 

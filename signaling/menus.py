@@ -11,12 +11,10 @@ from aiohttp import web
 
 from journeys.menu_file import FieldErrors
 from journeys.menus import MenuService
-from signaling.middleware import JOURNEYS, agent_of, client, json_body
+from signaling.middleware import JOURNEYS, NO_STORE, agent_of, client, json_body
 from store.errors import NotFound
 
 routes = web.RouteTableDef()
-
-NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _menus(request: web.Request) -> MenuService:

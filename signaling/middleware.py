@@ -182,6 +182,9 @@ def check_origin(request: web.Request) -> None:
         raise Forbidden("this page may not open VoxGate's event stream (its origin is not VoxGate's)")
 
 
+NO_STORE = {"Cache-Control": "no-store"}  # an answer with a customer's or a call's state: never from a cache
+
+
 def page_headers() -> dict[str, str]:
     return {
         "Cache-Control": "no-store",

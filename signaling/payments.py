@@ -10,12 +10,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from journeys.payments import MAX_WEBHOOK, Payments
-from signaling.middleware import JOURNEYS, WEB_DIR, agent_of, client, page_headers
+from signaling.middleware import JOURNEYS, NO_STORE, WEB_DIR, agent_of, client, page_headers
 from store.errors import NotFound, TooLarge
 
 routes = web.RouteTableDef()
-
-NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _payments(request: web.Request) -> Payments:
