@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import re
-import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +36,7 @@ from calls.texts import Catalogue
 from identity.directory import HttpClient
 from journeys.menus import handed_off_link
 from journeys.settings import CallbackSettings
+from journeys.signatures import signature_header
 from models.engines import is_language_code
 from store.base import CALLBACK_OPEN, Agent, Callback, new_call_id, phone_key
 from store.errors import Conflict, Forbidden, Invalid, NotFound, Throttled, refuse_unknown
@@ -59,12 +59,6 @@ def callback_topic(callback_id: str) -> tuple[str, str]:
 def last4(phone: str) -> str:
     """What a log line may show of a number."""
     return "…" + phone_key(phone)[-4:]
-
-
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """``X-VoxGate-Signature``'s value: ``t=TIMESTAMP,v1=HEX`` with HMAC-SHA256(secret, "TIMESTAMP.BODY")."""
-    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={mac}"
 
 
 @dataclass(frozen=True)
@@ -377,7 +371,7 @@ class Callbacks:
                 await asyncio.sleep(RETRY_DELAY * 2 ** (attempt - 1))
             headers = {"Content-Type": "application/json"}
             if self.settings.sms_secret:
-                headers["X-VoxGate-Signature"] = sign(self.settings.sms_secret, str(int(time.time())), body)
+                headers["X-VoxGate-Signature"] = signature_header(self.settings.sms_secret, body)
             try:
                 timeout = aiohttp.ClientTimeout(total=self.settings.sms_timeout)
                 async with self.http.post(self.settings.sms_webhook, data=body, headers=headers, timeout=timeout) as r:

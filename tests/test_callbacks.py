@@ -21,9 +21,10 @@ import pytest
 from aiohttp import web
 
 from calls.context import Reason, RoutingSettings
-from journeys.callbacks import day_namer, last4, sign, span
+from journeys.callbacks import day_namer, last4, span
 from journeys.menus import handoff_ref
 from journeys.settings import CallbackSettings, JourneySettings
+from journeys.signatures import signature_header
 from store.security import token_hash
 from tests.server import TestServer
 from tests.test_server import wait_for
@@ -528,7 +529,10 @@ async def test_a_failing_sms_webhook_never_blocks_and_logs_four_digits(tmp_path,
 def test_signature_and_texts():
     body = b'{"status": "booked"}'
     t = "1764000000"
-    assert sign("k", t, body) == f"t={t},v1=" + hmac.new(b"k", t.encode() + b"." + body, hashlib.sha256).hexdigest()
+    assert (
+        signature_header("k", body, int(t))
+        == f"t={t},v1=" + hmac.new(b"k", t.encode() + b"." + body, hashlib.sha256).hexdigest()
+    )
     assert span(1764597600, 1764599400) == "Mon 1 Dec, 14:00-14:30 UTC"
     assert span(1764597600, 1764597600 + 86400) == "Mon 1 Dec, 14:00-Tue 2 Dec 14:00 UTC"
     assert last4("+44 20 7946 0018") == "…0018"

@@ -12,8 +12,8 @@ import time
 import aiohttp
 import pytest
 
-from journeys.payments import BadSignature, signature_header, verify_signature
 from journeys.settings import JourneySettings, PaymentSettings
+from journeys.signatures import BadSignature, signature_header, verify_signature
 from peers.payments import DECLINED, PAID, PaymentStandIn, sign, unflatten
 from tests.server import TestServer
 
